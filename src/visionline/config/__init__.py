@@ -1,0 +1,25 @@
+"""Project configuration: `visionline.yaml` as validated pydantic models."""
+
+from visionline.config._load import (
+    CONFIG_FILE,
+    Project,
+    describe_validation_error,
+    dump_config,
+    init_project,
+    parse_config,
+)
+from visionline.config._model import GOOD_CLASS, ClassSpec, Goals, ProjectConfig, Storage
+
+__all__ = [
+    "CONFIG_FILE",
+    "GOOD_CLASS",
+    "ClassSpec",
+    "Goals",
+    "Project",
+    "ProjectConfig",
+    "Storage",
+    "describe_validation_error",
+    "dump_config",
+    "init_project",
+    "parse_config",
+]
