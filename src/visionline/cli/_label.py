@@ -1,0 +1,299 @@
+"""`visionline label`: send images to Label Studio and turn its answers into dataset versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from visionline.cli._common import ProjectOption, console, load_project
+
+if TYPE_CHECKING:
+    from visionline.config import Project
+    from visionline.data._labelstudio import LabelImport
+
+app = typer.Typer(
+    help=(
+        "Label Studio interchange: export tasks (with model predictions), import the "
+        "annotations back as a new dataset version."
+    ),
+    no_args_is_help=True,
+)
+
+_LOCAL_FILES_HELP = (
+    "Label Studio's local-files document root (must contain the blob store); images become "
+    "/data/local-files/?d=... URLs. Without it, tasks hold absolute file paths."
+)
+_MODEL_VERSION_HELP = (
+    "model_version of the predictions (default: the predictions file name); it must match "
+    "the one selected in Label Studio or they stay hidden."
+)
+_LABEL_STUDIO_NOTES = (
+    "\n\nLocal files: Label Studio serves /data/local-files/?d=PATH only when started with "
+    "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT "
+    "set to a folder that contains the blob store; pass that folder as --document-root."
+    "\n\nPredictions: Label Studio shows a prediction only when its model_version is the one "
+    "selected under Settings > Annotation > Prelabeling; a mismatch hides them silently."
+)
+
+DocumentRootOption = Annotated[
+    Path | None, typer.Option("--document-root", help=_LOCAL_FILES_HELP, show_default=False)
+]
+UrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url", envvar="LABEL_STUDIO_URL", help="Label Studio base URL ($LABEL_STUDIO_URL)."
+    ),
+]
+ApiKeyOption = Annotated[
+    str,
+    typer.Option(
+        "--api-key",
+        envvar="LABEL_STUDIO_API_KEY",
+        help="Access token from Account & Settings ($LABEL_STUDIO_API_KEY).",
+        show_default=False,
+    ),
+]
+
+
+def _tasks(
+    project: Project,
+    version_id: str,
+    document_root: Path | None,
+    only_unlabelled: bool,
+    predictions: Path | None,
+    model_version: str | None,
+) -> tuple[Any, list[dict[str, Any]], int, str]:
+    from visionline.data import DatasetRepo
+    from visionline.data._labelstudio import build_tasks, load_predictions
+
+    repo = DatasetRepo(project)
+    version = repo.get(version_id)
+    loaded = load_predictions(predictions, project.config) if predictions else None
+    name = model_version or (predictions.stem if predictions else "visionline")
+    tasks, n_predicted = build_tasks(
+        version,
+        repo,
+        project.config,
+        document_root=document_root,
+        only_unlabelled=only_unlabelled,
+        predictions=loaded,
+        model_version=name,
+    )
+    if predictions and n_predicted == 0:
+        console.print(
+            f"[yellow]warning:[/yellow] no row of {predictions} matched an image of version "
+            f"{version.short_id} by sha256 or path; the tasks carry no predictions."
+        )
+    return version, tasks, n_predicted, name
+
+
+@app.command(
+    "export",
+    help="Write Label Studio import tasks and label_config.xml for a dataset version."
+    + _LABEL_STUDIO_NOTES,
+)
+def export(
+    version: Annotated[str, typer.Argument(help="Dataset version id or unique prefix.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Tasks JSON to write.")],
+    only_unlabelled: Annotated[
+        bool, typer.Option(help="Only images without a good/defect label.")
+    ] = False,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON or CSV of model outputs: sha256 or path, then per-class probabilities "
+            "or label and score. They pre-fill the choice and let annotators sort by score.",
+            show_default=False,
+        ),
+    ] = None,
+    document_root: DocumentRootOption = None,
+    model_version: Annotated[
+        str | None, typer.Option(help=_MODEL_VERSION_HELP, show_default=False)
+    ] = None,
+    project_dir: ProjectOption = None,
+) -> None:
+    """Write Label Studio import tasks and label_config.xml for a dataset version."""
+    from visionline.data._labelstudio import ENV_DOCUMENT_ROOT, ENV_SERVING, label_config_xml
+
+    project = load_project(project_dir)
+    found, tasks, n_predicted, name = _tasks(
+        project, version, document_root, only_unlabelled, predictions, model_version
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(tasks, indent=1))
+    config_path = out.parent / "label_config.xml"
+    config_path.write_text(label_config_xml(project.config))
+    console.print(
+        f"[green]Wrote[/green] {len(tasks)} tasks of version {found.short_id} "
+        f"({n_predicted} with predictions) to {out}, and the labelling interface to "
+        f"{config_path}."
+    )
+    root = document_root.resolve() if document_root else project.root
+    if not document_root:
+        console.print(
+            "[yellow]note:[/yellow] tasks hold absolute file paths, which a browser cannot "
+            f"load; rerun with --document-root {root} for local-files URLs."
+        )
+    console.print("To label them in Label Studio:")
+    console.print(f"  {ENV_SERVING}=true {ENV_DOCUMENT_ROOT}={root} label-studio start")
+    console.print(
+        f"  Create project > Labeling Setup > Code: paste {config_path.name}; "
+        f"Data Import: upload {out.name}."
+    )
+    if n_predicted:
+        console.print(
+            f"  Settings > Annotation > Prelabeling: select model version '{name}' or the "
+            "predictions stay hidden."
+        )
+    console.print(
+        f"  Export > JSON, then: visionline label import EXPORT.json --parent {found.short_id}"
+    )
+
+
+def _print_import(result: LabelImport, parent_id: str) -> None:
+    from rich.table import Table
+
+    summary = result.summary
+    table = Table(title=f"Label Studio → child of {parent_id}")
+    table.add_column("change")
+    table.add_column("images", justify="right")
+    for (old, new), count in sorted(result.changes.items()):
+        table.add_row(f"{old} → {new}", str(count))
+    rows = [
+        ("unchanged", result.n_unchanged),
+        ("added (new images)", result.n_added),
+        ("not found", len(result.unmatched)),
+        ("conflicting duplicates", len(result.conflicts)),
+        ("unlabelled tasks", summary.n_unlabelled),
+        ("ties (left out)", summary.n_ties),
+        ("unknown choices (left out)", summary.n_unknown),
+        ("cancelled annotations", summary.n_cancelled),
+    ]
+    for label, count in rows:
+        table.add_row(label, str(count), style=None if count else "dim")
+    console.print(table)
+    issues = summary.issues + result.unmatched + result.conflicts
+    for issue in issues[:20]:
+        console.print(f"[yellow]issue:[/yellow] {issue}", highlight=False)
+    if len(issues) > 20:
+        console.print(f"[yellow]… and {len(issues) - 20} more issues (in the version metadata).")
+    if result.version is None:
+        console.print("No label changed and no image was added, so no new version was made.")
+    else:
+        console.print(
+            f"[green]Created[/green] version {result.version.short_id} "
+            f"'{result.version.name}' ({len(result.version.records)} images, "
+            f"parent {parent_id})."
+        )
+
+
+def _import(
+    project: Project,
+    export_path: Path,
+    parent: str,
+    name: str | None,
+    document_root: Path | None,
+) -> None:
+    from visionline.data import DatasetRepo
+    from visionline.data._labelstudio import apply_export
+
+    repo = DatasetRepo(project)
+    parent_version = repo.get(parent)
+    result = apply_export(
+        repo,
+        parent_version,
+        export_path,
+        project.config,
+        name=name,
+        document_root=document_root,
+    )
+    _print_import(result, parent_version.short_id)
+
+
+@app.command("import")
+def import_(
+    export_file: Annotated[Path, typer.Argument(help="Label Studio JSON export.")],
+    parent: Annotated[str, typer.Option(help="Dataset version the export was made from.")],
+    name: Annotated[
+        str | None, typer.Option(help="Name of the new version (default: <parent>-labelled).")
+    ] = None,
+    document_root: DocumentRootOption = None,
+    project_dir: ProjectOption = None,
+) -> None:
+    """Make a new dataset version from a Label Studio export.
+
+    Images map back by data.sha256, then by path; ground-truth annotations win, else the
+    majority; ties, unknown choices and cancelled annotations are reported and recorded.
+    """
+    _import(load_project(project_dir), export_file, parent, name, document_root)
+
+
+@app.command(
+    "push",
+    help="Create a Label Studio project for a dataset version and import its tasks; the "
+    "project's model version is set to the predictions' one so they show at once."
+    + _LABEL_STUDIO_NOTES,
+)
+def push(
+    version: Annotated[str, typer.Argument(help="Dataset version id or unique prefix.")],
+    api_key: ApiKeyOption,
+    url: UrlOption = "http://localhost:8080",
+    project_title: Annotated[
+        str | None, typer.Option(help="Label Studio project title (default: the version).")
+    ] = None,
+    only_unlabelled: Annotated[
+        bool, typer.Option(help="Only images without a good/defect label.")
+    ] = False,
+    predictions: Annotated[
+        Path | None, typer.Option(help="JSON or CSV of model outputs.", show_default=False)
+    ] = None,
+    document_root: DocumentRootOption = None,
+    model_version: Annotated[
+        str | None, typer.Option(help=_MODEL_VERSION_HELP, show_default=False)
+    ] = None,
+    project_dir: ProjectOption = None,
+) -> None:
+    """Create a Label Studio project for a dataset version and import its tasks."""
+    from visionline.data._labelstudio import LabelStudioServer, label_config_xml
+
+    project = load_project(project_dir)
+    found, tasks, n_predicted, name = _tasks(
+        project, version, document_root, only_unlabelled, predictions, model_version
+    )
+    server = LabelStudioServer(url, api_key)
+    title = project_title or f"{project.config.name} {found.name} {found.short_id}"
+    project_id = server.push(title, label_config_xml(project.config), tasks, name)
+    console.print(
+        f"[green]Created[/green] Label Studio project {project_id} '{title}' with "
+        f"{len(tasks)} tasks ({n_predicted} with predictions): {server.url}/projects/{project_id}"
+    )
+    console.print(
+        f"When labelled: visionline label pull --project-id {project_id} --parent {found.short_id}"
+    )
+
+
+@app.command("pull")
+def pull(
+    project_id: Annotated[int, typer.Option(help="Label Studio project id.")],
+    parent: Annotated[str, typer.Option(help="Dataset version the tasks were made from.")],
+    api_key: ApiKeyOption,
+    url: UrlOption = "http://localhost:8080",
+    name: Annotated[
+        str | None, typer.Option(help="Name of the new version (default: <parent>-labelled).")
+    ] = None,
+    document_root: DocumentRootOption = None,
+    project_dir: ProjectOption = None,
+) -> None:
+    """Export a Label Studio project and import its annotations as a new dataset version."""
+    from visionline.data._labelstudio import LabelStudioServer
+
+    project = load_project(project_dir)
+    tasks = LabelStudioServer(url, api_key).export(project_id)
+    saved = project.cache_dir / "labelstudio" / f"project-{project_id}.json"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(tasks))
+    console.print(f"Saved the export ({len(tasks)} tasks) to {saved}.")
+    _import(project, saved, parent, name, document_root)

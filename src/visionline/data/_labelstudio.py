@@ -1,0 +1,574 @@
+"""Label Studio interchange: labelling config, import tasks with predictions, and export parsing.
+
+Label Studio is where people fix labels; visionline is where the labels become immutable dataset
+versions. Tasks carry `data.sha256` and `data.dataset_version`, so an export maps back to blobs
+by content even when Label Studio served the image from a different path.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+from xml.sax.saxutils import quoteattr
+
+from visionline.config import GOOD_CLASS, ProjectConfig
+from visionline.errors import ConfigError, DataError, ImageError
+
+if TYPE_CHECKING:
+    from visionline.data import DatasetRepo, DatasetVersion, ImageRecord
+
+FROM_NAME = "choice"
+TO_NAME = "image"
+LOCAL_FILES_PREFIX = "/data/local-files/?d="
+BLOB_PREFIX = "blob:"
+LABEL_SOURCE = "labelstudio"
+ENV_SERVING = "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"
+ENV_DOCUMENT_ROOT = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
+
+
+@dataclass(frozen=True)
+class LabelDecision:
+    """The label that people settled on for one Label Studio task."""
+
+    image: str
+    label: str
+    subtype: str | None
+    n_annotations: int
+    sha256: str | None = None  # `data.sha256` when the task came from `visionline label export`
+
+
+@dataclass
+class ExportSummary:
+    """Everything read from an export: decisions, issues and label provenance."""
+
+    decisions: list[LabelDecision] = field(default_factory=list)
+    issues: list[str] = field(default_factory=list)
+    n_tasks: int = 0
+    n_unlabelled: int = 0
+    n_cancelled: int = 0
+    n_ties: int = 0
+    n_unknown: int = 0
+    n_ground_truth: int = 0
+    annotators: Counter[str] = field(default_factory=Counter)
+
+    def provenance(self) -> dict[str, Any]:
+        """JSON-ready counts stored in the metadata of the version that the export makes."""
+        return {
+            "tasks": self.n_tasks,
+            "decisions": len(self.decisions),
+            "unlabelled": self.n_unlabelled,
+            "cancelled_annotations": self.n_cancelled,
+            "ties": self.n_ties,
+            "unknown_choices": self.n_unknown,
+            "ground_truth_decisions": self.n_ground_truth,
+            "annotations_per_annotator": dict(sorted(self.annotators.items())),
+        }
+
+
+def class_labels(config: ProjectConfig) -> dict[str, tuple[str, str | None]]:
+    """Model class name → (manifest label, subtype), e.g. 'bruise' → ('defect', 'bruise')."""
+    mapping: dict[str, tuple[str, str | None]] = {GOOD_CLASS: (GOOD_CLASS, None)}
+    for label, subtypes in config.defect_labels().items():
+        if subtypes:
+            mapping.update({subtype: (label, subtype) for subtype in subtypes})
+        else:
+            mapping[label] = (label, None)
+    return mapping
+
+
+def label_config_xml(config: ProjectConfig) -> str:
+    """The labelling interface: one single-choice question over the model classes."""
+    parents = {name: label for name, (label, _) in class_labels(config).items()}
+    choices = "\n".join(
+        f"    <Choice value={quoteattr(name)}"
+        + (f" hint={quoteattr(parents[name])}" if parents[name] != name else "")
+        + "/>"
+        for name in config.model_classes()
+    )
+    return (
+        "<View>\n"
+        f'  <Image name="{TO_NAME}" value="${TO_NAME}" zoom="true"/>\n'
+        f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" '
+        'showInLine="true" required="true">\n'
+        f"{choices}\n"
+        "  </Choices>\n"
+        "</View>\n"
+    )
+
+
+def local_files_url(path: Path, document_root: Path) -> str:
+    """The URL Label Studio serves a local file under (needs local-files serving enabled)."""
+    try:
+        relative = path.resolve().relative_to(document_root.resolve())
+    except ValueError:
+        raise ConfigError(
+            f"{path} is not under the document root {document_root}; pass a --document-root "
+            "that contains the blob store."
+        ) from None
+    return LOCAL_FILES_PREFIX + quote(relative.as_posix(), safe="/")
+
+
+def image_ref_to_path(image: str, base_dir: Path) -> Path | None:
+    """Local path for a task's image ref, or None for remote URLs and blob refs.
+
+    `/data/local-files/?d=...` refs (also behind a host) resolve against `base_dir`, which is
+    then Label Studio's document root; relative paths resolve against `base_dir` as well. The
+    path is not checked for existence.
+    """
+    if not image or image.startswith(BLOB_PREFIX):
+        return None
+    parts = urlsplit(image)
+    if parts.path.rstrip("/").endswith("/data/local-files"):
+        relative = parse_qs(parts.query).get("d", [""])[0]
+        return base_dir / unquote(relative) if relative else None
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    if parts.scheme and len(parts.scheme) > 1:  # http, s3, gs...; one letter is a Windows drive
+        return None
+    path = Path(image).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _load_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise DataError(f"{what} {path} does not exist; check the path.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"{what} {path} is not valid JSON ({exc}); export it again from Label Studio as JSON."
+        ) from exc
+
+
+def _annotation_choices(annotation: dict[str, Any]) -> list[str]:
+    """The classes picked in one annotation (our `choice` control first, else any choices)."""
+    results = [r for r in annotation.get("result") or [] if isinstance(r, dict)]
+    picked = [r for r in results if r.get("type") == "choices" and r.get("from_name") == FROM_NAME]
+    if not picked:
+        picked = [r for r in results if r.get("type") == "choices"]
+    return [str(c) for r in picked for c in (r.get("value") or {}).get("choices") or []]
+
+
+def _annotator(annotation: dict[str, Any]) -> str:
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):
+        who = who.get("email") or who.get("id")
+    return str(who) if who is not None else "unknown"
+
+
+def _task_label(task: Any, number: int) -> str:
+    if not isinstance(task, dict):
+        return f"task #{number}"
+    data = task.get("data") if isinstance(task.get("data"), dict) else {}
+    image = data.get("path") or data.get(TO_NAME)
+    return f"task {task.get('id', '#' + str(number))} ({image})" if image else f"task #{number}"
+
+
+def read_export(path: Path, config: ProjectConfig) -> ExportSummary:
+    """Read a Label Studio JSON export into decisions, issues and provenance counts."""
+    tasks = _load_json(path, "Label Studio export")
+    if isinstance(tasks, dict):
+        tasks = [tasks]
+    if not isinstance(tasks, list):
+        raise DataError(
+            f"{path} is not a Label Studio JSON export (expected a list of tasks); "
+            "export the project as JSON, not JSON-MIN or CSV."
+        )
+    classes = class_labels(config)
+    summary = ExportSummary(n_tasks=len(tasks))
+    for number, task in enumerate(tasks, start=1):
+        data = task.get("data") if isinstance(task, dict) else None
+        image = data.get(TO_NAME) if isinstance(data, dict) else None
+        if not isinstance(image, str) or not image:
+            summary.issues.append(f"{_task_label(task, number)}: no data.{TO_NAME}; it is skipped.")
+            continue
+        votes: list[tuple[str, bool]] = []
+        for annotation in task.get("annotations") or []:
+            if not isinstance(annotation, dict):
+                continue
+            if annotation.get("was_cancelled"):
+                summary.n_cancelled += 1
+                continue
+            picked = _annotation_choices(annotation)
+            if not picked:
+                continue
+            summary.annotators[_annotator(annotation)] += 1
+            votes.extend((choice, bool(annotation.get("ground_truth"))) for choice in picked[:1])
+        if not votes:
+            summary.n_unlabelled += 1
+            continue
+        unknown = sorted({choice for choice, _ in votes if choice not in classes})
+        if unknown:
+            summary.n_unknown += 1
+            summary.issues.append(
+                f"{_task_label(task, number)}: choice {', '.join(map(repr, unknown))} is not a class of this project "
+                f"({', '.join(classes)}); add it to visionline.yaml or relabel the task."
+            )
+            continue
+        truth = [choice for choice, is_truth in votes if is_truth]
+        counts = Counter(truth or [choice for choice, _ in votes]).most_common()
+        if len(counts) > 1 and counts[0][1] == counts[1][1]:
+            summary.n_ties += 1
+            tied = " vs ".join(f"{c} ({n})" for c, n in counts if n == counts[0][1])
+            summary.issues.append(
+                f"{_task_label(task, number)}: tie {tied}; it is left out, mark one annotation as ground truth."
+            )
+            continue
+        summary.n_ground_truth += bool(truth)
+        label, subtype = classes[counts[0][0]]
+        sha = data.get("sha256")
+        summary.decisions.append(
+            LabelDecision(image, label, subtype, len(votes), sha if isinstance(sha, str) else None)
+        )
+    return summary
+
+
+def parse_export(path: Path, config: ProjectConfig) -> tuple[list[LabelDecision], list[str]]:
+    """One decision per labelled task (ground truth first, else majority) and the issues found."""
+    summary = read_export(path, config)
+    return summary.decisions, summary.issues
+
+
+@dataclass(frozen=True)
+class ModelPrediction:
+    """A model's output for one image, as Label Studio shows it to annotators."""
+
+    choice: str
+    score: float
+    model_version: str | None = None
+
+
+def _prediction_from_row(
+    row: dict[str, Any], classes: list[str], where: str
+) -> tuple[str, ModelPrediction]:
+    key = str(row.get("sha256") or row.get("path") or "").strip()
+    if not key:
+        raise DataError(f"{where} has neither 'sha256' nor 'path'; add one of them to every row.")
+    probabilities = row.get("probabilities")
+    if not isinstance(probabilities, dict):
+        probabilities = {c: row[c] for c in classes if row.get(c) not in (None, "")}
+    try:
+        if probabilities:
+            unknown = sorted(set(probabilities) - set(classes))
+            if unknown:
+                raise DataError(
+                    f"{where} has probabilities for unknown classes {unknown}; "
+                    f"use the project's classes ({', '.join(classes)})."
+                )
+            choice, score = max(
+                ((c, float(p)) for c, p in probabilities.items()), key=lambda x: x[1]
+            )
+        else:
+            choice, score = str(row.get("label") or ""), float(row.get("score", 1.0))
+            if choice not in classes:
+                raise DataError(
+                    f"{where} has label {choice!r}, which is not a class of this project "
+                    f"({', '.join(classes)}); fix the label or give per-class probabilities."
+                )
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"{where} has a score that is not a number ({exc}); fix that value."
+        ) from exc
+    version = row.get("model_version")
+    return key, ModelPrediction(choice, score, str(version) if version else None)
+
+
+def load_predictions(path: Path, config: ProjectConfig) -> dict[str, ModelPrediction]:
+    """Per-image model outputs from JSON or CSV, keyed by sha256 or path.
+
+    Rows carry `sha256` or `path`, and either one column per model class (probabilities) or
+    `label` and `score`; JSON rows may nest probabilities under `probabilities`.
+    """
+    classes = config.model_classes()
+    if path.suffix.lower() == ".csv":
+        if not path.is_file():
+            raise DataError(f"Predictions file {path} does not exist; check the path.")
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows: Any = list(csv.DictReader(handle))
+    else:
+        rows = _load_json(path, "Predictions file")
+        if isinstance(rows, dict):
+            rows = rows.get("predictions")
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise DataError(
+            f"Predictions file {path} must be a list of objects (or CSV rows) with sha256 or "
+            "path and per-class probabilities or label and score; rewrite it that way."
+        )
+    return dict(
+        _prediction_from_row(row, classes, f"Predictions file {path}, row {i}")
+        for i, row in enumerate(rows, start=1)
+    )
+
+
+def _prediction_payload(prediction: ModelPrediction, model_version: str) -> dict[str, Any]:
+    return {
+        "model_version": prediction.model_version or model_version,
+        "score": round(prediction.score, 6),
+        "result": [
+            {
+                "from_name": FROM_NAME,
+                "to_name": TO_NAME,
+                "type": "choices",
+                "value": {"choices": [prediction.choice]},
+            }
+        ],
+    }
+
+
+def is_labelled(record: ImageRecord, config: ProjectConfig) -> bool:
+    """True when the record names a model class: `good`, or a defect with its subtype.
+
+    A defect of a class that has subtypes but no subtype yet ('defect, kind unknown') is what
+    `--only-unlabelled` sends to annotators, together with labels the project does not know.
+    """
+    if record.label == GOOD_CLASS:
+        return True
+    subtypes = config.defect_labels().get(record.label)
+    return subtypes is not None and (not subtypes or record.subtype in subtypes)
+
+
+def build_tasks(
+    version: DatasetVersion,
+    repo: DatasetRepo,
+    config: ProjectConfig,
+    *,
+    document_root: Path | None = None,
+    only_unlabelled: bool = False,
+    predictions: dict[str, ModelPrediction] | None = None,
+    model_version: str = "visionline",
+) -> tuple[list[dict[str, Any]], int]:
+    """Label Studio import tasks for a dataset version, and how many got a prediction."""
+    tasks: list[dict[str, Any]] = []
+    n_predicted = 0
+    for record in version.records:
+        if only_unlabelled and is_labelled(record, config):
+            continue
+        blob = repo.blobs.local_path(record.sha256)
+        if blob is None:
+            raise ConfigError(
+                "The blob store is not on this filesystem, so Label Studio cannot serve its "
+                "images as local files; export from a project with a local blob store."
+            )
+        image = local_files_url(blob, document_root) if document_root else str(blob.resolve())
+        task: dict[str, Any] = {
+            "data": {
+                TO_NAME: image,
+                "sha256": record.sha256,
+                "dataset_version": version.id,
+                "path": record.path,
+                "current_label": record.subtype or record.label,
+            }
+        }
+        prediction = None
+        if predictions:
+            prediction = predictions.get(record.sha256) or predictions.get(record.path)
+        if prediction is not None:
+            task["predictions"] = [_prediction_payload(prediction, model_version)]
+            n_predicted += 1
+        tasks.append(task)
+    return tasks, n_predicted
+
+
+@dataclass
+class LabelImport:
+    """What an export changed against its parent version."""
+
+    summary: ExportSummary
+    changes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    n_unchanged: int = 0
+    n_added: int = 0
+    unmatched: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    version: DatasetVersion | None = None
+    records: list[ImageRecord] = field(default_factory=list)
+
+    @property
+    def n_changed(self) -> int:
+        return sum(self.changes.values())
+
+
+def _new_record(data: bytes, sha: str, path: Path, decision: LabelDecision) -> ImageRecord:
+    from visionline.data import ImageRecord
+    from visionline.preprocessing import decode_image
+
+    try:
+        image = decode_image(data)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from exc
+    return ImageRecord(
+        sha256=sha,
+        path=str(path),
+        bytes=len(data),
+        width=image.width,
+        height=image.height,
+        mode=image.mode,
+        label=decision.label,
+        subtype=decision.subtype,
+        source=LABEL_SOURCE,
+        split=None,
+    )
+
+
+def apply_export(
+    repo: DatasetRepo,
+    parent: DatasetVersion,
+    export: Path,
+    config: ProjectConfig,
+    *,
+    name: str | None = None,
+    document_root: Path | None = None,
+) -> LabelImport:
+    """Make a child version of `parent` with the labels of a Label Studio export.
+
+    Images map back to blobs by `data.sha256`, then by path (the manifest path, else the bytes
+    of the local file). Local images that `parent` lacks are stored and added with their labels.
+    Nothing is written when nothing changed (`result.version` stays None).
+    """
+    summary = read_export(export, config)
+    root = document_root or Path(os.environ.get(ENV_DOCUMENT_ROOT) or export.parent)
+    result = LabelImport(summary)
+    records = {r.sha256: r for r in parent.records}
+    by_path = {r.path: r.sha256 for r in parent.records}
+    order = [r.sha256 for r in parent.records]
+    decided: dict[str, LabelDecision] = {}
+    for decision in summary.decisions:
+        sha = decision.sha256 if decision.sha256 in records else None
+        if sha is None and decision.image.startswith(BLOB_PREFIX):
+            sha = decision.image.removeprefix(BLOB_PREFIX)
+            sha = sha if sha in records else None
+        local = image_ref_to_path(decision.image, root)
+        if sha is None:
+            sha = by_path.get(decision.image) or (by_path.get(str(local)) if local else None)
+        if sha is None and local is not None and local.is_file():
+            data = local.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if digest not in records:
+                stored = repo.blobs.put(data)
+                records[stored] = _new_record(data, stored, local, decision)
+                order.append(stored)
+                decided[stored] = decision
+                result.n_added += 1
+                continue
+            sha = digest
+        if sha is None:
+            result.unmatched.append(
+                f"{decision.image}: not in version {parent.short_id} and not a readable local "
+                "file; pass --document-root with Label Studio's document root."
+            )
+            continue
+        first = decided.setdefault(sha, decision)
+        if first is not decision:
+            if (first.label, first.subtype) != (decision.label, decision.subtype):
+                result.conflicts.append(
+                    f"{decision.image}: same image as {first.image} but labelled "
+                    f"{decision.subtype or decision.label} there vs "
+                    f"{first.subtype or first.label}; the first task's label is kept."
+                )
+            continue
+        old = records[sha]
+        if (old.label, old.subtype) == (decision.label, decision.subtype):
+            result.n_unchanged += 1
+            continue
+        result.changes[(old.subtype or old.label, decision.subtype or decision.label)] += 1
+        records[sha] = replace(old, label=decision.label, subtype=decision.subtype)
+    result.records = [records[sha] for sha in order]
+    if result.n_changed or result.n_added:
+        metadata = {
+            "source": LABEL_SOURCE,
+            "export": str(export.resolve()),
+            "export_sha256": hashlib.sha256(export.read_bytes()).hexdigest(),
+            "labels": summary.provenance(),
+            "changed": result.n_changed,
+            "added": result.n_added,
+            "unchanged": result.n_unchanged,
+            "unmatched": len(result.unmatched),
+            "conflicts": len(result.conflicts),
+            "issues": (summary.issues + result.unmatched + result.conflicts)[:50],
+        }
+        result.version = repo.create_version(
+            result.records,
+            name=name or f"{parent.name}-labelled",
+            parent=parent.id,
+            metadata=metadata,
+        )
+    return result
+
+
+def _start_hint(url: str) -> str:
+    return (
+        f"Label Studio at {url} did not answer; start it ('pip install label-studio; "
+        "label-studio start') or fix --url."
+    )
+
+
+class LabelStudioServer:
+    """A Label Studio server reached through `label-studio-sdk`, with one-line errors."""
+
+    def __init__(
+        self, url: str, api_key: str, timeout: float = 30.0, httpx_client: Any = None
+    ) -> None:
+        try:
+            from label_studio_sdk import LabelStudio
+        except ImportError:
+            raise ConfigError(
+                "label-studio-sdk is not installed; run 'pip install \"visionline[label]\"'."
+            ) from None
+        self.url = url.rstrip("/")
+        self._client = LabelStudio(
+            base_url=self.url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=0,
+            httpx_client=httpx_client,
+        )
+
+    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+        import httpx
+        from label_studio_sdk.core.api_error import ApiError
+
+        from visionline.errors import ServiceUnavailableError
+
+        try:
+            return function(*args, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailableError(_start_hint(self.url)) from exc
+        except ApiError as exc:
+            if exc.status_code in (401, 403):
+                raise ConfigError(
+                    f"Label Studio at {self.url} refused the API key while trying to {what}; "
+                    "copy a token from Account & Settings > Access Token."
+                ) from exc
+            if exc.status_code == 404:
+                raise ConfigError(
+                    f"Label Studio at {self.url} has no such object while trying to {what}; "
+                    "check the project id."
+                ) from exc
+            raise ServiceUnavailableError(
+                f"Label Studio at {self.url} failed to {what} (HTTP {exc.status_code}: "
+                f"{str(exc.body)[:200]}); check its logs."
+            ) from exc
+
+    def push(
+        self, title: str, label_config: str, tasks: list[dict[str, Any]], model_version: str
+    ) -> int:
+        """Create a project whose prediction model version matches the tasks; return its id."""
+        project = self._call(
+            "create a project",
+            self._client.projects.create,
+            title=title,
+            label_config=label_config,
+            model_version=model_version,
+        )
+        self._call("import tasks", self._client.projects.import_tasks, project.id, request=tasks)
+        return int(project.id)
+
+    def export(self, project_id: int) -> list[dict[str, Any]]:
+        """The project's tasks with annotations, as the JSON export format."""
+        return self._call("export the project", self._client.projects.exports.as_json, project_id)

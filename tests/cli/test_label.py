@@ -1,0 +1,318 @@
+"""`visionline label`: export → (simulated) annotation → import round trip, and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from visionline.config import Project, init_project
+from visionline.data import DatasetRepo, ImageRecord
+
+VISIONLINE = Path(sys.executable).with_name("visionline")
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The real console script, wide enough that a one-line error stays one line."""
+    env = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}
+    env.pop("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", None)
+    return subprocess.run(
+        [str(VISIONLINE), *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    init_project(tmp_path / "proj")
+    return Project.load(tmp_path / "proj")
+
+
+@pytest.fixture
+def version(project: Project, tmp_path: Path) -> tuple[DatasetRepo, object, dict[str, Path]]:
+    """A version of five tiny images; their source files stay on disk under tmp/imgs."""
+    repo = DatasetRepo(project)
+    labels = {
+        "a": ("good", None),
+        "b": ("defect", "bruise"),
+        "c": ("defect", None),
+        "d": ("good", None),
+        "e": ("defect", "rot"),
+    }
+    files: dict[str, Path] = {}
+    records = []
+    for i, (key, (label, subtype)) in enumerate(labels.items()):
+        data = _png((40 * i, 10, 200 - 30 * i))
+        files[key] = tmp_path / "imgs" / f"{key}.png"
+        files[key].parent.mkdir(exist_ok=True)
+        files[key].write_bytes(data)
+        sha = repo.blobs.put(data)
+        records.append(
+            ImageRecord(
+                sha256=sha,
+                path=f"imgs/{key}.png",
+                bytes=len(data),
+                width=8,
+                height=6,
+                mode="RGB",
+                label=label,
+                subtype=subtype,
+                source="test",
+                split=None,
+            )
+        )
+    return repo, repo.create_version(records, name="v1", parent=None, metadata={}), files
+
+
+def _choice(value: str, by: int, ground_truth: bool = False, cancelled: bool = False) -> dict:
+    return {
+        "completed_by": by,
+        "was_cancelled": cancelled,
+        "ground_truth": ground_truth,
+        "result": [
+            {
+                "from_name": "choice",
+                "to_name": "image",
+                "type": "choices",
+                "value": {"choices": [value]},
+            }
+        ],
+    }
+
+
+def test_export_annotate_import_round_trip(version, project: Project, tmp_path: Path) -> None:
+    repo, v1, files = version
+    by_path = {r.path: r for r in v1.records}
+    predictions = tmp_path / "preds.csv"
+    predictions.write_text("path,good,bruise,rot\nimgs/b.png,0.2,0.3,0.5\nimgs/c.png,0.1,0.8,0.1\n")
+    out = tmp_path / "ls" / "tasks.json"
+    result = run(
+        "label",
+        "export",
+        v1.short_id,
+        "--out",
+        out,
+        "--predictions",
+        predictions,
+        "--document-root",
+        project.root,
+        "--model-version",
+        "m7",
+        "-p",
+        project.root,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "5 tasks" in result.stdout and "2 with predictions" in result.stdout
+    assert "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=" in result.stdout and "'m7'" in result.stdout
+    assert (out.parent / "label_config.xml").read_text().count("<Choice ") == 6
+    tasks = json.loads(out.read_text())
+    assert all(
+        t["data"]["image"].startswith("/data/local-files/?d=.visionline/store/") for t in tasks
+    )
+    assert {t["data"]["dataset_version"] for t in tasks} == {v1.id}
+    predicted = {t["data"]["path"]: t["predictions"][0] for t in tasks if "predictions" in t}
+    assert predicted["imgs/b.png"]["model_version"] == "m7"
+    assert predicted["imgs/b.png"]["result"][0]["value"]["choices"] == ["rot"]
+
+    unlabelled = tmp_path / "ls" / "todo.json"
+    result = run(
+        "label", "export", v1.short_id, "--out", unlabelled, "--only-unlabelled", "-p", project.root
+    )
+    assert result.returncode == 0, result.stderr
+    assert [t["data"]["path"] for t in json.loads(unlabelled.read_text())] == ["imgs/c.png"]
+
+    # Label Studio's export: the same tasks plus annotations
+    annotations = {
+        "imgs/a.png": [_choice("good", 1)],  # unchanged
+        "imgs/b.png": [_choice("rot", 1), _choice("rot", 2), _choice("bruise", 3)],  # majority
+        "imgs/c.png": [_choice("bruise", 1), _choice("scab", 2, ground_truth=True)],
+        "imgs/e.png": [_choice("cut", 1), _choice("good", 2), _choice("rot", 3, cancelled=True)],
+    }
+    for i, task in enumerate(tasks, start=1):
+        task["id"] = i
+        task["annotations"] = annotations.get(task["data"]["path"], [])
+    # d: no sha256, an absolute path to its original file → mapped back by its bytes
+    d_task = next(t for t in tasks if t["data"]["path"] == "imgs/d.png")
+    d_task["data"] = {"image": str(files["d"]), "dataset_version": v1.id}
+    d_task["annotations"] = [_choice("cut", 1), _choice("cut", 2)]
+    # a new image that Label Studio served from the document root
+    new_file = project.root / "incoming" / "f.png"
+    new_file.parent.mkdir()
+    new_file.write_bytes(_png((1, 2, 3)))
+    tasks.append(
+        {
+            "id": 99,
+            "data": {"image": "/data/local-files/?d=incoming/f.png"},
+            "annotations": [_choice("insect_hole", 4)],
+        }
+    )
+    # the same image imported twice into Label Studio and labelled differently: first one wins
+    b_sha = by_path["imgs/b.png"].sha256
+    tasks.append(
+        {
+            "id": 100,
+            "data": {"image": "copy-of-b", "sha256": b_sha},
+            "annotations": [_choice("good", 5)],
+        }
+    )
+    export = tmp_path / "ls" / "export.json"
+    export.write_text(json.dumps(tasks))
+
+    result = run(
+        "label",
+        "import",
+        export,
+        "--parent",
+        v1.short_id,
+        "--name",
+        "relabelled",
+        "--document-root",
+        project.root,
+        "-p",
+        project.root,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "bruise → rot" in result.stdout and "defect → scab" in result.stdout
+    assert "copy-of-b: same image as" in result.stdout
+    assert "tie" in result.stdout and "cut (1) vs good (1)" in result.stdout
+
+    versions = DatasetRepo(project).list()
+    assert len(versions) == 2
+    v2 = next(v for v in versions if v.id != v1.id)
+    assert v2.parent == v1.id and v2.name == "relabelled"
+    labels = {r.path: (r.label, r.subtype) for r in v2.records}
+    assert labels["imgs/a.png"] == ("good", None)
+    assert labels["imgs/b.png"] == ("defect", "rot")
+    assert labels["imgs/c.png"] == ("defect", "scab")
+    assert labels["imgs/d.png"] == ("defect", "cut")
+    assert labels["imgs/e.png"] == ("defect", "rot")  # the tie leaves it as it was
+    added = next(r for r in v2.records if r.path.endswith("incoming/f.png"))
+    assert (added.label, added.subtype, added.source) == ("defect", "insect_hole", "labelstudio")
+    assert repo.blobs.get(added.sha256) == new_file.read_bytes()
+    provenance = v2.metadata["labels"]
+    assert provenance["ties"] == 1 and provenance["cancelled_annotations"] == 1
+    assert provenance["ground_truth_decisions"] == 1
+    assert v2.metadata["changed"] == 3 and v2.metadata["added"] == 1
+    assert v2.metadata["conflicts"] == 1
+    assert {r.path: r.label for r in DatasetRepo(project).get(v1.id).records} == {
+        p: r.label for p, r in by_path.items()
+    }
+
+    again = run(
+        "label",
+        "import",
+        export,
+        "--parent",
+        v2.short_id,
+        "-p",
+        project.root,
+        "--document-root",
+        project.root,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "no new version was made" in again.stdout
+    assert len(DatasetRepo(project).list()) == 2
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_import_bad_input_leaves_data_intact(version, project: Project, tmp_path: Path) -> None:
+    _, v1, _ = version
+    malformed = tmp_path / "bad.json"
+    malformed.write_text('[{"data": ')
+    good = tmp_path / "ok.json"
+    good.write_text("[]")
+    _one_line_error(
+        run(
+            "label",
+            "import",
+            tmp_path / "missing.json",
+            "--parent",
+            v1.short_id,
+            "-p",
+            project.root,
+        ),
+        "does not exist",
+    )
+    _one_line_error(
+        run("label", "import", malformed, "--parent", v1.short_id, "-p", project.root),
+        "not valid JSON",
+    )
+    _one_line_error(
+        run("label", "import", good, "--parent", "deadbeef", "-p", project.root),
+        "No dataset version 'deadbeef'",
+    )
+    _one_line_error(
+        run("label", "export", "deadbeef", "--out", tmp_path / "t.json", "-p", project.root),
+        "No dataset version",
+    )
+    bad_predictions = tmp_path / "p.json"
+    bad_predictions.write_text(json.dumps([{"path": "imgs/a.png", "label": "mould"}]))
+    _one_line_error(
+        run(
+            "label",
+            "export",
+            v1.short_id,
+            "--out",
+            tmp_path / "t.json",
+            "--predictions",
+            bad_predictions,
+            "-p",
+            project.root,
+        ),
+        "'mould'",
+    )
+    assert not (tmp_path / "t.json").exists()
+    assert [v.id for v in DatasetRepo(project).list()] == [v1.id]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_push_and_pull_without_server_name_url_and_fix(version, project: Project) -> None:
+    _, v1, _ = version
+    url = f"http://127.0.0.1:{_closed_port()}"
+    push = run("label", "push", v1.short_id, "--url", url, "--api-key", "k", "-p", project.root)
+    _one_line_error(push, url, "label-studio start")
+    pull = run(
+        "label",
+        "pull",
+        "--project-id",
+        "1",
+        "--parent",
+        v1.short_id,
+        "--url",
+        url,
+        "--api-key",
+        "k",
+        "-p",
+        project.root,
+    )
+    _one_line_error(pull, url, "label-studio start")
