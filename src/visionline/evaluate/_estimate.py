@@ -1,0 +1,284 @@
+"""How many bad apples are in a delivery: flagged rates corrected with the validated error rates.
+
+The flagged share of a delivery is biased: false rejects add to it and escapes take from it. The
+Rogan–Gladen estimator p̂ = (flag − FPR) / (TPR − FPR) removes that bias. Its interval comes from
+posterior draws (Jeffreys Beta priors) of the validation TPR and FPR, each followed by the
+classification noise of this delivery's flag count given those rates (normal approximation), so a
+small delivery and a small validation set both widen it. The target is the share of bad apples in
+the delivery itself (every apple passes the camera), not a hypothetical supply rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from visionline.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FLAG_COLUMNS = ("flagged", "flag", "defect_flag", "is_defect")
+SCORE_COLUMNS = ("defect_score", "score")
+SUBTYPE_COLUMNS = ("predicted_subtype", "subtype", "predicted_class")
+TIME_COLUMNS = ("timestamp", "time", "ts")
+
+
+@dataclass(frozen=True)
+class ValidatedRates:
+    """Counts from a held-out evaluation at the operating threshold."""
+
+    tp: int
+    n_defect: int
+    fp: int
+    n_good: int
+    threshold: float | None = None
+    class_names: tuple[str, ...] | None = None
+    confusion_matrix: tuple[tuple[int, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_defect <= 0 or self.n_good <= 0:
+            raise DataError(
+                "The validated rates need both good and defective test images; evaluate on a "
+                "split that has both."
+            )
+        if self.tpr <= self.fpr:
+            raise DataError(
+                f"The model is no better than chance (TPR {self.tpr:.1%} ≤ FPR {self.fpr:.1%}), so "
+                "flag rates cannot be corrected; retrain or re-evaluate the model."
+            )
+
+    @property
+    def tpr(self) -> float:
+        return self.tp / self.n_defect
+
+    @property
+    def fpr(self) -> float:
+        return self.fp / self.n_good
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, Any]) -> ValidatedRates:
+        """From an eval metrics.json (its `rates` block)."""
+        rates = metrics.get("rates", metrics)
+        try:
+            matrix = rates.get("confusion_matrix")
+            names = rates.get("class_names")
+            return cls(
+                tp=int(rates["tp"]),
+                n_defect=int(rates["n_defect"]),
+                fp=int(rates["fp"]),
+                n_good=int(rates["n_good"]),
+                threshold=rates.get("threshold"),
+                class_names=tuple(names) if names else None,
+                confusion_matrix=tuple(tuple(int(v) for v in row) for row in matrix)
+                if matrix
+                else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(
+                f"The rates file lacks the count {exc}; pass the metrics.json written by 'visionline eval'."
+            ) from exc
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A rate with its interval."""
+
+    n: int
+    flagged: int
+    raw_rate: float
+    estimate: float
+    low: float
+    high: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rogan_gladen(
+    flag_rate: float | np.ndarray, tpr: float | np.ndarray, fpr: float | np.ndarray
+) -> Any:
+    """Prevalence corrected for false positives and misses, clipped to [0, 1]."""
+    return np.clip((np.asarray(flag_rate) - fpr) / (np.asarray(tpr) - fpr), 0.0, 1.0)
+
+
+def _beta(rng: np.random.Generator, k: int, n: int, draws: int) -> np.ndarray:
+    return rng.beta(k + 0.5, n - k + 0.5, draws)
+
+
+def estimate_prevalence(
+    flagged: int,
+    n: int,
+    rates: ValidatedRates,
+    confidence: float = 0.90,
+    draws: int = 4000,
+    seed: int = 0,
+) -> Estimate:
+    """Corrected defect rate of one group with an interval for group AND validation uncertainty."""
+    if n <= 0:
+        raise DataError("A group has no images; drop empty groups before estimating.")
+    rng = np.random.default_rng(seed)
+    tpr = _beta(rng, rates.tp, rates.n_defect, draws)
+    fpr = _beta(rng, rates.fp, rates.n_good, draws)
+    valid = tpr > fpr
+    tpr, fpr = tpr[valid], fpr[valid]
+    # Bad apples in this delivery given the drawn rates: flagged = Bin(bad, TPR) + Bin(good, FPR),
+    # inverted with its conditional (normal) noise, so the target is the delivery's own share.
+    bad = np.clip((flagged - n * fpr) / (tpr - fpr), 0.0, n)
+    spread = np.sqrt(bad * tpr * (1 - tpr) + (n - bad) * fpr * (1 - fpr)) / (tpr - fpr)
+    samples = np.clip((bad + spread * rng.standard_normal(bad.size)) / n, 0.0, 1.0)
+    alpha = (1.0 - confidence) / 2
+    raw = flagged / n
+    return Estimate(
+        n=n,
+        flagged=flagged,
+        raw_rate=raw,
+        estimate=float(rogan_gladen(raw, rates.tpr, rates.fpr)),
+        low=float(np.quantile(samples, alpha)),
+        high=float(np.quantile(samples, 1 - alpha)),
+    )
+
+
+def _unmix(confusion: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """True class shares p ≥ 0, Σp = 1, with confusionᵀ p ≈ observed shares (NNLS)."""
+    from scipy.optimize import nnls
+
+    weight = 100.0
+    system = np.vstack([confusion.T, weight * np.ones(confusion.shape[0])])
+    target = np.concatenate([observed, [weight]])
+    shares, _ = nnls(system, target)
+    total = shares.sum()
+    return shares / total if total > 0 else shares
+
+
+def estimate_subtypes(
+    counts: dict[str, int],
+    n: int,
+    rates: ValidatedRates,
+    confidence: float = 0.90,
+    draws: int = 400,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Per defect subtype: raw share predicted, and the share corrected with the validated
+    subtype confusion matrix (rows = true, columns = predicted) with an interval."""
+    names = list(rates.class_names or ())
+    if not names or rates.confusion_matrix is None:
+        return {name: {"raw_rate": count / n} for name, count in counts.items()}
+    unknown = set(counts) - set(names[1:])
+    if unknown:
+        raise DataError(
+            f"Predicted subtypes {sorted(unknown)} are not classes of the evaluated model "
+            f"({', '.join(names)}); use the rates of the model that made the predictions."
+        )
+    matrix = np.asarray(rates.confusion_matrix, dtype=np.float64)
+    observed_counts = np.array([counts.get(name, 0) for name in names], dtype=np.float64)
+    observed_counts[0] = n - observed_counts[1:].sum()
+    row_sums = matrix.sum(axis=1, keepdims=True)
+    point = _unmix(np.divide(matrix, np.maximum(row_sums, 1)), observed_counts / n)
+    rng = np.random.default_rng(seed)
+    samples = np.empty((draws, len(names)))
+    for draw in range(draws):
+        sampled = np.vstack([rng.dirichlet(row + 0.5) for row in matrix])
+        samples[draw] = _unmix(sampled, rng.dirichlet(observed_counts + 0.5))
+    alpha = (1.0 - confidence) / 2
+    return {
+        name: {
+            "raw_rate": observed_counts[i] / n,
+            "estimate": float(point[i]),
+            "low": float(np.quantile(samples[:, i], alpha)),
+            "high": float(np.quantile(samples[:, i], 1 - alpha)),
+        }
+        for i, name in enumerate(names)
+        if i > 0
+    }
+
+
+def load_predictions(path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet prediction log."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"No predictions file at {path}; pass a CSV or Parquet file.")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except Exception as exc:  # pandas/pyarrow raise many types for bad files
+        raise DataError(
+            f"{path} is not a readable CSV or Parquet file ({type(exc).__name__}); check its format."
+        ) from exc
+
+
+def _pick(frame: pd.DataFrame, names: Sequence[str]) -> str | None:
+    return next((name for name in names if name in frame.columns), None)
+
+
+def _flags(
+    frame: pd.DataFrame, rates: ValidatedRates | None, threshold: float | None
+) -> np.ndarray:
+    flag_column = _pick(frame, FLAG_COLUMNS)
+    if flag_column is not None:
+        values = frame[flag_column]
+        if values.dtype == object:
+            return values.astype(str).str.lower().isin(["1", "true", "yes", "defect"]).to_numpy()
+        return values.fillna(0).astype(bool).to_numpy()
+    score_column = _pick(frame, SCORE_COLUMNS)
+    if score_column is None:
+        raise DataError(
+            f"The predictions need a flag column ({', '.join(FLAG_COLUMNS)}) or a score column "
+            f"({', '.join(SCORE_COLUMNS)}); add one."
+        )
+    threshold = threshold if threshold is not None else (rates.threshold if rates else None)
+    if threshold is None:
+        raise ConfigError(
+            "The predictions hold scores but no threshold is known; pass --rates metrics.json or --threshold."
+        )
+    return frame[score_column].to_numpy(dtype=np.float64) > threshold
+
+
+def estimate_by_group(
+    frame: pd.DataFrame,
+    by: str,
+    rates: ValidatedRates | None,
+    threshold: float | None = None,
+    confidence: float = 0.90,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """One row per group: images, flagged, raw rate, corrected estimate + interval, subtypes."""
+    frame = frame.copy()
+    if by not in frame.columns and by == "day":
+        time_column = _pick(frame, TIME_COLUMNS)
+        if time_column is not None:
+            import pandas as pd
+
+            frame["day"] = pd.to_datetime(frame[time_column], errors="coerce").dt.date.astype(str)
+    if by not in frame.columns:
+        raise DataError(
+            f"The predictions have no column {by!r} (columns: {', '.join(map(str, frame.columns))}); "
+            "pick another --by or add the column."
+        )
+    frame["_flag"] = _flags(frame, rates, threshold)
+    subtype_column = _pick(frame, SUBTYPE_COLUMNS)
+    rows = []
+    for offset, (group, part) in enumerate(frame.groupby(by, sort=True)):
+        n, flagged = len(part), int(part["_flag"].sum())
+        row: dict[str, Any] = {by: str(group), "n": n, "flagged": flagged, "raw_rate": flagged / n}
+        if rates is not None:
+            found = estimate_prevalence(flagged, n, rates, confidence, seed=seed + offset)
+            row.update(estimate=found.estimate, low=found.low, high=found.high)
+        if subtype_column is not None:
+            predicted = part.loc[part["_flag"], subtype_column].dropna().astype(str)
+            counts = {name: int(count) for name, count in predicted.value_counts().items()}
+            if rates is not None and rates.class_names:
+                counts = {k: v for k, v in counts.items() if k != rates.class_names[0]}
+                row["subtypes"] = estimate_subtypes(
+                    counts, n, rates, confidence, seed=seed + offset
+                )
+            else:
+                row["subtypes"] = {name: {"raw_rate": count / n} for name, count in counts.items()}
+        rows.append(row)
+    return rows

@@ -1,0 +1,126 @@
+"""Model references → a local model file: a path, `runs:/<id>`, `models:/<name>@alias|/<version>`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from visionline.errors import ConfigError, NotFoundError, ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+CHECKPOINT_ARTIFACT = "checkpoint/model.pt"
+"""Where `visionline.train.fit` logs the `save_model` file on its MLflow run."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: its local file and, when it came from MLflow, where from."""
+
+    uri: str
+    path: Path
+    run_id: str | None = None
+    name: str | None = None
+    version: str | None = None
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    """An MLflow client whose tracking and registry stores are `tracking_uri`."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _not_found(exc: Exception) -> bool:
+    """Whether an MlflowException means 'no such run, model, version or alias'."""
+    code = str(getattr(exc, "error_code", ""))
+    text = str(exc).lower()
+    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or any(
+        phrase in text for phrase in ("not found", "does not exist", "unable to find")
+    )
+
+
+def model_version(
+    tracking_uri: str, name: str, alias: str | None = None, version: str | None = None
+):
+    """The registry's ModelVersion for `name@alias` or `name/version`, or a one-line NotFoundError."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(tracking_uri)
+    try:
+        if alias is not None:
+            return mlflow_client.get_model_version_by_alias(name, alias)
+        return mlflow_client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        what = f"{name}@{alias}" if alias is not None else f"{name}/{version}"
+        if _not_found(exc):
+            raise NotFoundError(
+                f"No registered model version {what}; see 'visionline models list' for what exists."
+            ) from exc
+        raise ServiceUnavailableError(
+            f"The model registry at {tracking_uri} failed ({exc.message}); check the tracking URI."
+        ) from exc
+
+
+def download_checkpoint(
+    tracking_uri: str, run_id: str, artifact: str = CHECKPOINT_ARTIFACT
+) -> Path:
+    """Fetch a run's model file to a local cache; NotFoundError names the run if it is missing."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client = client(tracking_uri)
+        mlflow_client.get_run(run_id)
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact, tracking_uri=tracking_uri
+            )
+        )
+    except MlflowException as exc:
+        raise NotFoundError(
+            f"Run {run_id} or its artifact {artifact} does not exist in {tracking_uri}; "
+            "pass the id of a run logged by 'visionline train'."
+        ) from exc
+    except OSError as exc:
+        raise NotFoundError(
+            f"Run {run_id} has no artifact {artifact}; pass the id of a run logged by 'visionline train'."
+        ) from exc
+
+
+def resolve_model(uri: str, tracking_uri: str) -> ModelRef:
+    """Turn a model reference into a local `save_model` file plus its MLflow lineage."""
+    if uri.startswith("runs:/"):
+        parts = uri.removeprefix("runs:/").strip("/").split("/", 1)
+        run_id = parts[0]
+        if not run_id:
+            raise ConfigError(f"Model URI {uri!r} has no run id; write runs:/<run_id>.")
+        artifact = (
+            parts[1] if len(parts) > 1 and parts[1] not in ("", "model") else CHECKPOINT_ARTIFACT
+        )
+        return ModelRef(uri, download_checkpoint(tracking_uri, run_id, artifact), run_id=run_id)
+    if uri.startswith("models:/"):
+        body = uri.removeprefix("models:/").strip("/")
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            found = model_version(tracking_uri, name, alias=alias)
+        elif "/" in body:
+            name, version = body.rsplit("/", 1)
+            found = model_version(tracking_uri, name, version=version)
+        else:
+            raise ConfigError(
+                f"Model URI {uri!r} needs an alias or version; write models:/{body}@champion "
+                f"or models:/{body}/1."
+            )
+        if not found.run_id:
+            raise NotFoundError(f"Model version {uri} has no source run; register it from a run.")
+        path = download_checkpoint(tracking_uri, found.run_id)
+        return ModelRef(uri, path, run_id=found.run_id, name=found.name, version=str(found.version))
+    path = Path(uri).expanduser()
+    if not path.is_file():
+        raise NotFoundError(
+            f"No model at {uri!r}; pass a model.pt path, runs:/<run_id> or models:/<name>@<alias>."
+        )
+    return ModelRef(uri, path)

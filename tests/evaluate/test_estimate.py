@@ -1,0 +1,116 @@
+"""Per-delivery defect rates: Rogan–Gladen on known values, interval coverage, subtypes, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from visionline.errors import ConfigError, DataError
+from visionline.evaluate import (
+    ValidatedRates,
+    estimate_by_group,
+    estimate_prevalence,
+    estimate_subtypes,
+    rogan_gladen,
+)
+
+RATES = ValidatedRates(tp=180, n_defect=200, fp=8, n_good=400, threshold=0.5)
+
+
+def test_rogan_gladen_known_values():
+    # true prevalence 10 %, TPR .9, FPR .02: flag = .1*.9 + .9*.02 = .108
+    assert rogan_gladen(0.108, 0.9, 0.02) == pytest.approx(0.1)
+    assert rogan_gladen(0.01, 0.9, 0.02) == 0.0  # below FPR clips to 0
+    assert rogan_gladen(0.95, 0.9, 0.02) == 1.0
+
+
+def test_model_no_better_than_chance_is_refused():
+    with pytest.raises(DataError, match="no better than chance"):
+        ValidatedRates(tp=10, n_defect=100, fp=20, n_good=100)
+
+
+def test_rates_from_metrics_json_block():
+    rates = ValidatedRates.from_metrics({"rates": {"tp": 9, "n_defect": 10, "fp": 1, "n_good": 50}})
+    assert rates.tpr == 0.9 and rates.fpr == 0.02
+    with pytest.raises(DataError, match="lacks the count"):
+        ValidatedRates.from_metrics({"accuracy": 0.9})
+
+
+def test_interval_widens_with_small_groups_and_small_validation():
+    big = estimate_prevalence(54, 500, RATES)
+    small = estimate_prevalence(11, 100, RATES)
+    weak = estimate_prevalence(54, 500, ValidatedRates(tp=18, n_defect=20, fp=1, n_good=40))
+    assert big.estimate == pytest.approx(rogan_gladen(54 / 500, 0.9, 0.02))
+    assert big.low < big.estimate < big.high
+    assert (small.high - small.low) > (big.high - big.low)
+    assert (weak.high - weak.low) > (big.high - big.low)
+
+
+def test_ninety_percent_interval_coverage_on_a_small_simulation():
+    rng = np.random.default_rng(7)
+    tpr, fpr, n_def, n_good = 0.9, 0.03, 150, 300
+    covered, trials = 0, 200
+    for trial in range(trials):
+        truth = rng.uniform(0.02, 0.25)
+        rates = ValidatedRates(
+            tp=int(rng.binomial(n_def, tpr)),
+            n_defect=n_def,
+            fp=int(rng.binomial(n_good, fpr)),
+            n_good=n_good,
+        )
+        bad = rng.binomial(500, truth)
+        flagged = rng.binomial(bad, tpr) + rng.binomial(500 - bad, fpr)
+        found = estimate_prevalence(int(flagged), 500, rates, 0.90, draws=2000, seed=trial)
+        covered += found.low <= bad / 500 <= found.high
+    assert 0.84 <= covered / trials <= 0.97
+
+
+def test_subtype_correction_undoes_known_confusion():
+    # classes good, bruise, rot; 20 % of bruises are called rot
+    rates = ValidatedRates(
+        tp=170,
+        n_defect=200,
+        fp=0,
+        n_good=1000,
+        class_names=("good", "bruise", "rot"),
+        confusion_matrix=((1000, 0, 0), (10, 72, 18), (10, 0, 90)),
+    )
+    # truth in a delivery of 1000: 100 bruise, 50 rot -> expected predictions
+    # bruise: 72 predicted bruise, 18 rot; rot: 45 rot
+    result = estimate_subtypes({"bruise": 72, "rot": 63}, 1000, rates, draws=200)
+    assert result["bruise"]["raw_rate"] == pytest.approx(0.072)
+    assert result["bruise"]["estimate"] == pytest.approx(0.10, abs=0.005)
+    assert result["rot"]["estimate"] == pytest.approx(0.05, abs=0.005)
+    assert result["rot"]["low"] <= 0.05 <= result["rot"]["high"]
+    with pytest.raises(DataError, match="not classes"):
+        estimate_subtypes({"scab": 3}, 1000, rates)
+
+
+def test_estimate_by_group_with_scores_and_days():
+    frame = pd.DataFrame(
+        {
+            "delivery": ["a"] * 4 + ["b"] * 4,
+            "timestamp": ["2026-11-01T08:00"] * 4 + ["2026-11-02T09:00"] * 4,
+            "defect_score": [0.9, 0.1, 0.2, 0.3, 0.8, 0.7, 0.1, 0.6],
+        }
+    )
+    rows = estimate_by_group(frame, "delivery", RATES)
+    assert [(r["delivery"], r["flagged"], r["raw_rate"]) for r in rows] == [
+        ("a", 1, 0.25),
+        ("b", 3, 0.75),
+    ]
+    assert rows[0]["estimate"] == pytest.approx(rogan_gladen(0.25, 0.9, 0.02))
+    days = estimate_by_group(frame, "day", None, threshold=0.5)
+    assert [r["day"] for r in days] == ["2026-11-01", "2026-11-02"]
+    assert "estimate" not in days[0]
+
+
+def test_estimate_by_group_bad_input():
+    frame = pd.DataFrame({"delivery": ["a"], "defect_score": [0.3]})
+    with pytest.raises(DataError, match="no column 'supplier'"):
+        estimate_by_group(frame, "supplier", RATES)
+    with pytest.raises(ConfigError, match="no threshold"):
+        estimate_by_group(frame, "delivery", None)
+    with pytest.raises(DataError, match="flag column"):
+        estimate_by_group(pd.DataFrame({"delivery": ["a"]}), "delivery", RATES)
