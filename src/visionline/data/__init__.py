@@ -1,0 +1,22 @@
+"""Versioned image datasets: content-addressed blobs, immutable Parquet manifests, ingest with
+validation, leak-free splits, diff, export and verification."""
+
+from visionline.data._ingest import IngestReport
+from visionline.data._manifest import SPLITS, ImageRecord
+from visionline.data._ops import VerifyReport, VersionDiff
+from visionline.data._phash import DEFAULT_MAX_DISTANCE, phash
+from visionline.data._repo import DatasetRepo, DatasetVersion
+from visionline.data._store import BlobStore
+
+__all__ = [
+    "DEFAULT_MAX_DISTANCE",
+    "SPLITS",
+    "BlobStore",
+    "DatasetRepo",
+    "DatasetVersion",
+    "ImageRecord",
+    "IngestReport",
+    "VerifyReport",
+    "VersionDiff",
+    "phash",
+]

@@ -1,0 +1,133 @@
+"""`visionline data` as a user runs it: real subprocesses, one-line errors, data left intact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+VISIONLINE = Path(sys.executable).parent / "visionline"
+
+YAML = """
+name: tiles
+classes:
+- name: good
+- name: defect
+  subtypes: [blowhole, crack]
+"""
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [str(VISIONLINE), "data", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "visionline.yaml").write_text(YAML)
+    rng = np.random.default_rng(0)
+    for folder, count in (("ok", 4), ("crack", 3)):
+        for i in range(count):
+            (tmp_path / "images" / folder).mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+            Image.fromarray(pixels).resize((32, 32)).save(tmp_path / "images" / folder / f"{i}.jpg")
+    (tmp_path / "images" / "ok" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    return tmp_path
+
+
+def _version_ids(project: Path) -> list[str]:
+    from visionline.config import Project
+    from visionline.data import DatasetRepo
+
+    return [v.id for v in DatasetRepo(Project.load(project)).list()]
+
+
+@pytest.mark.slow
+def test_data_lifecycle(project: Path, tmp_path: Path):
+    added = run("add", "images", "--map", "ok=good", "--name", "first", cwd=project)
+    assert added.returncode == 0, added.stderr
+    assert "ok/broken.jpg: not an image" in added.stdout
+    assert "Created version" in added.stdout
+    (vid,) = _version_ids(project)
+    assert vid[:12] in added.stdout
+
+    listed = run("list", cwd=project)
+    assert vid[:12] in listed.stdout and "first" in listed.stdout
+
+    shown = run("show", vid[:8], "-p", str(project), cwd=tmp_path.parent)
+    assert shown.returncode == 0, shown.stderr
+    assert vid in shown.stdout and "good" in shown.stdout and "skipped 1" in shown.stdout
+
+    split = run("split", vid[:8], "--val", "0.25", "--test", "0.25", "--seed", "1", cwd=project)
+    assert split.returncode == 0, split.stderr
+    child = next(i for i in _version_ids(project) if i != vid)
+    assert child[:12] in split.stdout
+
+    diff = run("diff", vid[:8], child[:8], cwd=project)
+    assert "7 moved between splits" in diff.stdout and "+0 added" in diff.stdout
+
+    out = tmp_path / "exported"
+    exported = run("export", child[:8], str(out), cwd=project)
+    assert exported.returncode == 0, exported.stderr
+    assert len(list(out.rglob("*.jpg"))) == 7
+
+    verified = run("verify", child[:8], cwd=project)
+    assert verified.returncode == 0 and "OK" in verified.stdout
+
+
+def test_verify_fails_on_a_corrupted_blob(project: Path):
+    run("add", "images", "--map", "ok=good", cwd=project)
+    blob = next(p for p in (project / ".visionline" / "store").rglob("*") if p.is_file())
+    data = bytearray(blob.read_bytes())
+    data[-3] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    (vid,) = _version_ids(project)
+    result = run("verify", vid[:8], cwd=project)
+    assert "corrupt" in result.stdout
+    assert_one_line_error(result, "1 corrupt", "re-add")
+
+
+@pytest.mark.slow
+def test_bad_input_gives_one_line_and_keeps_data(project: Path):
+    assert run("add", "images", "--map", "ok=good", cwd=project).returncode == 0
+    before = _version_ids(project)
+    index = (project / ".visionline" / "datasets" / "index.json").read_text()
+
+    assert_one_line_error(
+        run("show", "deadbeef", cwd=project), "No dataset version 'deadbeef'", "data list"
+    )
+    assert_one_line_error(run("add", "nowhere", cwd=project), "does not exist")
+    assert_one_line_error(run("add", "images", cwd=project), "Folder 'ok'", "--map ok=")
+    assert_one_line_error(run("add", "images", "--map", "ok", cwd=project), "FOLDER=LABEL")
+    assert_one_line_error(run("add", "images", "--map", "ok=apple", cwd=project), "not a class")
+    assert_one_line_error(run("split", before[0][:8], "--val", "0.9", cwd=project), "sum below 1")
+    assert_one_line_error(run("diff", before[0][:8], "cafe", cwd=project), "No dataset version")
+    elsewhere = project.parent / f"{project.name}-no-project"
+    elsewhere.mkdir()
+    assert_one_line_error(run("list", "-p", str(elsewhere), cwd=elsewhere), "visionline init")
+
+    assert _version_ids(project) == before
+    assert (project / ".visionline" / "datasets" / "index.json").read_text() == index
