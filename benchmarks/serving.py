@@ -1,0 +1,391 @@
+"""Serving: visionline (REST + gRPC, image bytes, dynamic batching) against the in-process limit
+and a KServe Python ModelServer peer, in one run on the same ONNX model over loopback.
+
+(a) in-process: decode + preprocess + ONNX Runtime in a loop (batch 1 latency; best-batch
+    throughput over batch sizes 1-16);
+(b) `visionline serve` in a subprocess, REST (Triton binary extension) and gRPC, image bytes;
+(c) KServe 0.21 `ModelServer` in a subprocess from its own venv (KSERVE_PYTHON, default
+    /tmp/kserve-venv/bin/python), REST (v2 JSON with base64 images: it refuses the binary
+    extension) and gRPC, with the same preprocessing code.
+Closed-loop clients sweep concurrency 1, 4, 8, 16 for WINDOW seconds each; p50/p95/p99 and
+throughput per point. Images: real magnetic-tile JPEGs from ../shared/data (synthetic if absent).
+Targets: c=1 p50 <= in-process p50 + 2 ms; c=8 throughput >= 0.8x in-process best-batch and
+>= 3x KServe.
+Run: .venv/bin/python benchmarks/serving.py [--window 3] [--size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data" / "magnetic-tile-defect"
+RESULTS = ROOT / "benchmarks" / "results"
+CLASSES = ["good", "bruise", "rot"]
+CONCURRENCY = (1, 4, 8, 16)
+
+KSERVE_SERVER = r'''
+import base64, sys
+import onnxruntime as ort
+from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
+from visionline.preprocessing import Preprocessing, decode_image
+
+class OnnxImages(Model):
+    def __init__(self, name, path, size, threads):
+        super().__init__(name)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.prep = Preprocessing(size=size)
+        self.ready = True
+
+    def predict(self, payload: InferRequest, headers=None, response_headers=None):
+        items = payload.inputs[0].as_numpy().reshape(-1)
+        raws = [base64.b64decode(i) if isinstance(i, str) else bytes(i) for i in items]
+        batch = self.prep([decode_image(r) for r in raws])
+        probs, _ = self.session.run(["probabilities", "embedding"], {"image": batch})
+        out = InferOutput(name="probabilities", shape=list(probs.shape), datatype="FP32")
+        out.set_data_from_numpy(probs, binary_data=False)
+        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id or "0")
+
+if __name__ == "__main__":
+    model_path, size, http_port, grpc_port, threads = sys.argv[1], *map(int, sys.argv[2:6])
+    ModelServer(http_port=http_port, grpc_port=grpc_port, enable_grpc=True, workers=1).start(
+        [OnnxImages("apples", model_path, size, threads)]
+    )
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_images(count: int) -> list[bytes]:
+    files = sorted((DATA / "MT_Free" / "Imgs").glob("*.jpg"))[: count // 2]
+    files += sorted((DATA / "MT_Crack" / "Imgs").glob("*.jpg"))[: count - len(files)]
+    if files:
+        return [f.read_bytes() for f in files]
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (300, 400), dtype=np.uint8)).save(buffer, format="JPEG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def build_bundle(size: int, work: Path) -> Path:
+    import torch
+
+    from visionline.export._bundle import finalize_bundle
+    from visionline.export import export_onnx
+    from visionline.preprocessing import Preprocessing
+    from visionline.train import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    spec = ModelSpec("mobilenetv3_small_100", CLASSES, Preprocessing(size=size))
+    bundle = work / "repo" / "apples" / "1"
+    export_onnx(build_model(spec).eval(), size, bundle / "model.onnx")
+    finalize_bundle(bundle, {
+        "name": "apples", "version": "1", "classes": CLASSES,
+        "class_labels": {"good": "good", "bruise": "defect", "rot": "defect"}, "threshold": 0.5,
+        "preprocessing": spec.preprocessing.to_dict(), "models": {"fp32": {"file": "model.onnx"}},
+        "deployed": "fp32",
+    })
+    return bundle
+
+
+def summarize(latencies: list[float], elapsed: float) -> dict[str, float]:
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": len(ms),
+        "throughput_rps": round(len(ms) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p95_ms": round(float(np.percentile(ms, 95)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+    }
+
+
+def in_process(bundle: Path, images: list[bytes], window: float, threads: int) -> dict:
+    from visionline.export.runtime import load_bundle
+    from visionline.preprocessing import decode_image
+
+    model = load_bundle(bundle, threads=threads)
+    prep, session = model.preprocessing, model.session
+
+    def run(batch_images: list[bytes]) -> None:
+        session.run(["probabilities", "embedding"], {"image": prep([decode_image(b) for b in batch_images])})
+
+    for b in images[:4]:
+        run([b])
+    latencies, i, end = [], 0, time.perf_counter() + window
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        run([images[i % len(images)]])
+        latencies.append(time.perf_counter() - t)
+        i += 1
+    single = summarize(latencies, sum(latencies))
+    by_batch = {}
+    for n in (1, 2, 4, 8, 16):
+        run(images[:n])
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < window / 2:
+            run([images[(done + k) % len(images)] for k in range(n)])
+            done += n
+        by_batch[n] = round(done / (time.perf_counter() - start), 1)
+    best = max(by_batch, key=by_batch.get)
+    return {"batch1": single, "images_per_s_by_batch": by_batch, "best_batch": best,
+            "best_images_per_s": by_batch[best]}
+
+
+def http_worker_factory(port: int, body: bytes, headers: dict[str, str]):
+    import http.client
+
+    def make():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.connect()  # no Nagle: http.client writes headers and body separately
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def call() -> None:
+            conn.request("POST", "/v2/models/apples/infer", body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
+        return call
+    return make
+
+
+def grpc_worker_factory(port: int, image: bytes):
+    import tritonclient.grpc as grpcclient
+
+    def make():
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        tensor = grpcclient.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([image], dtype=object))
+        outputs = [grpcclient.InferRequestedOutput("probabilities")]
+
+        def call() -> None:
+            client.infer("apples", [tensor], outputs=outputs)
+        return call
+    return make
+
+
+def measure(make_call, c: int, window: float) -> tuple[list[float], float, list[str]]:
+    """Closed loop: c threads, each sends its next request when the last one answered."""
+    calls = [make_call() for _ in range(c)]
+    for call in calls:
+        call()
+    latencies: list[list[float]] = [[] for _ in range(c)]
+    errors: list[str] = []
+    stop_at = time.perf_counter() + window
+
+    def loop(k: int) -> None:
+        call, mine = calls[k], latencies[k]
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            try:
+                call()
+            except Exception as exc:  # counted and reported, never hidden
+                errors.append(repr(exc)[:200])
+                continue
+            mine.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(c)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [x for part in latencies for x in part], time.perf_counter() - start, errors
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(url, timeout=2).status == 200:
+                return
+        except Exception:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} never became ready")
+
+
+def binary_image_body(image: bytes) -> tuple[bytes, dict[str, str]]:
+    raw = len(image).to_bytes(4, "little") + image
+    head = json.dumps({
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(raw)}}],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+    }).encode()
+    return head + raw, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+def kserve_json_body(image: bytes) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                   "data": [base64.b64encode(image).decode()]}]}).encode()
+    return body, {"Content-Type": "application/json"}
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, points in report["servers"].items():
+        cs = sorted(int(c) for c in points)
+        left.plot(cs, [points[c]["throughput_rps"] for c in cs], marker="o", label=name)
+        right.plot(cs, [points[c]["p95_ms"] for c in cs], marker="o", label=name)
+    left.axhline(report["in_process"]["best_images_per_s"], ls="--", c="grey", label="in-process best batch")
+    right.axhline(report["in_process"]["batch1"]["p50_ms"], ls=":", c="grey", label="in-process p50 (batch 1)")
+    left.set(xlabel="concurrency", ylabel="requests/s (1 image each)", title="Throughput")
+    right.set(xlabel="concurrency", ylabel="p95 latency (ms)", title="Latency", yscale="log")
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--window", type=float, default=3.0, help="seconds per concurrency point")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads, same for all")
+    parser.add_argument("--kserve-python", default=os.environ.get("KSERVE_PYTHON", "/tmp/kserve-venv/bin/python"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="vl-serving-bench-"))
+    images = load_images(32)
+    bundle = build_bundle(args.size, work)
+    image = images[0]
+    report: dict = {
+        "model": f"mobilenetv3_small_100 @ {args.size}px, ONNX FP32 (random head)",
+        "images": f"{len(images)} magnetic-tile JPEGs, {len(image)} bytes for the served one",
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs (shared)",
+        "window_s": args.window,
+        "rounds": args.rounds,
+        "ort_threads": args.threads,
+        "servers": {},
+    }
+    processes = []
+    systems: dict[str, object] = {}
+    try:
+        http_port, grpc_port = free_port(), free_port()
+        processes.append(subprocess.Popen(
+            [str(Path(sys.executable).parent / "visionline"), "serve", str(work / "repo"), "--http-port", str(http_port),
+             "--grpc-port", str(grpc_port), "--max-batch-size", "16", "--max-queue-delay-us", "2000",
+             "--threads", str(args.threads), "--log-format", "text"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+        wait_http(f"http://127.0.0.1:{http_port}/v2/health/ready")
+        body, headers = binary_image_body(image)
+        systems["visionline REST"] = http_worker_factory(http_port, body, headers)
+        systems["visionline gRPC"] = grpc_worker_factory(grpc_port, image)
+        if Path(args.kserve_python).exists():
+            script = work / "kserve_server.py"
+            script.write_text(KSERVE_SERVER)
+            k_http, k_grpc = free_port(), free_port()
+            env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+            processes.append(subprocess.Popen(
+                [args.kserve_python, str(script), str(bundle / "model.onnx"), str(args.size), str(k_http),
+                 str(k_grpc), str(args.threads)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            ))
+            wait_http(f"http://127.0.0.1:{k_http}/v2/models/apples/ready")
+            body, headers = kserve_json_body(image)
+            systems["KServe REST (JSON)"] = http_worker_factory(k_http, body, headers)
+            systems["KServe gRPC"] = grpc_worker_factory(k_grpc, image)
+            report["kserve_version"] = subprocess.run(
+                [args.kserve_python, "-c", "import importlib.metadata as m; print(m.version('kserve'))"],
+                capture_output=True, text=True, check=False,
+            ).stdout.strip()
+        else:
+            report["kserve_version"] = None
+            print("KServe is not installed at", args.kserve_python, "- peer skipped", flush=True)
+
+        # Interleaved rounds: load from other processes on a shared machine hits every system alike.
+        collected = {name: {c: ([], 0.0, []) for c in CONCURRENCY} for name in systems}
+        rounds_inproc = []
+        for r in range(args.rounds):
+            rounds_inproc.append(in_process(bundle, [image] * 16, args.window, args.threads))
+            for c in CONCURRENCY:
+                for name, make_call in systems.items():
+                    lat, elapsed, errs = measure(make_call, c, args.window)
+                    old = collected[name][c]
+                    collected[name][c] = (old[0] + lat, old[1] + elapsed, old[2] + errs)
+            print(f"round {r + 1}/{args.rounds} done", flush=True)
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+
+    single = [x for x in rounds_inproc]
+    by_batch = {n: round(float(np.median([r["images_per_s_by_batch"][n] for r in single])), 1)
+                for n in single[0]["images_per_s_by_batch"]}
+    best = max(by_batch, key=by_batch.get)
+    report["in_process"] = {
+        "batch1": {k: round(float(np.median([r["batch1"][k] for r in single])), 3) for k in single[0]["batch1"]},
+        "images_per_s_by_batch": by_batch, "best_batch": best, "best_images_per_s": by_batch[best],
+    }
+    print("in-process (decode + preprocess + ONNX Runtime):", report["in_process"])
+    for name in systems:
+        report["servers"][name] = {}
+        for c in CONCURRENCY:
+            lat, elapsed, errs = collected[name][c]
+            point = {**summarize(lat, elapsed), "errors": len(errs)}
+            report["servers"][name][c] = point
+            print(f"  {name:20s} c={c:<3d} {point['throughput_rps']:8.1f} req/s  p50 {point['p50_ms']:7.2f} ms"
+                  f"  p95 {point['p95_ms']:7.2f}  p99 {point['p99_ms']:7.2f}  errors {len(errs)}")
+
+    inproc = report["in_process"]
+    servers = report["servers"]
+    rest, grpc_ = servers["visionline REST"], servers["visionline gRPC"]
+    ratios = {
+        "c1_p50_overhead_ms_rest": round(rest[1]["p50_ms"] - inproc["batch1"]["p50_ms"], 3),
+        "c1_p50_overhead_ms_grpc": round(grpc_[1]["p50_ms"] - inproc["batch1"]["p50_ms"], 3),
+        "c8_rest_vs_in_process_best": round(rest[8]["throughput_rps"] / inproc["best_images_per_s"], 3),
+        "c8_grpc_vs_in_process_best": round(grpc_[8]["throughput_rps"] / inproc["best_images_per_s"], 3),
+    }
+    if "KServe REST (JSON)" in servers:
+        ratios["c8_rest_vs_kserve_rest"] = round(rest[8]["throughput_rps"] / servers["KServe REST (JSON)"][8]["throughput_rps"], 3)
+        ratios["c8_grpc_vs_kserve_grpc"] = round(grpc_[8]["throughput_rps"] / servers["KServe gRPC"][8]["throughput_rps"], 3)
+    report["ratios"] = ratios
+    report["targets"] = {
+        "c1_p50_overhead_le_2ms": ratios["c1_p50_overhead_ms_rest"] <= 2.0,
+        "c8_ge_0.8x_in_process_best": max(ratios["c8_rest_vs_in_process_best"], ratios["c8_grpc_vs_in_process_best"]) >= 0.8,
+        "c8_ge_3x_kserve": ratios.get("c8_rest_vs_kserve_rest", 0) >= 3.0,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, RESULTS / "serving.png")
+    print("\nratios:", json.dumps(ratios, indent=1))
+    print("targets:", json.dumps(report["targets"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""`visionline serve REPO`: the KServe v2 inference server over a repository of edge bundles."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from visionline.errors import ConfigError
+
+
+class LogFormat(str, Enum):
+    JSON = "json"
+    TEXT = "text"
+
+
+def _setup_logging(fmt: LogFormat) -> None:
+    import logging
+
+    from visionline.serve._middleware import JsonFormatter, TextFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt is LogFormat.JSON else TextFormatter())
+    root = logging.getLogger("visionline")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def serve(
+    repository: Annotated[Path, typer.Argument(help="Model repository: REPO/<model>/<version>/bundle.json.", show_default=False)],
+    host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 for all.")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="REST port (KServe v2 + /metrics).")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (inference.GRPCInferenceService).")] = 8001,
+    no_grpc: Annotated[bool, typer.Option("--no-grpc", help="Serve REST only.")] = False,
+    max_batch_size: Annotated[int, typer.Option(help="Most rows merged into one model call.")] = 8,
+    max_queue_delay_us: Annotated[int, typer.Option(help="Longest wait for more rows while another request is on its way.")] = 2000,
+    max_queue_size: Annotated[int, typer.Option(help="Queued rows per model version before 503.")] = 256,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0 = its default).")] = 0,
+    version_policy: Annotated[str, typer.Option(help="latest:N, all or specific:1,3.")] = "latest:1",
+    pubkey: Annotated[Path | None, typer.Option(help="Ed25519 public key: only bundles signed by it load.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="VISIONLINE_API_KEY", help="Key for inference and metadata.")] = None,
+    admin_key: Annotated[str | None, typer.Option(envvar="VISIONLINE_ADMIN_KEY", help="Key for the repository API.")] = None,
+    canary: Annotated[list[str] | None, typer.Option(help="MODEL:VERSION:PERCENT routed to a challenger (repeatable).")] = None,
+    shadow: Annotated[list[str] | None, typer.Option(help="MODEL:VERSION[:PERCENT] mirrored to a challenger (repeatable).")] = None,
+    poll_s: Annotated[float | None, typer.Option(help="Poll the repository every N seconds and hot-swap changes.")] = None,
+    request_timeout_s: Annotated[float, typer.Option(help="Per-request timeout (504 after).")] = 30.0,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body (413 above).")] = 32.0,
+    log_format: Annotated[LogFormat, typer.Option(help="Log lines as JSON or text.")] = LogFormat.JSON,
+) -> None:
+    """Serve every bundle in REPOSITORY over REST and gRPC (KServe v2 / Open Inference Protocol)."""
+    from pydantic import ValidationError
+
+    from visionline.serve import InferenceServer, Route, ServerConfig
+
+    if not repository.is_dir():
+        raise ConfigError(
+            f"Model repository {repository} does not exist; pass a REPO/<model>/<version>/ folder."
+        )
+    if pubkey is not None and not pubkey.is_file():
+        raise ConfigError(f"No public key at {pubkey}; pass the .pub file from 'visionline keys generate'.")
+    try:
+        config = ServerConfig(
+            repository=repository,
+            host=host,
+            http_port=http_port,
+            grpc_port=None if no_grpc else grpc_port,
+            max_batch_size=max_batch_size,
+            max_queue_delay_us=max_queue_delay_us,
+            max_queue_size=max_queue_size,
+            intra_op_threads=threads,
+            version_policy=version_policy,
+            pubkey=pubkey,
+            api_key=api_key,
+            admin_key=admin_key,
+            canary=[Route.parse(c, with_percent=True) for c in canary or []],
+            shadow=[Route.parse(s, with_percent=False) for s in shadow or []],
+            poll_s=poll_s,
+            request_timeout_s=request_timeout_s,
+            max_body_bytes=int(max_body_mb * 1024 * 1024),
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"]).replace("_", "-")
+        raise ConfigError(f"--{field}: {error['msg']}; fix that option.") from exc
+    _setup_logging(log_format)
+    server = InferenceServer(config)
+    typer.echo(
+        f"visionline serve: {repository} on http://{host}:{http_port}"
+        + ("" if no_grpc else f" and grpc {host}:{grpc_port}")
+        + " (Ctrl+C drains in-flight requests and stops)",
+        err=True,
+    )
+    server.run()

@@ -1,0 +1,189 @@
+"""The gRPC front end: `inference.GRPCInferenceService` from the v2 stubs shipped in tritonclient."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from visionline.errors import DataError, IntegrityError, VisionlineError
+from visionline.serve._protocol import DTYPES, Tensor, datatype_of, serialize_bytes, tensor_from_raw
+from visionline.serve._rest import EXTENSIONS, SERVER_NAME, status_for
+from visionline.serve._service import ROUTE_HEADER, AuthError, InferenceService
+
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+_CONTENT_FIELDS = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+    "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
+    "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+def _tensor_from_contents(item: Any) -> Tensor:
+    shape = list(item.shape)
+    field = _CONTENT_FIELDS.get(item.datatype)
+    if field is None:
+        raise DataError(f"Input {item.name!r} has unsupported datatype {item.datatype!r}; use FP32 or BYTES.")
+    values = list(getattr(item.contents, field))
+    count = int(np.prod(shape)) if shape else 1
+    if len(values) != count or any(d < 0 for d in shape):
+        raise DataError(f"Input {item.name!r} has {len(values)} elements but shape {shape} needs {count}.")
+    if item.datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = values
+    else:
+        array = np.asarray(values, dtype=DTYPES[item.datatype])
+    return Tensor(item.name, item.datatype, shape, array.reshape(shape))
+
+
+class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+        self.repo = service.repository
+        self.config = service.config
+
+    async def _fail(self, context: Any, exc: VisionlineError) -> None:
+        await context.abort(_CODES.get(status_for(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+
+    def _auth(self, context: Any, key: str | None, what: str) -> None:
+        if not key:
+            return
+        metadata = dict(context.invocation_metadata() or ())
+        header = metadata.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else metadata.get("x-api-key", "")
+        if not hmac.compare_digest(str(given).encode(), key.encode()):
+            self.service.metrics.rejected.labels("unauthorized").inc()
+            raise AuthError(f"Missing or wrong {what}; send metadata 'authorization: Bearer KEY'.")
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return pb.ServerReadyResponse(ready=self.repo.server_ready())
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context, self.config.api_key, "API key")
+        except VisionlineError as exc:
+            await self._fail(context, exc)
+        return pb.ModelReadyResponse(ready=self.repo.is_ready(request.name, request.version or None))
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        from visionline import __version__
+
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context, self.config.api_key, "API key")
+            served = self.repo.get(request.name, request.version or None)
+        except VisionlineError as exc:
+            await self._fail(context, exc)
+        runner = served.runner
+        versions = self.repo.served_versions(request.name)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=request.name,
+            versions=versions,
+            platform="onnxruntime_onnx",
+            inputs=[tensor(name="image", datatype="FP32", shape=[-1, *runner.input_shape])],
+            outputs=[tensor(name=o["name"], datatype=o["datatype"], shape=o["shape"]) for o in runner.outputs_metadata()],
+        )
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        started = time.perf_counter()
+        metrics = self.service.metrics
+        try:
+            self._auth(context, self.config.api_key, "API key")
+            raw = list(request.raw_input_contents)
+            if raw and len(raw) != len(request.inputs):
+                raise DataError("raw_input_contents must hold one entry per input.")
+            tensors = [
+                tensor_from_raw(item.name, item.datatype, list(item.shape), raw[i]) if raw else _tensor_from_contents(item)
+                for i, item in enumerate(request.inputs)
+            ]
+            metadata = dict(context.invocation_metadata() or ())
+            result = await self.service.infer(
+                request.model_name, request.model_version or None, tensors,
+                request_id=request.id or f"grpc-{id(request):x}-{time.monotonic_ns()}",
+                forced_route=metadata.get(ROUTE_HEADER),
+            )
+            wanted = [o.name for o in request.outputs] or list(result.outputs)
+            unknown = [n for n in wanted if n not in result.outputs]
+            if unknown:
+                raise DataError(f"Model {request.model_name} has no output {unknown[0]!r}.")
+        except VisionlineError as exc:
+            metrics.requests.labels(request.model_name, request.model_version, "grpc", str(status_for(exc))).inc()
+            await self._fail(context, exc)
+        post = time.perf_counter()
+        response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=request.id)
+        for name in wanted:
+            array = result.outputs[name]
+            datatype = datatype_of(array)
+            response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
+            response.raw_output_contents.append(
+                serialize_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
+            )
+        done = time.perf_counter()
+        metrics.step_latency.labels(result.model, result.version, "postprocess").observe(
+            result.timings["postprocess"] + done - post
+        )
+        metrics.request_latency.labels(result.model, result.version, "grpc").observe(done - started)
+        metrics.requests.labels(result.model, result.version, "grpc", "200").inc()
+        return response
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context, self.config.admin_key, "admin key")
+        except VisionlineError as exc:
+            await self._fail(context, exc)
+        entry = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(models=[entry(**row) for row in self.repo.index()])
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context, self.config.admin_key, "admin key")
+            await asyncio.get_running_loop().run_in_executor(None, self.repo.load, request.model_name)
+        except IntegrityError as exc:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Load of {request.model_name} failed and the previous version keeps serving: {exc}",
+            )
+        except VisionlineError as exc:
+            await self._fail(context, exc)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        try:
+            self._auth(context, self.config.admin_key, "admin key")
+            self.repo.unload(request.model_name)
+        except VisionlineError as exc:
+            await self._fail(context, exc)
+        return pb.RepositoryModelUnloadResponse()
+
+
+def create_grpc_server(service: InferenceService, address: str) -> tuple[Any, int]:
+    """A grpc.aio server on `address` (port 0 picks a free one); returns it and its port."""
+    max_message = service.config.max_body_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
+        ]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(service), server)
+    port = server.add_insecure_port(address)
+    return server, port

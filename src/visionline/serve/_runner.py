@@ -1,0 +1,120 @@
+"""The one place where the server touches a model: a verified edge bundle run by ONNX Runtime.
+
+Everything else in `visionline.serve` sees a `ModelRunner`: batches in, named arrays out. The
+bundle is opened with the edge runtime (`visionline.export.runtime.load_bundle`), so the server
+checks the same checksums and signature and applies the same preprocessing as an edge box.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionline.errors import DataError, IntegrityError, VisionlineError
+from visionline.preprocessing import decode_image
+
+PROBABILITIES = "probabilities"
+EMBEDDING = "embedding"
+
+
+class ModelRunner:
+    """A loaded model version: image bytes or NCHW tensors in, probabilities and embeddings out."""
+
+    def __init__(self, edge_model: Any, max_pixels: int | None = None) -> None:
+        self.model = edge_model
+        self.session = edge_model.session
+        self.max_pixels = min(max_pixels or edge_model.max_pixels, edge_model.max_pixels)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        size = edge_model.preprocessing.size
+        self.input_shape = [3, size, size]
+        self.version = str(edge_model.version)
+        self.ready = False
+
+    name = property(lambda self: self.model.name)
+    classes = property(lambda self: list(self.model.classes))
+    threshold = property(lambda self: float(self.model.threshold))
+    class_labels = property(lambda self: dict(self.model.class_labels))
+
+    def outputs_metadata(self) -> list[dict[str, Any]]:
+        """Output names, datatypes and shapes (batch dim -1) as the v2 metadata endpoint shows them."""
+        result = []
+        for output in self.session.get_outputs():
+            dims = [-1] + [d if isinstance(d, int) else -1 for d in output.shape[1:]]
+            result.append({"name": output.name, "datatype": "FP32", "shape": dims})
+        return result
+
+    def decode(self, images: Sequence[bytes]) -> np.ndarray:
+        """Encoded JPEG/PNG bytes → NCHW float32 with the bundle's own preprocessing."""
+        if not images:
+            raise DataError("The request holds no images; send at least one.")
+        decoded = [decode_image(bytes(b), self.max_pixels) for b in images]
+        return self.model.preprocessing(decoded)
+
+    def check_tensor(self, array: np.ndarray) -> np.ndarray:
+        """Refuse a raw tensor whose shape or dtype this model cannot take."""
+        if array.dtype != np.float32:
+            raise DataError(f"Input tensor must be FP32, not {array.dtype}; convert it first.")
+        if array.ndim != 4 or list(array.shape[1:]) != self.input_shape or array.shape[0] < 1:
+            raise DataError(
+                f"Input tensor has shape {list(array.shape)} but this model takes "
+                f"[N, {', '.join(map(str, self.input_shape))}]; apply the bundle preprocessing."
+            )
+        return np.ascontiguousarray(array)
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one NCHW float32 batch; every output keeps the batch dimension."""
+        values = self.session.run(self.output_names, {self.input_name: batch})
+        return dict(zip(self.output_names, values))
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Run the graph once per batch size so the first real request pays no allocation cost."""
+        for n in batch_sizes:
+            self.infer(np.zeros([n, *self.input_shape], dtype=np.float32))
+
+    def self_test(self) -> None:
+        """A grey image must give finite probabilities over the bundle's classes that sum to one."""
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), (128, 128, 128)).save(buffer, format="PNG")
+        probs = self.infer(self.decode([buffer.getvalue()])).get(PROBABILITIES)
+        if probs is None or probs.shape != (1, len(self.classes)):
+            raise IntegrityError(
+                f"Model {self.name} v{self.version} gives no {PROBABILITIES} of shape "
+                f"[1, {len(self.classes)}]; re-export it with the bundle's classes."
+            )
+        if not np.all(np.isfinite(probs)) or abs(float(probs.sum()) - 1.0) > 1e-3:
+            raise IntegrityError(
+                f"Model {self.name} v{self.version} gives invalid probabilities; re-export it."
+            )
+        self.ready = True
+
+
+def load_runner(
+    path: Path,
+    *,
+    pubkey: Path | None = None,
+    threads: int = 0,
+    max_pixels: int | None = None,
+    warm_up_batch_sizes: Sequence[int] = (1,),
+) -> ModelRunner:
+    """Verify → load → warm up → self-test. Raises on any failure, so the caller keeps the old one."""
+    from visionline.export import load_bundle
+
+    try:
+        edge_model = load_bundle(path, pubkey=pubkey, threads=threads or None)
+    except VisionlineError:
+        raise
+    except Exception as exc:  # onnxruntime and json raise their own types for broken files
+        raise IntegrityError(
+            f"Bundle {path} cannot be loaded ({type(exc).__name__}: {exc}); re-export it."
+        ) from exc
+    runner = ModelRunner(edge_model, max_pixels=max_pixels)
+    runner.warm_up(warm_up_batch_sizes)
+    runner.self_test()
+    return runner

@@ -1,0 +1,161 @@
+"""The server process: REST (uvicorn) and gRPC on one event loop, models loaded in the background.
+
+Liveness is true as soon as the sockets listen; readiness only once models are warm. Shutdown
+stops accepting, lets in-flight requests finish (`shutdown_grace_s`), then drains the batchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from visionline.errors import ServiceUnavailableError
+from visionline.serve._config import ServerConfig
+from visionline.serve._hooks import PredictionHook
+from visionline.serve._metrics import ServerMetrics
+from visionline.serve._repository import ModelRepository
+from visionline.serve._service import InferenceService
+
+log = logging.getLogger("visionline.serve")
+
+
+def _quiet_server_class() -> type:
+    import uvicorn
+
+    class QuietSignalsServer(uvicorn.Server):
+        """Leaves signals to `InferenceServer`, which drains gRPC and the batchers before exiting."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietSignalsServer
+
+
+class InferenceServer:
+    """REST + gRPC server over a model repository; `run()` blocks, `running()` runs in a thread."""
+
+    def __init__(self, config: ServerConfig, hook: PredictionHook | None = None) -> None:
+        self.config = config
+        self.metrics = ServerMetrics()
+        pinned = [(r.model, r.version) for r in (*config.canary, *config.shadow)]
+        self.repository = ModelRepository(config, self.metrics, pinned=pinned)
+        self.service = InferenceService(config, self.repository, self.metrics, hook)
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+        self._uvicorn: Any = None
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self) -> None:
+        """Run until told to stop (SIGINT/SIGTERM in the main thread, or `stop()`)."""
+        from visionline.serve._grpc import create_grpc_server
+        from visionline.serve._rest import create_app
+
+        self._loop = asyncio.get_running_loop()
+        self.service.start()
+        app = create_app(self.service)
+        grpc_server = None
+        if self.config.grpc_port is not None:
+            grpc_server, self.grpc_port = create_grpc_server(
+                self.service, f"{self.config.host}:{self.config.grpc_port}"
+            )
+            await grpc_server.start()
+        import uvicorn
+
+        uv_config = uvicorn.Config(
+            app,
+            host=self.config.host,
+            port=self.config.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=self.config.shutdown_grace_s,
+            limit_concurrency=None,
+            backlog=2048,
+        )
+        self._uvicorn = _quiet_server_class()(uv_config)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(sig, self.stop)
+        loader = None
+        if self.config.load_on_start:
+            loader = self._loop.run_in_executor(None, self._load_and_poll)
+        else:
+            self.repository.initial_load_done = True
+            self._start_polling()
+        serve_task = asyncio.ensure_future(self._uvicorn.serve())
+        while not self._uvicorn.started and not serve_task.done():
+            await asyncio.sleep(0.01)
+        if serve_task.done():
+            await serve_task
+            raise ServiceUnavailableError(
+                f"Could not listen on {self.config.host}:{self.config.http_port}; pick a free --http-port."
+            )
+        self.http_port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        log.info("listening", extra={"http_port": self.http_port, "grpc_port": self.grpc_port})
+        self._started.set()
+        try:
+            await serve_task
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(self.config.shutdown_grace_s)
+            if loader is not None:
+                await loader
+            await self.service.close()
+            self.repository.close()
+
+    def _start_polling(self) -> None:
+        if self.config.poll_s:
+            self.repository.start_polling(self.config.poll_s)
+
+    def _load_and_poll(self) -> None:
+        self.repository.load_all()
+        self._start_polling()
+
+    def run(self) -> None:
+        asyncio.run(self.serve())
+
+    def stop(self) -> None:
+        """Ask the server to shut down gracefully (thread-safe)."""
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+
+    @contextmanager
+    def running(self, timeout: float = 60.0) -> Iterator[InferenceServer]:
+        """Run in a background thread (tests, benchmarks); waits for the sockets, not for models."""
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(self.serve())
+            except BaseException as exc:  # surfaced to the caller below
+                errors.append(exc)
+                self._started.set()
+
+        thread = threading.Thread(target=target, name="visionline-server", daemon=True)
+        thread.start()
+        if not self._started.wait(timeout) or errors:
+            self.stop()
+            raise errors[0] if errors else ServiceUnavailableError("The server did not start in time.")
+        try:
+            yield self
+        finally:
+            self.stop()
+            thread.join(timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Block until the first repository load finished; True if the server is ready."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.repository.initial_load_done:
+                return self.repository.server_ready()
+            time.sleep(0.02)
+        return False

@@ -1,0 +1,256 @@
+"""Protocol-neutral inference: routing (canary/shadow), preprocessing, batching, postprocessing.
+
+REST and gRPC both call `InferenceService.infer`, so both get the same validation, metrics,
+timeouts and prediction logging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from visionline.errors import DataError, ServiceUnavailableError, VisionlineError
+from visionline.serve._batcher import BatchResult, RetiredError
+from visionline.serve._config import Route, ServerConfig
+from visionline.serve._hooks import HookDispatcher, PredictionHook, PredictionRecord
+from visionline.serve._metrics import ServerMetrics
+from visionline.serve._protocol import Tensor
+from visionline.serve._repository import ModelRepository, Served
+from visionline.serve._runner import EMBEDDING, PROBABILITIES
+
+log = logging.getLogger("visionline.serve")
+
+ROUTE_HEADER = "x-visionline-route"
+"""`canary` or `primary` forces a route for one request, e.g. for a smoke test of the canary."""
+
+
+class RequestTimeoutError(ServiceUnavailableError):
+    """The request did not finish within the server's request timeout."""
+
+
+class AuthError(VisionlineError):
+    """A missing or wrong API key."""
+
+
+@dataclass
+class InferResult:
+    """One request's outputs and the version that produced them."""
+
+    model: str
+    version: str
+    route: str
+    outputs: dict[str, np.ndarray]
+    classes: list[str]
+    class_labels: dict[str, str]
+    threshold: float
+    timings: dict[str, float]
+
+
+class InferenceService:
+    """Owns the repository, the router state, the preprocess pool and the prediction hook."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        repository: ModelRepository,
+        metrics: ServerMetrics,
+        hook: PredictionHook | None = None,
+    ) -> None:
+        self.config = config
+        self.repository = repository
+        self.metrics = metrics
+        self.hooks = HookDispatcher(hook, metrics, config.prediction_log_queue)
+        self.canary: dict[str, Route] = {r.model: r for r in config.canary}
+        self.shadow: dict[str, Route] = {r.model: r for r in config.shadow}
+        self._rng = random.Random(config.canary_seed)
+        self._pool = ThreadPoolExecutor(config.preprocess_threads, thread_name_prefix="preprocess")
+        self._background: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        self.hooks.start()
+
+    # --- routing ------------------------------------------------------------------------------
+    def route(self, model: str, version: str | None, forced: str | None) -> tuple[Served, str]:
+        """Pick the version for a request: explicit version, forced route, or the canary draw."""
+        if version:
+            return self.repository.get(model, version), "explicit"
+        challengers = [r.version for r in (self.canary.get(model), self.shadow.get(model)) if r]
+        canary = self.canary.get(model)
+        if canary is None:
+            return self.repository.get(model, exclude=challengers), "primary"
+        if forced not in (None, "", "canary", "primary"):
+            raise DataError(f"Header {ROUTE_HEADER} must be 'canary' or 'primary', not {forced!r}.")
+        use_canary = forced == "canary" or (
+            forced != "primary" and self._rng.random() * 100.0 < canary.percent
+        )
+        if use_canary and self.repository.is_ready(model, canary.version):
+            return self.repository.get(model, canary.version), "canary"
+        return self.repository.get(model, exclude=challengers), "primary"
+
+    # --- inference ----------------------------------------------------------------------------
+    async def _prepare(self, served: Served, tensors: list[Tensor]) -> np.ndarray:
+        if len(tensors) != 1:
+            raise DataError(f"Model {served.model} takes one input named 'image', got {len(tensors)}.")
+        tensor = tensors[0]
+        if tensor.name != "image":
+            raise DataError(f"Model {served.model} has one input named 'image', not {tensor.name!r}.")
+        runner = served.runner
+        if tensor.datatype == "BYTES":
+            if tensor.array.ndim not in (1, 2) or (tensor.array.ndim == 2 and tensor.array.shape[1] != 1):
+                raise DataError("BYTES input 'image' must have shape [N] or [N, 1] of encoded images.")
+            images = list(tensor.array.reshape(-1))
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, runner.decode, images)
+        if tensor.datatype != "FP32":
+            raise DataError(f"Input 'image' must be BYTES (encoded images) or FP32, not {tensor.datatype}.")
+        return runner.check_tensor(tensor.array)
+
+    async def _run(self, served: Served, tensors: list[Tensor]) -> tuple[np.ndarray, BatchResult, float]:
+        started = time.perf_counter()
+        served.batcher.expect()
+        try:
+            batch = await self._prepare(served, tensors)
+        finally:
+            served.batcher.unexpect()
+        preprocess_s = time.perf_counter() - started
+        self.metrics.step_latency.labels(served.model, served.version, "preprocess").observe(preprocess_s)
+        result = await served.batcher.submit(batch)
+        return batch, result, preprocess_s
+
+    async def infer(
+        self,
+        model: str,
+        version: str | None,
+        tensors: list[Tensor],
+        *,
+        request_id: str,
+        forced_route: str | None = None,
+    ) -> InferResult:
+        """Route, preprocess, batch and postprocess one request within the request timeout."""
+        try:
+            return await asyncio.wait_for(
+                self._infer(model, version, tensors, request_id, forced_route),
+                timeout=self.config.request_timeout_s,
+            )
+        except TimeoutError as exc:
+            self.metrics.rejected.labels("timeout").inc()
+            raise RequestTimeoutError(
+                f"Inference took longer than {self.config.request_timeout_s:g} s; retry or send "
+                "smaller batches."
+            ) from exc
+
+    async def _infer(
+        self, model: str, version: str | None, tensors: list[Tensor], request_id: str, forced: str | None
+    ) -> InferResult:
+        served, route = self.route(model, version, forced)
+        try:
+            batch, result, preprocess_s = await self._run(served, tensors)
+        except RetiredError:
+            if version:
+                raise
+            served, route = self.route(model, None, forced)  # retired by a hot swap: use the new one
+            batch, result, preprocess_s = await self._run(served, tensors)
+        self.metrics.routed.labels(served.model, served.version, route).inc()
+        post_started = time.perf_counter()
+        runner = served.runner
+        records = self._records(served, route, request_id, result.outputs)
+        self.hooks.submit(records)
+        shadow = self.shadow.get(model)
+        if shadow is not None and shadow.version != served.version:
+            if shadow.percent >= 100.0 or self._rng.random() * 100.0 < shadow.percent:
+                self._mirror(model, shadow.version, batch, request_id)
+        postprocess_s = time.perf_counter() - post_started
+        return InferResult(
+            model=served.model,
+            version=served.version,
+            route=route,
+            outputs=result.outputs,
+            classes=runner.classes,
+            class_labels=runner.class_labels,
+            threshold=runner.threshold,
+            timings={
+                "preprocess": preprocess_s,
+                "queue": result.queue_s,
+                "inference": result.inference_s,
+                "postprocess": postprocess_s,
+            },
+        )
+
+    def _records(self, served: Served, route: str, request_id: str, outputs: dict[str, np.ndarray]) -> list[PredictionRecord]:
+        if self.hooks.hook is None:
+            return []
+        runner = served.runner
+        probs = outputs[PROBABILITIES]
+        now = time.time()
+        records = []
+        for i, row in enumerate(probs):
+            score = float(1.0 - row[0])
+            flagged = score > runner.threshold
+            records.append(
+                PredictionRecord(
+                    request_id=request_id if len(probs) == 1 else f"{request_id}/{i}",
+                    model=served.model,
+                    version=served.version,
+                    route=route,
+                    label=runner.classes[int(np.argmax(row))],
+                    probabilities={c: float(p) for c, p in zip(runner.classes, row)},
+                    defect_score=score,
+                    is_defect=flagged,
+                    threshold=runner.threshold,
+                    timestamp=now,
+                    extra={"embedding": outputs[EMBEDDING][i].tolist()} if EMBEDDING in outputs else {},
+                )
+            )
+        return records
+
+    def _mirror(self, model: str, version: str, batch: np.ndarray, request_id: str) -> None:
+        """Send the same preprocessed batch to the shadow version; its answer only goes to the hook."""
+
+        async def run() -> None:
+            try:
+                served = self.repository.get(model, version)
+                result = await served.batcher.submit(batch)
+                self.metrics.routed.labels(model, version, "shadow").inc()
+                self.hooks.submit(self._records(served, "shadow", request_id, result.outputs))
+            except Exception as exc:  # a shadow never affects the primary response
+                log.warning("shadow request to %s v%s failed: %s", model, version, exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def classify(self, result: InferResult) -> list[dict]:
+        """Per-image label (argmax), probabilities, and the decision at the bundle threshold.
+
+        `decision` is `good` unless the defect score passes the threshold; then it is the label
+        of the most likely defect class, as the edge runtime decides.
+        """
+        rows = []
+        for row in result.outputs[PROBABILITIES]:
+            score = float(1.0 - row[0])
+            worst_defect = result.classes[1 + int(np.argmax(row[1:]))] if len(row) > 1 else "good"
+            rows.append(
+                {
+                    "label": result.classes[int(np.argmax(row))],
+                    "decision": result.class_labels.get(worst_defect, worst_defect)
+                    if score > result.threshold
+                    else "good",
+                    "probabilities": {c: round(float(p), 6) for c, p in zip(result.classes, row)},
+                    "defect_score": round(score, 6),
+                    "is_defect": score > result.threshold,
+                    "threshold": result.threshold,
+                }
+            )
+        return rows
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        self.hooks.stop()
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,118 @@
+"""`visionline serve` as a user meets it: a real subprocess, one-line errors, graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+VISIONLINE = Path(sys.executable).parent / "visionline"
+
+
+def _serve_fixtures():
+    """The server tests' fixtures (tiny ONNX model, bundle writer), loaded under their own name."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "serve" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("visionline_serve_fixtures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fixtures = _serve_fixtures()
+onnx_model = fixtures.onnx_model
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VISIONLINE), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["serve", "missing"], "Model repository missing does not exist"),
+        (["serve", ".", "--canary", "apples:2"], "MODEL:VERSION:PERCENT"),
+        (["serve", ".", "--canary", "apples:2:150"], "between 0 and 100"),
+        (["serve", ".", "--version-policy", "newest"], "latest:N, all or specific"),
+        (["serve", ".", "--max-batch-size", "0"], "--max-batch-size"),
+        (["serve", ".", "--pubkey", "nokey.pub"], "No public key at nokey.pub"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert message in " ".join(result.stderr.split())
+    assert len(result.stderr.strip().splitlines()) <= 2  # rich wraps at 80 columns
+
+
+def test_help_lists_the_options(tmp_path):
+    result = run("serve", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for option in ("--max-batch-size", "--max-queue-delay-us", "--canary", "--shadow", "--poll-s", "--admin-key"):
+        assert option in result.stdout
+
+
+@pytest.mark.slow
+def test_serves_then_drains_on_sigterm(tmp_path, onnx_model):
+    image_bytes = fixtures.image_bytes
+    fixtures.write_bundle(onnx_model, tmp_path / "repo" / "apples" / "1", "1")
+    http_port, grpc_port = _free_port(), _free_port()
+    log_file = (tmp_path / "server.log").open("w")  # a file, not a pipe: a full pipe would block the server
+    process = subprocess.Popen(
+        [str(VISIONLINE), "serve", "repo", "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file,
+    )
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            with httpx.Client(base_url=url, timeout=30) as c:
+                while not stop.is_set():
+                    try:
+                        files = [("files", ("a.png", image_bytes(0), "image/png"))]
+                        statuses.append(c.post("/v1/models/apples:predict", files=files).status_code)
+                    except httpx.TransportError:
+                        return  # the listener closed: new requests are refused, none is cut off
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        stop.set()
+        thread.join(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log_file.close()
+    stderr = (tmp_path / "server.log").read_text()
+    assert process.returncode == 0, stderr
+    assert statuses and set(statuses) == {200}
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any(entry.get("path") == "/v1/models/apples:predict" and entry.get("request_id") for entry in logged)
