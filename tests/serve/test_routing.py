@@ -95,3 +95,41 @@ def test_failing_or_stuck_hook_never_fails_a_response(repo):
             dropped = server.metrics.registry.get_sample_value("visionline_prediction_hook_dropped_total")
         release.set()
     assert dropped >= 2.0
+
+
+def test_request_parameters_reach_the_prediction_log(repo):
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    records, done = [], threading.Event()
+
+    def hook(batch):
+        records.extend(batch)
+        if len(records) >= 3:
+            done.set()
+
+    with serving(repo, hook=hook) as server:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}") as client:
+            response = client.post(
+                "/v1/models/apples:predict?delivery=D7&supplier=S2",
+                files=[("files", ("a.png", image_bytes(0), "image/png"))],
+            )
+            assert response.status_code == 200, response.text
+        image = np.array([image_bytes(1)], dtype=object)
+        http_input = httpclient.InferInput("image", [1], "BYTES")
+        http_input.set_data_from_numpy(image, binary_data=True)
+        httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}").infer(
+            "apples", [http_input], parameters={"delivery": "D8", "supplier": "S1"}
+        )
+        grpc_input = grpcclient.InferInput("image", [1], "BYTES")
+        grpc_input.set_data_from_numpy(image)
+        grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}").infer(
+            "apples", [grpc_input], parameters={"delivery": "D9", "line": 3}
+        )
+        assert done.wait(10)
+    parameters = sorted((r.extra["parameters"] for r in records), key=lambda p: p["delivery"])
+    assert parameters == [
+        {"delivery": "D7", "supplier": "S2"},
+        {"delivery": "D8", "supplier": "S1"},
+        {"delivery": "D9", "line": 3},
+    ]

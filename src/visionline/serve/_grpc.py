@@ -49,6 +49,12 @@ def _tensor_from_contents(item: Any) -> Tensor:
     return Tensor(item.name, item.datatype, shape, array.reshape(shape))
 
 
+def _parameter_value(parameter: Any) -> Any:
+    """The Python value of a v2 `InferParameter` (bool, int64, string, double or uint64)."""
+    kind = parameter.WhichOneof("parameter_choice")
+    return getattr(parameter, kind) if kind else None
+
+
 class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, service: InferenceService) -> None:
         self.service = service
@@ -120,6 +126,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 request.model_name, request.model_version or None, tensors,
                 request_id=request.id or f"grpc-{id(request):x}-{time.monotonic_ns()}",
                 forced_route=metadata.get(ROUTE_HEADER),
+                parameters={key: _parameter_value(value) for key, value in request.parameters.items()},
             )
             wanted = [o.name for o in request.outputs] or list(result.outputs)
             unknown = [n for n in wanted if n not in result.outputs]

@@ -31,6 +31,15 @@ SERVER_NAME = "visionline"
 EXTENSIONS = ["binary_tensor_data", "model_repository", "image_bytes_input", "schedule_policy"]
 
 
+_PROTOCOL_PARAMETERS = frozenset({"binary_data_output", "binary_data", "binary_data_size"})
+"""Request parameters of Triton's binary-data extension: transport settings, not metadata."""
+
+
+def _user_parameters(parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """The request parameters a client meant as metadata (delivery, supplier, line ...)."""
+    return {k: v for k, v in (parameters or {}).items() if k not in _PROTOCOL_PARAMETERS}
+
+
 def status_for(exc: VisionlineError) -> int:
     """HTTP status for a domain error: client mistakes are 4xx, capacity problems 503/504."""
     if isinstance(exc, AuthError):
@@ -206,6 +215,7 @@ def create_app(service: InferenceService) -> Any:
             result = await service.infer(
                 model, version, tensors, request_id=request_id,
                 forced_route=request.headers.get(ROUTE_HEADER),
+                parameters=_user_parameters(parsed.parameters),
             )
         except VisionlineError as exc:
             metrics.requests.labels(model, label_version, protocol, str(status_for(exc))).inc()
@@ -244,7 +254,10 @@ def create_app(service: InferenceService) -> Any:
 
     @app.post("/v1/models/{model}:predict")
     async def predict(model: str, request: Request, files: list[UploadFile] = File(...)) -> dict:
-        """Upload one or more images (multipart field `files`); get label, probabilities, decision."""
+        """Upload one or more images (multipart field `files`); get label, probabilities, decision.
+
+        Query parameters (`?delivery=D7&supplier=S2&line=1`) go to the prediction log.
+        """
         import numpy as np
 
         import time
@@ -258,6 +271,7 @@ def create_app(service: InferenceService) -> Any:
             result = await service.infer(
                 model, None, [tensor], request_id=request.scope["state"]["request_id"],
                 forced_route=request.headers.get(ROUTE_HEADER),
+                parameters=dict(request.query_params),
             )
         except VisionlineError as exc:
             metrics.requests.labels(model, "", "predict", str(status_for(exc))).inc()

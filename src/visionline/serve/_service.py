@@ -12,6 +12,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -131,11 +132,15 @@ class InferenceService:
         *,
         request_id: str,
         forced_route: str | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> InferResult:
-        """Route, preprocess, batch and postprocess one request within the request timeout."""
+        """Route, preprocess, batch and postprocess one request within the request timeout.
+
+        `parameters` (delivery, supplier, line, camera ids...) travel to the prediction log.
+        """
         try:
             return await asyncio.wait_for(
-                self._infer(model, version, tensors, request_id, forced_route),
+                self._infer(model, version, tensors, request_id, forced_route, parameters or {}),
                 timeout=self.config.request_timeout_s,
             )
         except TimeoutError as exc:
@@ -146,7 +151,13 @@ class InferenceService:
             ) from exc
 
     async def _infer(
-        self, model: str, version: str | None, tensors: list[Tensor], request_id: str, forced: str | None
+        self,
+        model: str,
+        version: str | None,
+        tensors: list[Tensor],
+        request_id: str,
+        forced: str | None,
+        parameters: dict[str, Any],
     ) -> InferResult:
         served, route = self.route(model, version, forced)
         try:
@@ -159,12 +170,12 @@ class InferenceService:
         self.metrics.routed.labels(served.model, served.version, route).inc()
         post_started = time.perf_counter()
         runner = served.runner
-        records = self._records(served, route, request_id, result.outputs)
+        records = self._records(served, route, request_id, result.outputs, parameters)
         self.hooks.submit(records)
         shadow = self.shadow.get(model)
         if shadow is not None and shadow.version != served.version:
             if shadow.percent >= 100.0 or self._rng.random() * 100.0 < shadow.percent:
-                self._mirror(model, shadow.version, batch, request_id)
+                self._mirror(model, shadow.version, batch, request_id, parameters)
         postprocess_s = time.perf_counter() - post_started
         return InferResult(
             model=served.model,
@@ -182,7 +193,14 @@ class InferenceService:
             },
         )
 
-    def _records(self, served: Served, route: str, request_id: str, outputs: dict[str, np.ndarray]) -> list[PredictionRecord]:
+    def _records(
+        self,
+        served: Served,
+        route: str,
+        request_id: str,
+        outputs: dict[str, np.ndarray],
+        parameters: dict[str, Any],
+    ) -> list[PredictionRecord]:
         if self.hooks.hook is None:
             return []
         runner = served.runner
@@ -204,12 +222,17 @@ class InferenceService:
                     is_defect=flagged,
                     threshold=runner.threshold,
                     timestamp=now,
-                    extra={"embedding": outputs[EMBEDDING][i].tolist()} if EMBEDDING in outputs else {},
+                    extra={
+                        "parameters": parameters,
+                        **({"embedding": outputs[EMBEDDING][i].tolist()} if EMBEDDING in outputs else {}),
+                    },
                 )
             )
         return records
 
-    def _mirror(self, model: str, version: str, batch: np.ndarray, request_id: str) -> None:
+    def _mirror(
+        self, model: str, version: str, batch: np.ndarray, request_id: str, parameters: dict[str, Any]
+    ) -> None:
         """Send the same preprocessed batch to the shadow version; its answer only goes to the hook."""
 
         async def run() -> None:
@@ -217,7 +240,9 @@ class InferenceService:
                 served = self.repository.get(model, version)
                 result = await served.batcher.submit(batch)
                 self.metrics.routed.labels(model, version, "shadow").inc()
-                self.hooks.submit(self._records(served, "shadow", request_id, result.outputs))
+                self.hooks.submit(
+                    self._records(served, "shadow", request_id, result.outputs, parameters)
+                )
             except Exception as exc:  # a shadow never affects the primary response
                 log.warning("shadow request to %s v%s failed: %s", model, version, exc)
 
