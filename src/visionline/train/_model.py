@@ -52,7 +52,7 @@ class ModelSpec:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         values = dict(data)
         values["preprocessing"] = Preprocessing.from_dict(values["preprocessing"])
         return cls(**values)
@@ -82,19 +82,23 @@ class InspectionModel(nn.Module):
 
 def build_model(spec: ModelSpec) -> InspectionModel:
     """A fresh model for `spec`, without pretrained weights (see `load_pretrained`)."""
-    import timm
+    from visionline.train._backbones import create_backbone
 
-    if spec.backbone not in timm.list_models():
-        raise TrainingError(f"Unknown backbone {spec.backbone!r}; pick one of timm.list_models().")
-    backbone = timm.create_model(spec.backbone, pretrained=False, num_classes=0)
-    return InspectionModel(backbone, backbone.num_features, spec.num_classes, spec.dropout)
+    backbone = create_backbone(spec.backbone, pretrained=False, num_classes=0)
+    # MobileNetV3's pooled output passes a conv head, so it is wider than `num_features`.
+    width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    return InspectionModel(backbone, width, spec.num_classes, spec.dropout)
 
 
 def save_model(path: Path, model: InspectionModel, spec: ModelSpec, **extra: Any) -> Path:
     """Write weights + spec as one file, atomically, so a crash never leaves half a checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    payload = {"format": CHECKPOINT_FORMAT, "spec": spec.to_dict(), "state_dict": model.state_dict()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": spec.to_dict(),
+        "state_dict": model.state_dict(),
+    }
     payload.update(extra)
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -109,9 +113,13 @@ def load_model(path: Path | str) -> tuple[InspectionModel, ModelSpec]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise TrainingError(f"{path} is not a readable model file ({exc}); retrain or re-download it.") from exc
+        raise TrainingError(
+            f"{path} is not a readable model file ({exc}); retrain or re-download it."
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path} is not a visionline model file; export it with visionline train.")
+        raise TrainingError(
+            f"{path} is not a visionline model file; export it with visionline train."
+        )
     spec = ModelSpec.from_dict(payload["spec"])
     model = build_model(spec)
     model.load_state_dict(payload["state_dict"])

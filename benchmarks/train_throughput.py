@@ -1,0 +1,158 @@
+"""Training throughput: `visionline.train.fit` against a bare PyTorch loop, in one run.
+
+Both train the same model (mobilenetv3_small_100 from scratch) on the same synthetic images with
+the same batch size and the same torchvision v2 augmentations; each measures images/s over one
+full epoch after a warm-up epoch. fit's epoch also pays for what it adds (per-step schedule,
+live loss, progress bar); checkpointing, validation and MLflow happen outside the timed epoch in
+both cases. The ratio fit/bare is the figure of merit (target ≥ 0.9).
+
+    .venv/bin/python benchmarks/train_throughput.py [--images 512] [--size 128] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from visionline.config import Project, init_project
+from visionline.data import DatasetRepo, ImageRecord
+from visionline.preprocessing import Preprocessing
+from visionline.train import ModelSpec, TrainConfig, build_model, fit
+from visionline.train._data import AugmentedPixels, PixelCache, build_augment, normalize_batch
+
+RESULT = Path(__file__).parent / "results" / "train_throughput.json"
+
+
+def synthetic_project(root: Path, n_images: int, size: int) -> tuple[Project, object]:
+    """A project whose dataset holds `n_images` PNGs (good / bruise / rot), 1/8 of them val."""
+    init_project(root, name="throughput")
+    project = Project.load(root)
+    repo = DatasetRepo(project)
+    rng = np.random.default_rng(0)
+    kinds = [("good", None), ("defect", "bruise"), ("defect", "rot")]
+    records = []
+    for i in range(n_images):
+        label, subtype = kinds[i % 3]
+        pixels = rng.normal(160, 20, (size, size, 3))
+        if subtype == "bruise":
+            pixels[np.arange(size), np.clip(np.arange(size) + rng.integers(-9, 9), 0, size - 1)] = (
+                30
+            )
+        elif subtype == "rot":
+            y, x = rng.integers(size // 4, 3 * size // 4, 2)
+            pixels[y - size // 10 : y + size // 10, x - size // 10 : x + size // 10] = 50
+        buffer = io.BytesIO()
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, format="PNG")
+        data = buffer.getvalue()
+        records.append(
+            ImageRecord(
+                repo.blobs.put(data),
+                f"{i:05d}.png",
+                len(data),
+                size,
+                size,
+                "RGB",
+                label,
+                subtype,
+                "synth",
+                "val" if i % 8 == 0 else "train",
+            )
+        )
+    return project, repo.create_version(records, "throughput", None, {})
+
+
+def bare_loop(project: Project, version, config: TrainConfig) -> float:
+    """The loop a user would write by hand: DataLoader → normalise → forward → backward → step."""
+    preprocessing = Preprocessing(size=config.image_size)
+    spec = ModelSpec(config.backbone.value, project.config.model_classes(), preprocessing)
+    records = version.split_records("train")
+    classes = spec.class_names
+    labels = np.array([classes.index(r.subtype or r.label) for r in records])
+    pixels = PixelCache(DatasetRepo(project).blobs, preprocessing, None).stack(records)
+    dataset = AugmentedPixels(pixels, labels, build_augment(config.augment, config.image_size))
+    torch.manual_seed(config.seed)
+    model = build_model(spec)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    criterion = torch.nn.CrossEntropyLoss()
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=True, drop_last=True
+    )
+    rate = 0.0
+    for _ in range(2):  # warm-up epoch, then the timed one
+        model.train()
+        seen, started = 0, time.perf_counter()
+        for images, targets in loader:
+            loss = criterion(model(normalize_batch(images, preprocessing)), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(targets)
+        rate = seen / (time.perf_counter() - started)
+    return rate
+
+
+def visionline_fit(project: Project, version, config: TrainConfig, out: Path) -> float:
+    result = fit(config, version, project, out_dir=out, progress=True)
+    return result.history[-1]["train_images_per_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        project, version = synthetic_project(Path(tmp) / "proj", args.images, args.size)
+        config = TrainConfig(
+            backbone="mobilenetv3_small_100",
+            pretrained="none",
+            epochs=2,
+            batch_size=args.batch_size,
+            image_size=args.size,
+            freeze_epochs=0,
+            augment=0.5,
+            device="cpu",
+            balance="none",
+            deterministic=False,
+            cache_pixels=False,
+        )
+        bare, ours = [], []
+        for repeat in range(args.repeats):  # interleaved, so load changes hit both sides
+            bare.append(bare_loop(project, version, config))
+            ours.append(visionline_fit(project, version, config, Path(tmp) / f"run{repeat}"))
+            print(f"repeat {repeat + 1}: bare {bare[-1]:.1f} img/s, fit {ours[-1]:.1f} img/s")
+    ratio = max(ours) / max(bare)
+    result = {
+        "benchmark": "train_throughput",
+        "model": "mobilenetv3_small_100",
+        "images": args.images,
+        "image_size": args.size,
+        "batch_size": args.batch_size,
+        "augment": 0.5,
+        "device": "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "bare_images_per_s": [round(v, 2) for v in bare],
+        "fit_images_per_s": [round(v, 2) for v in ours],
+        "ratio_fit_over_bare": round(ratio, 3),
+        "target_ratio": 0.9,
+        "machine": platform.processor() or platform.machine(),
+    }
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"fit / bare PyTorch = {ratio:.3f} (target ≥ 0.9); wrote {RESULT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""`visionline train`: fit an inspection model on a dataset version, tracked in MLflow.
+
+Runs unchanged under `torchrun --nproc_per_node N --no-python visionline train ...` for DDP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from visionline.cli._common import ProjectOption, console, load_project
+from visionline.errors import ConfigError
+
+
+def train(
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="Dataset version id (or unique prefix).")
+    ],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML file of TrainConfig settings.")
+    ] = None,
+    backbone: Annotated[
+        str | None,
+        typer.Option(
+            help="efficientnet_lite0, mobilenetv3_small_100, mobilenetv3_large_100, resnet18, "
+            "resnet50 or convnext_atto."
+        ),
+    ] = None,
+    pretrained: Annotated[
+        str | None, typer.Option(help="Starting weights: imagenet, none, or a checkpoint path.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum number of epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per optimiser step.")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Head learning rate (backbone: lr × mult).")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Input size in pixels (default: the project goal).")
+    ] = None,
+    freeze_epochs: Annotated[
+        int | None, typer.Option(help="Warm-up epochs that train only the head.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed; equal seeds give equal runs.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            help="Distil from this teacher: a model.pt path, runs:/<id> or models:/<name>@alias."
+        ),
+    ] = None,
+    kd_alpha: Annotated[
+        float | None, typer.Option(help="Weight of the teacher's soft targets (0-1).")
+    ] = None,
+    kd_temperature: Annotated[
+        float | None, typer.Option(help="Softmax temperature of the distillation loss.")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the interrupted run in --out (or the latest)."),
+    ] = False,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default: the project's sqlite db).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory.")] = None,
+    project_dir: ProjectOption = None,
+) -> None:
+    """Train an inspection model: frozen warm-up, fine-tuning, early stopping at the FRR goal."""
+    from visionline.train import fit, load_train_config
+    from visionline.train._distributed import dist_context
+
+    overrides = {
+        "backbone": backbone,
+        "pretrained": pretrained,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "image_size": image_size,
+        "freeze_epochs": freeze_epochs,
+        "seed": seed,
+        "device": device,
+        "teacher": teacher,
+        "kd_alpha": kd_alpha,
+        "kd_temperature": kd_temperature,
+    }
+    if resume and (config is not None or any(v is not None for v in overrides.values())):
+        given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None]
+        raise ConfigError(
+            f"--resume continues with the run's saved settings; drop {', '.join(given) or '--config'}."
+        )
+    settings = load_train_config(config, **overrides)
+    project = load_project(project_dir)
+    result = fit(settings, data, project, out_dir=out, resume=resume, tracking_uri=tracking_uri)
+    if not dist_context().is_main:
+        return
+    goal = project.config.goals.max_false_reject_rate
+    best = result.best_metrics
+    console.print(f"[green]MLflow run[/green] {result.run_id}")
+    console.print(
+        f"best epoch {result.best_epoch + 1}: val defect recall {best['val_defect_recall']:.3f} "
+        f"at false-reject rate ≤ {goal:g} (threshold {best['val_threshold']:.4f}), "
+        f"val accuracy {best['val_accuracy']:.3f}"
+        + ("  [dim](stopped early)[/dim]" if result.stopped_early else "")
+    )
+    console.print(f"model: {result.model_path}")

@@ -1,0 +1,130 @@
+"""`TrainConfig`: every training setting as one validated pydantic model (YAML keys map 1:1)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from visionline.errors import ConfigError, TrainingError
+from visionline.preprocessing import ResizeMode
+from visionline.train._backbones import IMAGENET, NO_WEIGHTS, Backbone, resolve_backbone
+
+
+class Schedule(str, Enum):
+    """Learning-rate schedule over all optimiser steps."""
+
+    COSINE = "cosine"
+    ONE_CYCLE = "onecycle"
+
+
+class Balance(str, Enum):
+    """How rare defect classes get their share of the gradient."""
+
+    NONE = "none"
+    CLASS_WEIGHT = "class_weight"
+    SAMPLER = "sampler"
+
+
+class Device(str, Enum):
+    """Where training runs; `auto` picks CUDA when present."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class TrainConfig(BaseModel):
+    """A training run's settings. Saved next to every output and logged as MLflow params."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+
+    backbone: Backbone = Backbone.EFFICIENTNET_LITE0
+    pretrained: str = Field(IMAGENET, description="'imagenet', 'none' or a checkpoint path")
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0, le=1)
+    backbone_lr_mult: float = Field(0.1, gt=0, le=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    freeze_epochs: int = Field(1, ge=0)
+    schedule: Schedule = Schedule.COSINE
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    balance: Balance = Balance.CLASS_WEIGHT
+    augment: float = Field(0.5, ge=0, le=1, description="augmentation strength; 0 turns it off")
+    image_size: int | None = Field(None, ge=16, le=1024, description="default: the project goal")
+    resize_mode: ResizeMode = ResizeMode.STRETCH
+    dropout: float = Field(0.2, ge=0, lt=1)
+    patience: int = Field(5, ge=1, description="epochs without a better val metric before stopping")
+    seed: int = 0
+    device: Device = Device.AUTO
+    amp: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on the CPU")
+    deterministic: bool = True
+    cache_pixels: bool = Field(True, description="keep decoded pixels as .npy under the cache dir")
+    num_workers: int = Field(0, ge=0)
+    teacher: str | None = Field(
+        None, description="knowledge distillation: a model.pt path, runs:/<id> or models:/<name>@alias"
+    )
+    kd_alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher's soft targets")
+    kd_temperature: float = Field(4.0, gt=0, description="softmax temperature of the KD loss")
+
+    @field_validator("backbone", mode="before")
+    @classmethod
+    def _known_backbone(cls, value: Any) -> Any:
+        if isinstance(value, str) and not isinstance(value, Backbone):
+            try:
+                return resolve_backbone(value)
+            except TrainingError as exc:
+                raise ValueError(str(exc).rstrip("?")) from None
+        return value
+
+    @field_validator("pretrained")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value in (IMAGENET, NO_WEIGHTS) or value.endswith((".pt", ".pth", ".ckpt", ".bin")):
+            return value
+        raise ValueError("use 'imagenet', 'none' or the path of a .pt/.pth checkpoint")
+
+    def flat(self) -> dict[str, str]:
+        """Flattened string values: what MLflow stores as params."""
+        return {
+            k: (v.value if isinstance(v, Enum) else str(v)) for k, v in self.model_dump().items()
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_train_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
+    """A `TrainConfig` from an optional YAML file with command-line `overrides` on top.
+
+    Overrides that are None are ignored, so unset CLI options keep the file's value.
+    """
+    data: dict[str, Any] = {}
+    source = "train config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"Training config {path} does not exist; pass an existing YAML file.")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"{path} is not valid YAML ({exc.__class__.__name__}); fix its syntax."
+            ) from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must be a YAML mapping of training settings.")
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(data.get("backbone"), str):
+        resolve_backbone(data["backbone"])
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        from visionline.config import describe_validation_error
+
+        raise ConfigError(describe_validation_error(exc, source)) from exc
