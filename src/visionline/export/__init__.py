@@ -1,0 +1,74 @@
+"""Edge optimisation: ONNX export with parity, INT8/FP16, pruning, benchmarks, signed bundles, Triton.
+
+Names are imported lazily so that `visionline.export.runtime` (the edge runtime, which needs only
+onnxruntime, numpy and Pillow) loads without torch or onnx.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Calibration": "_options",
+    "quantize_int8": "_quantize",
+    "convert_fp16": "_quantize",
+    "export_onnx": "_onnx",
+    "check_parity": "_onnx",
+    "ParityReport": "_onnx",
+    "accuracy_gate": "_gate",
+    "operating_metrics": "_gate",
+    "GateResult": "_gate",
+    "prune_channels": "_prune",
+    "finetune": "_prune",
+    "footprint": "_prune",
+    "PruneReport": "_prune",
+    "ExportConfig": "_pipeline",
+    "ExportResult": "_pipeline",
+    "export_model": "_pipeline",
+    "generate_keys": "_signing",
+    "write_triton_repo": "_triton",
+    "parse_triton_config": "_triton",
+    "bench": "_bench",
+    "BenchReport": "_bench",
+    "EdgeModel": "runtime",
+    "EdgePrediction": "runtime",
+    "load_bundle": "runtime",
+    "verify_bundle": "runtime",
+    "image_quality": "runtime",
+}
+
+__all__ = [
+    "BenchReport",
+    "Calibration",
+    "EdgeModel",
+    "EdgePrediction",
+    "ExportConfig",
+    "ExportResult",
+    "GateResult",
+    "ParityReport",
+    "PruneReport",
+    "accuracy_gate",
+    "bench",
+    "check_parity",
+    "convert_fp16",
+    "export_model",
+    "export_onnx",
+    "finetune",
+    "footprint",
+    "generate_keys",
+    "image_quality",
+    "load_bundle",
+    "operating_metrics",
+    "parse_triton_config",
+    "prune_channels",
+    "quantize_int8",
+    "verify_bundle",
+    "write_triton_repo",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"visionline.export.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'visionline.export' has no attribute {name!r}")

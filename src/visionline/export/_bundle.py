@@ -1,0 +1,95 @@
+"""Edge bundles: model files + runtime + reference statistics, a sha256 manifest, a signature, a tarball."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import visionline
+from visionline.export.runtime import MANIFEST, SIGNATURE
+
+BUNDLE_FORMAT = "visionline.bundle/1"
+RUNTIME_DIR = "runtime"
+_RUNTIME_INIT = (
+    '"""visionline edge runtime: `from visionline.export.runtime import load_bundle`."""\n'
+)
+
+
+def install_runtime(bundle_dir: Path) -> list[str]:
+    """Copy the pure runtime modules into the bundle so the edge box needs no visionline install."""
+    package = Path(visionline.__file__).parent
+    target = bundle_dir / RUNTIME_DIR / "visionline"
+    (target / "export").mkdir(parents=True, exist_ok=True)
+    (target / "__init__.py").write_text(
+        f'{_RUNTIME_INIT}\n__version__ = "{visionline.__version__}"\n'
+    )
+    (target / "export" / "__init__.py").write_text(_RUNTIME_INIT)
+    for name in ("errors.py", "preprocessing.py"):
+        shutil.copyfile(package / name, target / name)
+    shutil.copyfile(package / "export" / "runtime.py", target / "export" / "runtime.py")
+    return sorted(p.relative_to(bundle_dir).as_posix() for p in target.rglob("*.py"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf become null so the manifest is strict JSON that every reader accepts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def finalize_bundle(
+    bundle_dir: Path, manifest: dict[str, Any], signing_key: Path | None = None
+) -> Path:
+    """Hash every file, write `bundle.json` (+ `bundle.sig` when a key is given); return the manifest path."""
+    files = {}
+    for path in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
+        name = path.relative_to(bundle_dir).as_posix()
+        if name not in (MANIFEST, SIGNATURE):
+            files[name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+    manifest = json_safe({"format": BUNDLE_FORMAT, **manifest, "files": files})
+    manifest_path = bundle_dir / MANIFEST
+    manifest_path.write_text(
+        json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    )
+    (bundle_dir / SIGNATURE).unlink(missing_ok=True)
+    if signing_key is not None:
+        from visionline.export._signing import sign_file
+
+        sign_file(manifest_path, signing_key)
+    return manifest_path
+
+
+def archive_bundle(bundle_dir: Path, archive: Path) -> Path:
+    """A reproducible-enough .tar.gz of the bundle directory (one top-level folder)."""
+    tmp = archive.with_name(archive.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in sorted(bundle_dir.rglob("*")):
+            info = tar.gettarinfo(
+                str(path), arcname=f"{bundle_dir.name}/{path.relative_to(bundle_dir).as_posix()}"
+            )
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if path.is_file():
+                with path.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)
+    tmp.replace(archive)
+    return archive

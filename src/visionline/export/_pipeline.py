@@ -1,0 +1,320 @@
+"""`export_model`: model file → optimised, gated, signed edge bundle (+ Triton repository)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from visionline.errors import ConfigError, DataError, GateFailedError
+from visionline.export._options import Calibration
+
+PARITY_IMAGES = 64
+
+
+class ExportConfig(BaseModel):
+    """Export options; saved into bundle.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str | None = None
+    int8: bool | None = None
+    fp16: bool = False
+    calibration: Calibration = Calibration.MINMAX
+    calibration_images: int = Field(200, ge=1, le=100_000)
+    tolerance: float = Field(0.01, ge=0.0, le=1.0)
+    parity_atol: float = Field(1e-4, gt=0.0)
+    prune: float = Field(0.0, ge=0.0, lt=0.9)
+    finetune_epochs: int = Field(1, ge=0, le=100)
+    name: str | None = None
+    version: str | None = None
+    triton_version: int = Field(1, ge=1)
+    seed: int = 0
+
+
+@dataclass
+class ExportResult:
+    bundle_dir: Path
+    archive: Path
+    manifest: dict[str, Any]
+    triton_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _checkpoint_extras(path: Path) -> dict[str, Any]:
+    import torch
+
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    skip = {"format", "spec", "state_dict"}
+    return {k: v for k, v in payload.items() if k not in skip and _jsonable(v)}
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _class_labels(class_names: list[str], project: Any) -> dict[str, str]:
+    labels = {"good": "good"}
+    defect_labels = project.config.defect_labels() if project else {}
+    for name in class_names[1:]:
+        owner = next(
+            (label for label, subs in defect_labels.items() if name in subs or name == label), None
+        )
+        labels[name] = owner or (next(iter(defect_labels)) if len(defect_labels) == 1 else "defect")
+    return labels
+
+
+def export_model(
+    model_path: Path,
+    out_dir: Path,
+    config: ExportConfig,
+    project: Any = None,
+    signing_key: Path | None = None,
+    triton_repo: Path | None = None,
+    lineage: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> ExportResult:
+    """Export, check parity, quantise and gate, compute reference statistics, bundle and sign.
+
+    Work happens in a staging directory that replaces `out_dir` only when every check passed, so
+    a failed gate leaves no half-written bundle behind.
+    """
+    from rich.progress import Progress
+
+    from visionline.evaluate import threshold_for_false_reject_rate
+    from visionline.export import _data, _onnx, _prune, _quantize
+    from visionline.export._bundle import archive_bundle, finalize_bundle, install_runtime
+    from visionline.export._gate import accuracy_gate, operating_metrics
+    from visionline.export._stats import reference_statistics
+    from visionline.export.runtime import image_quality
+    from visionline.train import load_model
+
+    if signing_key is not None and not signing_key.is_file():
+        raise ConfigError(
+            f"No signing key at {signing_key}; create one with 'visionline keys generate --out DIR'."
+        )
+    if config.data and project is None:
+        raise ConfigError(
+            "--data needs a project; run inside a visionline project or pass --project."
+        )
+    if config.int8 and not config.data:
+        raise ConfigError(
+            "INT8 calibration and its accuracy gate need images; pass --data VERSION or --no-int8."
+        )
+    if config.prune and not config.data:
+        raise ConfigError(
+            "Pruning needs --data VERSION for its fine-tune and before/after accuracy."
+        )
+    model, spec = load_model(model_path)
+    extras = _checkpoint_extras(model_path)
+    prep = spec.preprocessing
+    target_frr = project.config.goals.max_false_reject_rate if project else 0.02
+    name = config.name or (project.config.name if project else model_path.stem)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(
+            f"Bundle name {name!r} must be letters, digits, '.', '_' or '-'; pass --name."
+        )
+    notes: list[str] = []
+    int8 = bool(config.data) if config.int8 is None else config.int8
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        with Progress(transient=True, disable=not progress) as bar:
+            version = val = train = None
+            if config.data:
+                from visionline.data import DatasetRepo
+
+                repo = DatasetRepo(project)
+                version = repo.get(config.data)
+                val_split = "val" if version.split_records("val") else "test"
+                val = _data.load_split(version, repo.blobs, val_split, prep, progress=bar)
+                if int8 and (val.is_defect.all() or not val.is_defect.any()):
+                    raise DataError(
+                        f"The {val_split} split of {version.short_id} needs good and defect images for the "
+                        "INT8 accuracy gate; add both or export with --no-int8."
+                    )
+                if int8 or config.prune:
+                    limit = max(config.calibration_images, 10_000 if config.prune else 0)
+                    train = _data.load_split(
+                        version, repo.blobs, "train", prep, limit, config.seed, bar
+                    )
+            prune_report = None
+            if config.prune:
+                before = _prune.footprint(model, prep, val, target_frr, spec.temperature)
+                _prune.prune_channels(model, prep.size, config.prune)
+                if config.finetune_epochs:
+                    _prune.finetune(
+                        model,
+                        spec.class_names,
+                        prep,
+                        train,
+                        config.finetune_epochs,
+                        seed=config.seed,
+                        progress=bar,
+                    )
+                after = _prune.footprint(model, prep, val, target_frr, spec.temperature)
+                prune_report = _prune.PruneReport(
+                    config.prune, config.finetune_epochs, before, after
+                )
+                drop = before.metrics.get("defect_recall", 0.0) - after.metrics.get(
+                    "defect_recall", 0.0
+                )
+                if drop > config.tolerance:
+                    raise GateFailedError(
+                        f"Pruning {config.prune:.0%} lost {drop:.1%} defect recall at the false-reject budget "
+                        f"({before.metrics['defect_recall']:.1%} → {after.metrics['defect_recall']:.1%}, "
+                        f"tolerance {config.tolerance:.1%}); prune less or fine-tune longer (--finetune-epochs)."
+                    )
+
+            task = bar.add_task("export ONNX FP32", total=None)
+            fp32_path = _onnx.export_onnx(model, prep.size, stage / "model.onnx", spec.temperature)
+            parity_pixels = (
+                val.pixels[:PARITY_IMAGES] if val is not None else _data.synthetic_pixels(prep.size)
+            )
+            parity = _onnx.check_parity(
+                model,
+                fp32_path,
+                prep.normalize(parity_pixels),
+                spec.temperature,
+                config.parity_atol,
+                "validation" if val is not None else "synthetic",
+            )
+            bar.remove_task(task)
+            if val is None:
+                notes.append(
+                    "No --data: parity ran on synthetic images, no threshold or reference statistics were computed."
+                )
+
+            models = {"fp32": {"file": "model.onnx", "precision": "fp32"}}
+            deployed = "fp32"
+            gates: dict[str, Any] = {"parity_fp32": parity.to_dict()}
+            metrics: dict[str, Any] = {}
+            threshold = float(extras.get("threshold", 0.5))
+            threshold_source = "checkpoint" if "threshold" in extras else "default 0.5"
+            if val is not None:
+                val_batch = prep.normalize(val.pixels)
+                fp32_probs, fp32_emb = _onnx.onnx_predict(fp32_path, val_batch)
+                fp32_scores = 1.0 - fp32_probs[:, 0]
+                if (~val.is_defect).any():
+                    threshold = threshold_for_false_reject_rate(
+                        fp32_scores[~val.is_defect], target_frr
+                    )
+                    threshold_source = f"{val.split} good scores at false-reject rate {target_frr}"
+                metrics["fp32"] = operating_metrics(fp32_scores, val.is_defect, threshold)
+                ref_probs, ref_emb = fp32_probs, fp32_emb
+            if int8:
+                task = bar.add_task(
+                    f"INT8 calibration ({config.calibration.value}, {min(len(train), config.calibration_images)} images)",
+                    total=None,
+                )
+                calib = prep.normalize(train.pixels[: config.calibration_images])
+                int8_path = _quantize.quantize_int8(
+                    fp32_path, stage / "model.int8.onnx", calib, config.calibration
+                )
+                int8_probs, int8_emb = _onnx.onnx_predict(int8_path, val_batch)
+                int8_scores = 1.0 - int8_probs[:, 0]
+                bar.remove_task(task)
+                gate = accuracy_gate(
+                    "INT8", fp32_scores, int8_scores, val.is_defect, threshold, config.tolerance
+                )
+                gates["int8_accuracy"] = gate.to_dict()
+                metrics["int8"] = gate.candidate
+                models["int8"] = {
+                    "file": "model.int8.onnx",
+                    "precision": "int8",
+                    "calibration": config.calibration.value,
+                }
+                deployed, ref_probs, ref_emb = "int8", int8_probs, int8_emb
+            if config.fp16:
+                _quantize.convert_fp16(fp32_path, stage / "model.fp16.onnx")
+                models["fp16"] = {"file": "model.fp16.onnx", "precision": "fp16", "target": "gpu"}
+
+            reference = None
+            if val is not None:
+                scores = 1.0 - ref_probs[:, 0]
+                quality = image_quality(val.pixels, prep.channel_order)
+                reference = reference_statistics(
+                    stage / "reference", scores, ref_probs, ref_emb, quality, config.seed
+                )
+            install_runtime(stage)
+            for entry in models.values():
+                entry["bytes"] = (stage / entry["file"]).stat().st_size
+            embedding_dim = int(model.head.in_features)
+            manifest = {
+                "name": name,
+                "version": config.version or datetime.now(UTC).strftime("%Y%m%d.%H%M%S"),
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "classes": list(spec.class_names),
+                "class_labels": _class_labels(spec.class_names, project),
+                "threshold": float(threshold),
+                "threshold_source": threshold_source,
+                "target_false_reject_rate": target_frr,
+                "preprocessing": prep.to_dict(),
+                "signature": {
+                    "inputs": [
+                        {
+                            "name": "image",
+                            "dtype": "float32",
+                            "shape": [-1, 3, prep.size, prep.size],
+                        }
+                    ],
+                    "outputs": [
+                        {
+                            "name": "probabilities",
+                            "dtype": "float32",
+                            "shape": [-1, len(spec.class_names)],
+                        },
+                        {"name": "embedding", "dtype": "float32", "shape": [-1, embedding_dim]},
+                    ],
+                },
+                "deployed": deployed,
+                "models": models,
+                "metrics": metrics,
+                "gates": gates,
+                "pruning": prune_report.to_dict() if prune_report else None,
+                "reference": reference,
+                "lineage": {
+                    "dataset_version": version.id if version else extras.get("dataset_version"),
+                    "mlflow_run_id": extras.get("run_id"),
+                    "training_metrics": extras.get("metrics"),
+                    **(lineage or {}),
+                },
+                "model_spec": {**spec.to_dict(), "backbone_embedding_dim": embedding_dim},
+                "export_config": config.model_dump(mode="json"),
+                "runtime": "PYTHONPATH=runtime python -c 'from visionline.export.runtime import load_bundle'",
+            }
+            finalize_bundle(stage, manifest, signing_key)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        stage.replace(out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    archive = archive_bundle(out_dir, out_dir.with_name(out_dir.name + ".tar.gz"))
+    triton_dir = None
+    if triton_repo is not None:
+        from visionline.export._triton import write_triton_repo
+
+        triton_dir = write_triton_repo(
+            triton_repo,
+            name,
+            out_dir / "model.onnx",
+            list(spec.class_names),
+            prep.size,
+            embedding_dim,
+            version=config.triton_version,
+        )
+    final = json.loads((out_dir / "bundle.json").read_text())
+    return ExportResult(out_dir, archive, final, triton_dir, notes)
