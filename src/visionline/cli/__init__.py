@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from visionline.cli._common import err_console
 from visionline.cli._init import init
@@ -20,9 +22,42 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.command()(init)
+from visionline.cli._train import train  # noqa: E402
+
+app.command()(train)
+from visionline.cli._tune import tune_command  # noqa: E402
+
+app.command("tune")(tune_command)
 from visionline.cli._label import app as label_app  # noqa: E402
 
 app.add_typer(label_app, name="label")
+from visionline.cli._serve import serve  # noqa: E402
+
+app.command()(serve)
+from visionline.cli._data import app as data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
+from visionline.cli._synth import app as synth_app  # noqa: E402
+
+app.add_typer(synth_app, name="synth")
+from visionline.cli._eval import eval_command  # noqa: E402
+from visionline.cli._estimate import estimate_command  # noqa: E402
+from visionline.cli._registry import models_app, promote_command, rollback_command  # noqa: E402
+
+app.command("eval")(eval_command)
+app.command("estimate")(estimate_command)
+app.command("promote")(promote_command)
+app.command("rollback")(rollback_command)
+app.add_typer(models_app, name="models")
+from visionline.cli._export import register as register_export  # noqa: E402
+
+register_export(app)
+from visionline.cli._monitor import app as monitor_app  # noqa: E402
+
+app.add_typer(monitor_app, name="monitor")
+from visionline.cli._demo import demo  # noqa: E402
+
+app.command()(demo)
 
 
 def _print_version(value: bool) -> None:
@@ -45,10 +80,13 @@ def _root(
 
 def main() -> None:
     """Console-script entry point: domain errors become one sentence and a non-zero exit."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         app()
     except VisionlineError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]Interrupted; finished work is kept, rerun to resume.[/yellow]")
