@@ -149,7 +149,7 @@ def evaluate_split(
     model.eval()
     logits = torch.cat(
         [
-            model(batch.to(device)).float().cpu()
+            model(batch.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
             for _, batch in eval_batches(pixels, preprocessing, batch_size)
         ]
     )
@@ -282,7 +282,7 @@ def _fit(
         load_pretrained(model.backbone, spec.backbone, config.pretrained)
     else:
         model.load_state_dict(state["model"])
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last)  # oneDNN: depthwise convs ~1.6x faster
     if teacher is None and config.teacher is not None:
         from visionline.train._distill import distillation_hook
 
@@ -559,6 +559,7 @@ def _train_epoch(
     for images, targets in loader:
         try:
             images = normalize_batch(images.to(device, non_blocking=True), preprocessing)
+            images = images.contiguous(memory_format=torch.channels_last)
             targets = targets.to(device, non_blocking=True)
             with autocast:
                 logits = wrapped(images)

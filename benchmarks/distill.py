@@ -1,0 +1,248 @@
+"""Knowledge distillation: a small student trained with a teacher vs. the same student without.
+
+Synthetic apples (the `visionline.synth` line, 48 px) in a temporary project, split 70/15/15.
+The teacher is efficientnet_lite0 fine-tuned from the offline ImageNet weights; both students are
+mobilenetv3_small_100 from scratch with the same data, epochs, seeds and settings, one with
+`teacher=<teacher model.pt>` (KD loss mixed with the label loss). Each is scored on val and test:
+defect recall with the threshold set on val at the project's false-reject goal, the false-reject
+rate that threshold gives on test, and accuracy. The figure of merit is the ratio of test defect
+recall (KD student / plain student), averaged over the seeds.
+
+    .venv/bin/python benchmarks/distill.py [--images 400] [--size 48] [--epochs 6] [--seeds 0] [--batch-size 8]
+        [--augment 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from visionline.config import Project, init_project
+from visionline.data import DatasetRepo
+from visionline.evaluate import recall_at_false_reject_rate, threshold_for_false_reject_rate
+from visionline.synth import SynthConfig, generate_dataset
+from visionline.train import TrainConfig, fit, load_model
+from visionline.train._data import PixelCache, eval_batches, split_labels
+
+RESULT = Path(__file__).parent / "results" / "distill.json"
+
+
+def scores(model_path: Path, project: Project, version) -> dict[str, float]:
+    """Val/test defect recall at the false-reject goal (threshold from val) and accuracy."""
+    model, spec = load_model(model_path)
+    goal = project.config.goals.max_false_reject_rate
+    cache = PixelCache(DatasetRepo(project).blobs, spec.preprocessing, None)
+    out: dict[str, float] = {}
+    probs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with torch.no_grad():
+        for split in ("val", "test"):
+            records, labels = split_labels(version, split, spec.class_names)
+            pixels = cache.stack(records)
+            logits = torch.cat([model(b) for _, b in eval_batches(pixels, spec.preprocessing, 128)])
+            probs[split] = (logits.softmax(1).numpy(), labels)
+    val_p, val_y = probs["val"]
+    threshold = threshold_for_false_reject_rate(1 - val_p[val_y == 0, 0], goal)
+    for split, (p, y) in probs.items():
+        defect_score = 1 - p[:, 0]
+        is_defect = y != 0
+        out[f"{split}_defect_recall"] = float((defect_score[is_defect] > threshold).mean())
+        out[f"{split}_false_reject_rate"] = float((defect_score[~is_defect] > threshold).mean())
+        out[f"{split}_accuracy"] = float((p.argmax(1) == y).mean())
+        out[f"{split}_defect_recall_at_own_threshold"] = float(
+            recall_at_false_reject_rate(defect_score, is_defect, goal)[0]
+        )
+    out["threshold"] = float(threshold)
+    return out
+
+
+def run(
+    images: int,
+    size: int,
+    epochs: int,
+    teacher_epochs: int,
+    seeds: list[int],
+    augment: float,
+    batch_size: int,
+) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "apples"
+        init_project(root, name="distill-bench")
+        project = Project.load(root)
+        repo = DatasetRepo(project)
+        generate_dataset(SynthConfig(size=size, seed=0), Path(tmp) / "synth", images)
+        added = repo.add(Path(tmp) / "synth", name="synth-apples").version
+        version = repo.split(added.id, val=0.15, test=0.15, seed=0)
+        tracking = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        common = {
+            "image_size": size,
+            "batch_size": batch_size,
+            "device": "cpu",
+            "patience": epochs,
+            "augment": augment,
+        }
+
+        started = time.perf_counter()
+        teacher_cfg = TrainConfig(
+            backbone="efficientnet_lite0",
+            pretrained="imagenet",
+            epochs=teacher_epochs,
+            lr=3e-3,
+            freeze_epochs=1,
+            **common,
+        )
+        teacher = fit(
+            teacher_cfg,
+            version,
+            project,
+            out_dir=Path(tmp) / "teacher",
+            tracking_uri=tracking,
+            progress=False,
+        )
+        teacher_s = time.perf_counter() - started
+        teacher_scores = scores(teacher.model_path, project, version)
+        print(f"teacher efficientnet_lite0: {teacher_scores} ({teacher_s:.0f} s)")
+
+        runs: dict[str, list[dict[str, float]]] = {"student": [], "student_kd": []}
+        times: dict[str, float] = {"student": 0.0, "student_kd": 0.0}
+        for seed in seeds:
+            for name, extra in (
+                ("student", {}),
+                (
+                    "student_kd",
+                    {"teacher": str(teacher.model_path), "kd_alpha": 0.7, "kd_temperature": 4.0},
+                ),
+            ):
+                cfg = TrainConfig(
+                    backbone="mobilenetv3_small_100",
+                    pretrained="none",
+                    epochs=epochs,
+                    lr=3e-3,
+                    freeze_epochs=0,
+                    seed=seed,
+                    **common,
+                    **extra,
+                )
+                started = time.perf_counter()
+                result = fit(
+                    cfg,
+                    version,
+                    project,
+                    out_dir=Path(tmp) / f"{name}-{seed}",
+                    tracking_uri=tracking,
+                    progress=False,
+                )
+                times[name] += time.perf_counter() - started
+                s = scores(result.model_path, project, version)
+                runs[name].append(s)
+                print(f"seed {seed} {name}: {s}")
+
+    def mean(name: str) -> dict[str, float]:
+        keys = runs[name][0].keys()
+        return {k: float(np.mean([r[k] for r in runs[name]])) for k in keys}
+
+    plain, kd = mean("student"), mean("student_kd")
+    return {
+        "benchmark": "distill",
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "data": {
+            "source": "visionline.synth",
+            "images": images,
+            "size": size,
+            "split": "70/15/15",
+            "dataset_version": version.id,
+            "n_train": len(version.split_records("train")),
+            "n_val": len(version.split_records("val")),
+            "n_test": len(version.split_records("test")),
+        },
+        "max_false_reject_rate": project.config.goals.max_false_reject_rate,
+        "budget": {
+            "student_epochs": epochs,
+            "teacher_epochs": teacher_epochs,
+            "seeds": seeds,
+            "batch_size": batch_size,
+            "lr": 3e-3,
+            "kd_alpha": 0.7,
+            "kd_temperature": 4.0,
+            "augment": augment,
+        },
+        "teacher": {
+            "backbone": "efficientnet_lite0",
+            "pretrained": "imagenet",
+            "train_s": round(teacher_s, 1),
+            **teacher_scores,
+        },
+        "student": {
+            "backbone": "mobilenetv3_small_100",
+            "pretrained": "none",
+            "train_s_total": round(times["student"], 1),
+            **plain,
+            "per_seed": runs["student"],
+        },
+        "student_kd": {
+            "backbone": "mobilenetv3_small_100",
+            "pretrained": "none",
+            "train_s_total": round(times["student_kd"], 1),
+            **kd,
+            "per_seed": runs["student_kd"],
+        },
+        "ratio_test_defect_recall_kd_over_plain": (
+            kd["test_defect_recall"] / plain["test_defect_recall"]
+            if plain["test_defect_recall"] > 0
+            else None
+        ),
+        "delta_test_defect_recall_pp": 100
+        * (kd["test_defect_recall"] - plain["test_defect_recall"]),
+        "delta_test_accuracy_pp": 100 * (kd["test_accuracy"] - plain["test_accuracy"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--size", type=int, default=48)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--teacher-epochs", type=int, default=6)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--augment",
+        type=float,
+        default=0.0,
+        help="augmentation strength; 0 lets the teacher's logits be cached",
+    )
+    args = parser.parse_args()
+    result = run(
+        args.images,
+        args.size,
+        args.epochs,
+        args.teacher_epochs,
+        args.seeds,
+        args.augment,
+        args.batch_size,
+    )
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=2))
+    print(
+        f"test defect recall at FRR<={result['max_false_reject_rate']:g} (val threshold): "
+        f"teacher {result['teacher']['test_defect_recall']:.3f}, "
+        f"student {result['student']['test_defect_recall']:.3f}, "
+        f"student+KD {result['student_kd']['test_defect_recall']:.3f} "
+        f"(ratio {result['ratio_test_defect_recall_kd_over_plain']}); "
+        f"accuracy {result['student']['test_accuracy']:.3f} -> "
+        f"{result['student_kd']['test_accuracy']:.3f}; wrote {RESULT}"
+    )
+
+
+if __name__ == "__main__":
+    main()

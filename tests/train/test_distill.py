@@ -1,0 +1,180 @@
+"""Knowledge distillation: the KD loss, the teacher's view of the batch, caching, and a real
+`fit` where the teacher measurably pulls the student towards its soft targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from train_builders import tiny_config
+
+from visionline.data import DatasetRepo
+from visionline.errors import ConfigError, NotFoundError
+from visionline.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from visionline.train import (
+    DistillationLoss,
+    ModelSpec,
+    build_model,
+    fit,
+    kd_loss,
+    load_model,
+    save_model,
+)
+from visionline.train._data import PixelCache, normalize_batch, split_labels
+from visionline.train._distill import teacher_agreement
+
+CLASSES = ["good", "scratch", "dent"]
+
+
+def make_teacher(tmp_path: Path, classes=CLASSES, size: int = 32, bias=(0.0, -1.0, 1.5)) -> Path:
+    """A 'teacher' whose soft targets are its head bias (≈ 17/6/77 %), far from the labels' mix."""
+    torch.manual_seed(1)
+    prep = Preprocessing(size=size, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    spec = ModelSpec("mobilenetv3_small_100", list(classes), prep, "none", 0.0)
+    model = build_model(spec)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor(bias[: len(classes)]))
+    return save_model(tmp_path / "teacher.pt", model, spec)
+
+
+def test_kd_loss_is_zero_for_equal_logits_and_scaled_by_t_squared():
+    logits = torch.randn(6, 3)
+    assert kd_loss(logits, logits, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(6, 3)
+    by_hand = (
+        (other.softmax(1) * (other.log_softmax(1) - logits.log_softmax(1))).sum(1).mean().item()
+    )
+    assert kd_loss(logits, other, 1.0).item() == pytest.approx(by_hand, rel=1e-5)
+    t = 3.0
+    soft = kd_loss(logits / 1.0, other, t).item()
+    manual = (
+        ((other / t).softmax(1) * ((other / t).log_softmax(1) - (logits / t).log_softmax(1)))
+        .sum(1)
+        .mean()
+        .item()
+        * t
+        * t
+    )
+    assert soft == pytest.approx(manual, rel=1e-5)
+
+
+def test_teacher_sees_the_same_pixels_in_its_own_normalisation_and_size(tmp_path):
+    model, spec = load_model(make_teacher(tmp_path, size=48))
+    student_prep = Preprocessing(size=32, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    hook = DistillationLoss(model, spec, student_prep, alpha=0.5, temperature=2.0)
+    ramp = torch.linspace(20, 230, 32)
+    pixels = (ramp[None, :] + 0 * ramp[:, None]).round().to(torch.uint8).expand(2, 3, 32, 32)
+    mapped = hook.to_teacher_input(normalize_batch(pixels, student_prep))
+    assert mapped.shape == (2, 3, 48, 48)
+    # Undo the teacher's normalisation and shrink back: the student's pixels come out again.
+    unit = mapped * 0.25 + 0.5
+    back = torch.nn.functional.interpolate(unit, size=(32, 32), mode="area") * 255
+    assert (back - pixels.float()).abs().mean() < 3
+    same = DistillationLoss(model, spec, spec.preprocessing, 0.5, 2.0)
+    x = normalize_batch(
+        torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8), spec.preprocessing
+    )
+    torch.testing.assert_close(same.to_teacher_input(x), x)
+
+
+def test_cached_teacher_logits_run_the_teacher_once_per_image(tmp_path):
+    model, spec = load_model(make_teacher(tmp_path))
+    images = torch.randn(4, 3, 32, 32)
+    cached = DistillationLoss(model, spec, spec.preprocessing, 0.5, 2.0, cache=True)
+    first = cached.teacher_logits(images)
+    again = cached.teacher_logits(images[[2, 0]])
+    assert cached.teacher_forwards == 4
+    torch.testing.assert_close(again, first[[2, 0]])
+    fresh = DistillationLoss(model, spec, spec.preprocessing, 0.5, 2.0, cache=False)
+    torch.testing.assert_close(fresh.teacher_logits(images), first, rtol=1e-4, atol=1e-4)
+    fresh.teacher_logits(images)
+    assert fresh.teacher_forwards == 8
+
+
+def test_hook_mixes_label_and_teacher_loss_and_gradients_reach_only_the_student(tmp_path):
+    model, spec = load_model(make_teacher(tmp_path))
+    images = torch.randn(3, 3, 32, 32)
+    student_logits = torch.randn(3, 3, requires_grad=True)
+    label_loss = torch.tensor(2.0)
+    only_labels = DistillationLoss(model, spec, spec.preprocessing, 0.0, 2.0)
+    assert only_labels(images, student_logits, None, label_loss).item() == pytest.approx(2.0)
+    hook = DistillationLoss(model, spec, spec.preprocessing, 1.0, 2.0)
+    loss = hook(images, student_logits, None, label_loss)
+    loss.backward()
+    assert student_logits.grad is not None and student_logits.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_teacher_pulls_the_student_towards_its_soft_targets(tiny_project, tracking_uri, tmp_path):
+    from mlflow import MlflowClient
+
+    project, version = tiny_project
+    teacher_path = make_teacher(tmp_path)
+    teacher_model, teacher_spec = load_model(teacher_path)
+    # Only the heads learn (frozen backbones keep their batch-norm statistics), so what the
+    # students do in eval mode is exactly what they learned.
+    base = {"epochs": 5, "freeze_epochs": 5, "batch_size": 4, "augment": 0.0, "lr": 3e-2}
+    plain = fit(
+        tiny_config(**base),
+        version,
+        project,
+        out_dir=tmp_path / "plain",
+        tracking_uri=tracking_uri,
+        progress=False,
+    )
+    kd = fit(
+        tiny_config(**base, teacher=str(teacher_path), kd_alpha=1.0, kd_temperature=1.0),
+        version,
+        project,
+        out_dir=tmp_path / "kd",
+        tracking_uri=tracking_uri,
+        progress=False,
+    )
+
+    records, _ = split_labels(version, "val", CLASSES)
+    pixels = PixelCache(DatasetRepo(project).blobs, plain.spec.preprocessing, None).stack(records)
+    images = normalize_batch(
+        torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2), plain.spec.preprocessing
+    )
+    judge = DistillationLoss(teacher_model, teacher_spec, plain.spec.preprocessing, 1.0, 1.0)
+    gap_plain = teacher_agreement(plain.last_model, judge, images)
+    gap_kd = teacher_agreement(kd.last_model, judge, images)
+    assert gap_kd < 0.5 * gap_plain, (gap_kd, gap_plain)
+
+    params = MlflowClient(tracking_uri).get_run(kd.run_id).data.params
+    assert params["teacher"] == str(teacher_path)
+    assert params["kd_alpha"] == "1.0" and params["kd_temperature"] == "1.0"
+
+
+def test_teacher_with_other_classes_is_refused_before_training(
+    tiny_project, tracking_uri, tmp_path
+):
+    project, version = tiny_project
+    teacher = make_teacher(tmp_path, classes=["good", "bruise"])
+    with pytest.raises(ConfigError, match="this project's classes"):
+        fit(
+            tiny_config(teacher=str(teacher)),
+            version,
+            project,
+            out_dir=tmp_path / "run",
+            tracking_uri=tracking_uri,
+            progress=False,
+        )
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_teacher_names_the_accepted_references(tiny_project, tracking_uri, tmp_path):
+    project, version = tiny_project
+    with pytest.raises(NotFoundError, match=r"runs:/<run_id>"):
+        fit(
+            tiny_config(teacher=str(tmp_path / "nope.pt")),
+            version,
+            project,
+            out_dir=tmp_path / "run",
+            tracking_uri=tracking_uri,
+            progress=False,
+        )
