@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from visionline.cli._common import ProjectOption, load_project
 from visionline.errors import ConfigError
 
 
@@ -49,6 +50,15 @@ def serve(
     request_timeout_s: Annotated[float, typer.Option(help="Per-request timeout (504 after).")] = 30.0,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body (413 above).")] = 32.0,
     log_format: Annotated[LogFormat, typer.Option(help="Log lines as JSON or text.")] = LogFormat.JSON,
+    log_db: Annotated[
+        str | None,
+        typer.Option(help="Prediction log URL (sqlite:///… or postgresql://…); default: the project's monitor_db."),
+    ] = None,
+    sample_rate: Annotated[
+        float, typer.Option(help="Share of images copied to the blob store (flagged and borderline ones always).")
+    ] = 0.01,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not log predictions.")] = False,
+    project: ProjectOption = None,
 ) -> None:
     """Serve every bundle in REPOSITORY over REST and gRPC (KServe v2 / Open Inference Protocol)."""
     from pydantic import ValidationError
@@ -86,11 +96,38 @@ def serve(
         field = ".".join(str(p) for p in error["loc"]).replace("_", "-")
         raise ConfigError(f"--{field}: {error['msg']}; fix that option.") from exc
     _setup_logging(log_format)
-    server = InferenceServer(config)
+    logger = None if no_log else _prediction_logger(project, log_db, sample_rate)
+    server = InferenceServer(config, hook=logger)
     typer.echo(
         f"visionline serve: {repository} on http://{host}:{http_port}"
         + ("" if no_grpc else f" and grpc {host}:{grpc_port}")
         + " (Ctrl+C drains in-flight requests and stops)",
         err=True,
     )
-    server.run()
+    try:
+        server.run()
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+def _prediction_logger(project_dir: Path | None, log_db: str | None, sample_rate: float) -> Any:
+    """The monitoring hook: into the project's prediction log, or `--log-db`; none outside a
+    project without `--log-db` (the server then still serves, and says so)."""
+    from visionline.data import BlobStore
+    from visionline.errors import ProjectNotFoundError
+    from visionline.monitor import PredictionLogger
+
+    try:
+        project = load_project(project_dir)
+    except ProjectNotFoundError:
+        if log_db is None:
+            typer.echo(
+                "visionline serve: no project here, predictions are not logged; pass --log-db URL "
+                "or run inside a visionline project.",
+                err=True,
+            )
+            return None
+        return PredictionLogger(log_db, sample_rate=sample_rate)
+    blobs = BlobStore(project.blob_store_uri)
+    return PredictionLogger(log_db or project.monitor_db_url, blobs, sample_rate=sample_rate)

@@ -131,10 +131,16 @@ def from_serve_records(records: Sequence[Any]) -> list[LoggedPrediction]:
                 quality=extra.get("quality"),
                 embedding=None if embedding is None else np.asarray(embedding, np.float32),
                 image=extra.get("image"),
-                **{k: None if params.get(k) is None else str(params[k]) for k in PARAMETER_KEYS},
+                **{k: _parameter(params, k) for k in PARAMETER_KEYS},
             )
         )
     return out
+
+
+def _parameter(params: dict[str, Any], key: str) -> str | None:
+    """A request id such as `delivery_id`, also accepted without its `_id` suffix (`delivery`)."""
+    value = params.get(key, params.get(key.removesuffix("_id")))
+    return None if value is None else str(value)
 
 
 def _decision(label: str, flagged: bool, probabilities: dict[str, float]) -> str:

@@ -58,6 +58,7 @@ class DemoResult:
     bundle_dir: Path
     deliveries: list[dict[str, Any]]
     latency_ms: dict[str, float]
+    drift: dict[str, Any]
     report_path: Path
     eval_report: Path | None
     timings: dict[str, float] = field(default_factory=dict)
@@ -141,6 +142,9 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     stream = steps.run("serve", "Serve the bundle and stream deliveries over HTTP",
                        _serve_and_stream, project, settings, bundle.bundle_dir.parent.parent,
                        public_key)
+    drift = steps.run("monitor", "Check the prediction log for drift against the bundle",
+                      _check_drift, project, bundle.bundle_dir, stream)
+    _print_drift(console, drift)
     deliveries = steps.run("estimate", "Estimate each delivery's defect rate",
                            _estimate, stream, evaluation)
     result = DemoResult(
@@ -152,6 +156,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
         bundle_dir=bundle.bundle_dir,
         deliveries=deliveries,
         latency_ms=stream["latency_ms"],
+        drift=drift,
         report_path=project.reports_dir / "demo.html",
         eval_report=evaluation.report_path,
         timings=steps.timings,
@@ -259,11 +264,20 @@ def _serve_and_stream(
     )
     line = generate_deliveries(config, project.root / "synth" / "line", settings.suppliers,
                                settings.deliveries, settings.delivery_size)
+    from visionline.data import BlobStore
+    from visionline.monitor import PredictionLogger
+
     images = _stream_order(line.out)
     records: list[Any] = []
+    logger = PredictionLogger(project.monitor_db_url, BlobStore(project.blob_store_uri))
+
+    def hook(batch: list[Any]) -> None:
+        records.extend(batch)
+        logger(batch)
+
     server = InferenceServer(
         ServerConfig(repository=repository, http_port=0, grpc_port=None, pubkey=pubkey),
-        hook=records.extend,
+        hook=hook,
     )
     latencies = []
     name = project.config.name
@@ -282,8 +296,11 @@ def _serve_and_stream(
                 latencies.append((time.perf_counter() - started) * 1000)
                 response.raise_for_status()
         _wait_for_log(records, len(images))
+    logger.close()
     latencies.sort()
     return {
+        "drift_start": drift_start,
+        "images": len(images),
         "truth": line.deliveries,
         "records": records,
         "latency_ms": {
@@ -315,6 +332,39 @@ def _wait_for_log(records: list[Any], expected: int, timeout: float = 30.0) -> N
     deadline = time.monotonic() + timeout
     while len(records) < expected and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def _check_drift(project: Project, bundle_dir: Path, stream: dict[str, Any]) -> dict[str, Any]:
+    """Windows of the logged stream against the bundle's reference statistics (what
+    `visionline monitor drift` does); the delay counts images from the drift's start."""
+    from visionline.monitor import DriftConfig, MonitorDB, Reference, check_drift
+
+    window = max(20, min(100, stream["images"] // 9))
+    windows = check_drift(
+        MonitorDB(project.monitor_db_url), Reference.from_bundle(bundle_dir), DriftConfig(size=window)
+    )
+    alarms = [w for w in windows if w.alarm is not None]
+    first = alarms[0] if alarms else None
+    return {
+        "window": window,
+        "windows": len(windows),
+        "drift_start": stream["drift_start"],
+        "alarm_index": first.end_index if first else None,
+        "delay_images": first.end_index - stream["drift_start"] if first else None,
+        "cause": first.alarm.cause if first else None,
+        "detectors": first.alarm.detectors if first else [],
+    }
+
+
+def _print_drift(console: Console, drift: dict[str, Any]) -> None:
+    if drift["alarm_index"] is None:
+        console.print(f"  no drift alarm in {drift['windows']} windows of {drift['window']} images")
+        return
+    console.print(
+        f"  [bold]drift alarm[/bold] at image {drift['alarm_index']} "
+        f"({drift['delay_images']} images after the dirty lens started at {drift['drift_start']}): "
+        f"{drift['cause']} [dim]({', '.join(drift['detectors'])})[/dim]"
+    )
 
 
 def _estimate(stream: dict[str, Any], evaluation: Any) -> list[dict[str, Any]]:
@@ -378,6 +428,10 @@ def _print_summary(console: Console, result: DemoResult) -> None:
     console.print(f"Report: {result.report_path}")
     console.print("Explore what was just produced:")
     console.print(f"  mlflow ui --backend-store-uri {result.project.tracking_uri}")
+    console.print(
+        f"  visionline monitor serve -p {result.project.root} --bundle {result.bundle_dir}"
+        "    # dashboard"
+    )
     console.print(f"  visionline models show {result.project.config.name} -p {result.project.root}")
 
 
@@ -390,6 +444,7 @@ def summary_json(result: DemoResult) -> str:
             "model_version": result.model_version,
             "gates_passed": result.gates_passed,
             "latency_ms": result.latency_ms,
+            "drift": result.drift,
             "deliveries": result.deliveries,
             "timings_s": result.timings,
         },

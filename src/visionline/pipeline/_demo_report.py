@@ -40,6 +40,15 @@ def _delivery_plot(result: DemoResult) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def _drift_sentence(drift: dict) -> str:
+    if drift["alarm_index"] is None:
+        return f"No drift alarm in {drift['windows']} windows of {drift['window']} images."
+    return (
+        f"Alarm at image {drift['alarm_index']}, {drift['delay_images']} images after the dirty "
+        f"lens started at image {drift['drift_start']}: {drift['cause']}"
+    )
+
+
 def write_demo_report(result: DemoResult) -> None:
     """Write `reports/demo.html`: self-contained, no network needed to open it."""
     rows = "".join(
@@ -73,6 +82,7 @@ MLflow run <code>{html.escape(str(result.run_id))}</code>, dataset version
 <code>{html.escape(result.dataset_version[:12])}</code>; quality gates
 <b>{"passed" if result.gates_passed else "FAILED"}</b>.</p>
 <p>Serving latency over HTTP: p50 {result.latency_ms["p50"]:.1f} ms, p95 {result.latency_ms["p95"]:.1f} ms.</p>
+<h2>Drift</h2><p>{html.escape(_drift_sentence(result.drift))}</p>
 <h2>Defect rate per delivery</h2>
 <img alt="defect rate per delivery" src="data:image/png;base64,{_delivery_plot(result)}">
 <table><tr><th>delivery</th><th>supplier</th><th>apples</th><th>flagged</th><th>estimate</th><th>90% CI</th><th>true</th></tr>{rows}</table>

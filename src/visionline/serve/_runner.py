@@ -50,10 +50,21 @@ class ModelRunner:
 
     def decode(self, images: Sequence[bytes]) -> np.ndarray:
         """Encoded JPEG/PNG bytes → NCHW float32 with the bundle's own preprocessing."""
+        return self.decode_with_quality(images)[0]
+
+    def decode_with_quality(self, images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """The model batch plus each image's quality statistics (brightness, contrast, sharpness,
+        colourfulness) on the same resized pixels the bundle's drift reference was computed on."""
+        from visionline.export.runtime import image_quality
+
         if not images:
             raise DataError("The request holds no images; send at least one.")
-        decoded = [decode_image(bytes(b), self.max_pixels) for b in images]
-        return self.model.preprocessing(decoded)
+        preprocessing = self.model.preprocessing
+        pixels = np.stack(
+            [preprocessing.to_uint8(decode_image(bytes(b), self.max_pixels)) for b in images]
+        )
+        quality = image_quality(pixels, preprocessing.channel_order)
+        return preprocessing.normalize(pixels), quality
 
     def check_tensor(self, array: np.ndarray) -> np.ndarray:
         """Refuse a raw tensor whose shape or dtype this model cannot take."""

@@ -95,7 +95,10 @@ class InferenceService:
         return self.repository.get(model, exclude=challengers), "primary"
 
     # --- inference ----------------------------------------------------------------------------
-    async def _prepare(self, served: Served, tensors: list[Tensor]) -> np.ndarray:
+    async def _prepare(
+        self, served: Served, tensors: list[Tensor]
+    ) -> tuple[np.ndarray, dict[str, list[Any]]]:
+        """The model batch, and what the prediction log keeps per row of an image request."""
         if len(tensors) != 1:
             raise DataError(f"Model {served.model} takes one input named 'image', got {len(tensors)}.")
         tensor = tensors[0]
@@ -107,22 +110,29 @@ class InferenceService:
                 raise DataError("BYTES input 'image' must have shape [N] or [N, 1] of encoded images.")
             images = list(tensor.array.reshape(-1))
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, runner.decode, images)
+            if self.hooks.hook is None:
+                return await loop.run_in_executor(self._pool, runner.decode, images), {}
+            batch, quality = await loop.run_in_executor(
+                self._pool, runner.decode_with_quality, images
+            )
+            return batch, {"image": [bytes(b) for b in images], "quality": quality.tolist()}
         if tensor.datatype != "FP32":
             raise DataError(f"Input 'image' must be BYTES (encoded images) or FP32, not {tensor.datatype}.")
-        return runner.check_tensor(tensor.array)
+        return runner.check_tensor(tensor.array), {}
 
-    async def _run(self, served: Served, tensors: list[Tensor]) -> tuple[np.ndarray, BatchResult, float]:
+    async def _run(
+        self, served: Served, tensors: list[Tensor]
+    ) -> tuple[np.ndarray, BatchResult, float, dict[str, list[Any]]]:
         started = time.perf_counter()
         served.batcher.expect()
         try:
-            batch = await self._prepare(served, tensors)
+            batch, per_row = await self._prepare(served, tensors)
         finally:
             served.batcher.unexpect()
         preprocess_s = time.perf_counter() - started
         self.metrics.step_latency.labels(served.model, served.version, "preprocess").observe(preprocess_s)
         result = await served.batcher.submit(batch)
-        return batch, result, preprocess_s
+        return batch, result, preprocess_s, per_row
 
     async def infer(
         self,
@@ -159,23 +169,26 @@ class InferenceService:
         forced: str | None,
         parameters: dict[str, Any],
     ) -> InferResult:
+        started = time.perf_counter()
         served, route = self.route(model, version, forced)
         try:
-            batch, result, preprocess_s = await self._run(served, tensors)
+            batch, result, preprocess_s, per_row = await self._run(served, tensors)
         except RetiredError:
             if version:
                 raise
             served, route = self.route(model, None, forced)  # retired by a hot swap: use the new one
-            batch, result, preprocess_s = await self._run(served, tensors)
+            batch, result, preprocess_s, per_row = await self._run(served, tensors)
         self.metrics.routed.labels(served.model, served.version, route).inc()
         post_started = time.perf_counter()
         runner = served.runner
-        records = self._records(served, route, request_id, result.outputs, parameters)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        per_row = {**per_row, "latency_ms": [latency_ms] * len(batch)}
+        records = self._records(served, route, request_id, result.outputs, parameters, per_row)
         self.hooks.submit(records)
         shadow = self.shadow.get(model)
         if shadow is not None and shadow.version != served.version:
             if shadow.percent >= 100.0 or self._rng.random() * 100.0 < shadow.percent:
-                self._mirror(model, shadow.version, batch, request_id, parameters)
+                self._mirror(model, shadow.version, batch, request_id, parameters, per_row)
         postprocess_s = time.perf_counter() - post_started
         return InferResult(
             model=served.model,
@@ -200,6 +213,7 @@ class InferenceService:
         request_id: str,
         outputs: dict[str, np.ndarray],
         parameters: dict[str, Any],
+        per_row: dict[str, list[Any]] | None = None,
     ) -> list[PredictionRecord]:
         if self.hooks.hook is None:
             return []
@@ -224,6 +238,7 @@ class InferenceService:
                     timestamp=now,
                     extra={
                         "parameters": parameters,
+                        **{key: values[i] for key, values in (per_row or {}).items()},
                         **({"embedding": outputs[EMBEDDING][i].tolist()} if EMBEDDING in outputs else {}),
                     },
                 )
@@ -231,7 +246,13 @@ class InferenceService:
         return records
 
     def _mirror(
-        self, model: str, version: str, batch: np.ndarray, request_id: str, parameters: dict[str, Any]
+        self,
+        model: str,
+        version: str,
+        batch: np.ndarray,
+        request_id: str,
+        parameters: dict[str, Any],
+        per_row: dict[str, list[Any]],
     ) -> None:
         """Send the same preprocessed batch to the shadow version; its answer only goes to the hook."""
 
@@ -241,7 +262,7 @@ class InferenceService:
                 result = await served.batcher.submit(batch)
                 self.metrics.routed.labels(model, version, "shadow").inc()
                 self.hooks.submit(
-                    self._records(served, "shadow", request_id, result.outputs, parameters)
+                    self._records(served, "shadow", request_id, result.outputs, parameters, per_row)
                 )
             except Exception as exc:  # a shadow never affects the primary response
                 log.warning("shadow request to %s v%s failed: %s", model, version, exc)

@@ -1,0 +1,82 @@
+"""The demo end to end on a reduced budget: every stage runs for real and hands on its artifact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from visionline.errors import ConfigError
+from visionline.pipeline import DemoSettings, run_demo, summary_json
+
+VISIONLINE = Path(sys.executable).parent / "visionline"
+
+
+@pytest.mark.slow
+def test_reduced_demo_runs_the_whole_loop(tmp_path):
+    settings = DemoSettings(
+        directory=tmp_path / "demo",
+        images=160,
+        image_size=64,
+        epochs=2,
+        batch_size=16,
+        deliveries=3,
+        delivery_size=30,
+        drift_from_delivery=2,
+    )
+    result = run_demo(settings)
+
+    assert len(result.deliveries) == 3
+    assert sum(row["n"] for row in result.deliveries) == 90
+    for row in result.deliveries:
+        assert 0.0 <= row["low"] <= row["estimate"] <= row["high"] <= 1.0
+        assert 0.0 <= row["true_rate"] <= 1.0
+    assert result.latency_ms["requests"] == 90
+    assert result.drift["windows"] >= 1
+    assert result.drift["drift_start"] == 30
+
+    from visionline.monitor import MonitorDB
+
+    logged = MonitorDB(result.project.monitor_db_url).frame(model=result.project.config.name)
+    assert len(logged) == 90
+    assert set(logged["delivery_id"]) == {row["delivery"] for row in result.deliveries}
+
+    manifest = json.loads((result.bundle_dir / "bundle.json").read_text())
+    assert manifest["lineage"]["mlflow_run_id"] == result.run_id
+    assert manifest["lineage"]["dataset_version"] == result.dataset_version
+    assert (result.bundle_dir / "bundle.sig").is_file()
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(result.project.tracking_uri)
+    version = client.get_model_version(result.project.config.name, result.model_version)
+    assert version.run_id == result.run_id
+
+    page = result.report_path.read_text()
+    assert "data:image/png;base64," in page
+    for row in result.deliveries:
+        assert row["delivery"] in page
+    assert json.loads(summary_json(result))["run_id"] == result.run_id
+
+
+def test_demo_never_deletes_a_directory_it_did_not_create(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a demo directory"):
+        run_demo(DemoSettings(directory=tmp_path, force=True))
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_demo_cli_refuses_bad_options_in_one_line(tmp_path):
+    result = subprocess.run(
+        [str(VISIONLINE), "demo", "--dir", str(tmp_path / "d"), "--images", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "images" in result.stderr
+    assert not (tmp_path / "d").exists()
