@@ -110,9 +110,11 @@ def log_run(project: Project, model_path: Path, dataset: str, with_model: bool =
     from visionline.train import load_model
 
     model, spec = load_model(model_path)
+    from visionline.train._tracking import ensure_experiment
+
     mlflow.set_tracking_uri(project.tracking_uri)
-    mlflow.set_experiment("eval-tests")
-    with mlflow.start_run() as run:
+    experiment_id = ensure_experiment(project.tracking_uri, "eval-tests")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.set_tag("dataset_version", dataset)
         mlflow.log_metric("val_accuracy", 0.9)
         mlflow.log_artifact(str(model_path), artifact_path="checkpoint")

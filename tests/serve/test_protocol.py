@@ -96,3 +96,12 @@ def test_response_mixes_binary_and_json_outputs():
     np.testing.assert_array_equal(np.frombuffer(body[length:], dtype=np.float32), probs.ravel())
     body, length = build_http_response("m", "1", None, {"e": emb}, {"e": False})
     assert length is None and json.loads(body)["outputs"][0]["shape"] == [1, 4]
+
+
+def test_shape_too_large_for_int64_is_a_clear_400():
+    from visionline.errors import DataError
+    from visionline.serve._protocol import RequestInput, tensor_from_json
+
+    item = RequestInput(name="image", datatype="FP32", shape=[2**40, 2**40, 2**40], data=[0.0])
+    with pytest.raises(DataError, match="too large"):
+        tensor_from_json(item)

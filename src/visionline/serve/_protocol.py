@@ -7,6 +7,7 @@ tritonclient request means the same thing over HTTP (JSON or binary) and gRPC.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +80,7 @@ class Tensor:
 def _check_shape(shape: list[int], name: str) -> int:
     if any(d < 0 for d in shape):
         raise DataError(f"Input {name!r} has a negative dimension in shape {shape}; send real sizes.")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # exact for any size, where int64 would overflow
     if count > MAX_ELEMENTS:
         raise DataError(f"Input {name!r} with shape {shape} is too large; send smaller batches.")
     return count
