@@ -16,7 +16,7 @@ def demo(
     ),
     images: Annotated[int, typer.Option(help="Synthetic training images.")] = 1000,
     image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 4,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
     deliveries: Annotated[int, typer.Option(help="Deliveries streamed through the server.")] = 6,
     delivery_size: Annotated[int, typer.Option(help="Apples per delivery.")] = 150,
     force: Annotated[bool, typer.Option(help="Replace an earlier demo in --dir.")] = False,

@@ -36,7 +36,7 @@ class DemoSettings(BaseModel):
     images: int = Field(1000, ge=60)
     image_size: int = Field(128, ge=32, le=512)
     backbone: str = "efficientnet_lite0"
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=2)
     suppliers: int = Field(3, ge=1)
     deliveries: int = Field(6, ge=1)
@@ -343,28 +343,31 @@ def _check_drift(project: Project, bundle_dir: Path, stream: dict[str, Any]) -> 
     windows = check_drift(
         MonitorDB(project.monitor_db_url), Reference.from_bundle(bundle_dir), DriftConfig(size=window)
     )
-    alarms = [w for w in windows if w.alarm is not None]
-    first = alarms[0] if alarms else None
+    alarms = [
+        {"image": w.end_index, "cause": w.alarm.cause, "detectors": w.alarm.detectors}
+        for w in windows
+        if w.alarm is not None
+    ]
+    after = [a for a in alarms if a["image"] >= stream["drift_start"]]
     return {
         "window": window,
         "windows": len(windows),
         "drift_start": stream["drift_start"],
-        "alarm_index": first.end_index if first else None,
-        "delay_images": first.end_index - stream["drift_start"] if first else None,
-        "cause": first.alarm.cause if first else None,
-        "detectors": first.alarm.detectors if first else [],
+        "alarms": alarms,
+        "delay_images": after[0]["image"] - stream["drift_start"] if after else None,
     }
 
 
 def _print_drift(console: Console, drift: dict[str, Any]) -> None:
-    if drift["alarm_index"] is None:
-        console.print(f"  no drift alarm in {drift['windows']} windows of {drift['window']} images")
-        return
     console.print(
-        f"  [bold]drift alarm[/bold] at image {drift['alarm_index']} "
-        f"({drift['delay_images']} images after the dirty lens started at {drift['drift_start']}): "
-        f"{drift['cause']} [dim]({', '.join(drift['detectors'])})[/dim]"
+        f"  {len(drift['alarms'])} alarm(s) in {drift['windows']} windows of {drift['window']} "
+        f"images; the dirty lens starts at image {drift['drift_start']}"
     )
+    for alarm in drift["alarms"]:
+        console.print(
+            f"  [bold]alarm[/bold] at image {alarm['image']}: {alarm['cause']} "
+            f"[dim]({', '.join(alarm['detectors'])})[/dim]"
+        )
 
 
 def _estimate(stream: dict[str, Any], evaluation: Any) -> list[dict[str, Any]]:
@@ -422,6 +425,11 @@ def _print_summary(console: Console, result: DemoResult) -> None:
     console.print(
         f"Serving latency over HTTP: p50 {result.latency_ms['p50']:.1f} ms, "
         f"p95 {result.latency_ms['p95']:.1f} ms ({result.latency_ms['requests']} requests)."
+    )
+    delay = result.drift["delay_images"]
+    console.print(
+        f"Dirty lens from image {result.drift['drift_start']}: "
+        + (f"first alarm {delay} images later." if delay is not None else "no alarm after it.")
     )
     console.print(f"Model {result.project.config.name} v{result.model_version} "
                   f"(run {result.run_id}); gates {'passed' if result.gates_passed else 'FAILED'}.")

@@ -41,11 +41,15 @@ def _delivery_plot(result: DemoResult) -> str:
 
 
 def _drift_sentence(drift: dict) -> str:
-    if drift["alarm_index"] is None:
-        return f"No drift alarm in {drift['windows']} windows of {drift['window']} images."
+    alarms = "; ".join(f"image {a['image']}: {a['cause']}" for a in drift["alarms"]) or "none"
+    delay = (
+        f"first alarm {drift['delay_images']} images after it"
+        if drift["delay_images"] is not None
+        else "no alarm after it"
+    )
     return (
-        f"Alarm at image {drift['alarm_index']}, {drift['delay_images']} images after the dirty "
-        f"lens started at image {drift['drift_start']}: {drift['cause']}"
+        f"The dirty lens starts at image {drift['drift_start']} ({delay}). Alarms in "
+        f"{drift['windows']} windows of {drift['window']} images: {alarms}."
     )
 
 
