@@ -13,58 +13,15 @@ It exits with a clear message when no CUDA GPU is visible.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+from train_throughput import synthetic_project
 
 RESULT = Path(__file__).parent / "results" / "gpu_train.json"
-
-
-def synthetic_version(root: Path, n_images: int, size: int):
-    """A project with `n_images` PNGs of good, bruised and rotten apples (1/8 val)."""
-    from visionline.config import Project, init_project
-    from visionline.data import DatasetRepo, ImageRecord
-
-    init_project(root, name="gpu-train")
-    project = Project.load(root)
-    repo = DatasetRepo(project)
-    rng = np.random.default_rng(0)
-    kinds = [("good", None), ("defect", "bruise"), ("defect", "rot")]
-    records = []
-    for i in range(n_images):
-        label, subtype = kinds[i % 3]
-        pixels = rng.normal(160, 20, (size, size, 3))
-        if subtype == "bruise":
-            pixels[np.arange(size), np.clip(np.arange(size) + rng.integers(-9, 9), 0, size - 1)] = (
-                30
-            )
-        elif subtype == "rot":
-            y, x = rng.integers(size // 4, 3 * size // 4, 2)
-            pixels[y - size // 10 : y + size // 10, x - size // 10 : x + size // 10] = 50
-        buffer = io.BytesIO()
-        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, format="PNG")
-        data = buffer.getvalue()
-        records.append(
-            ImageRecord(
-                repo.blobs.put(data),
-                f"{i:05d}.png",
-                len(data),
-                size,
-                size,
-                "RGB",
-                label,
-                subtype,
-                "synth",
-                "val" if i % 8 == 0 else "train",
-            )
-        )
-    return project, repo.create_version(records, "gpu-train", None, {})
 
 
 def main() -> None:
@@ -88,7 +45,7 @@ def main() -> None:
             ("cuda", args.images, args.epochs),
             ("cpu", args.cpu_images, 2),
         ):
-            project, version = synthetic_version(Path(tmp) / f"proj-{device}", n_images, args.size)
+            project, version = synthetic_project(Path(tmp) / f"proj-{device}", n_images, args.size)
             config = TrainConfig(
                 backbone="efficientnet_lite0",
                 pretrained="imagenet",

@@ -10,7 +10,19 @@ import typer
 from rich.markup import escape
 
 from visionline.cli._common import err_console
+from visionline.cli._data import app as data_app
+from visionline.cli._demo import demo
+from visionline.cli._estimate import estimate_command
+from visionline.cli._eval import eval_command
+from visionline.cli._export import register as register_export
 from visionline.cli._init import init
+from visionline.cli._label import app as label_app
+from visionline.cli._monitor import app as monitor_app
+from visionline.cli._registry import models_app, promote_command, rollback_command
+from visionline.cli._serve import serve
+from visionline.cli._synth import app as synth_app
+from visionline.cli._train import train
+from visionline.cli._tune import tune_command
 from visionline.errors import VisionlineError
 
 app = typer.Typer(
@@ -21,42 +33,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+# Registered in lifecycle order.
 app.command()(init)
-from visionline.cli._train import train  # noqa: E402
-
-app.command()(train)
-from visionline.cli._tune import tune_command  # noqa: E402
-
-app.command("tune")(tune_command)
-from visionline.cli._label import app as label_app  # noqa: E402
-
-app.add_typer(label_app, name="label")
-from visionline.cli._serve import serve  # noqa: E402
-
-app.command()(serve)
-from visionline.cli._data import app as data_app  # noqa: E402
-
-app.add_typer(data_app, name="data")
-from visionline.cli._synth import app as synth_app  # noqa: E402
-
 app.add_typer(synth_app, name="synth")
-from visionline.cli._eval import eval_command  # noqa: E402
-from visionline.cli._estimate import estimate_command  # noqa: E402
-from visionline.cli._registry import models_app, promote_command, rollback_command  # noqa: E402
-
+app.add_typer(data_app, name="data")
+app.add_typer(label_app, name="label")
+app.command()(train)
+app.command("tune")(tune_command)
 app.command("eval")(eval_command)
-app.command("estimate")(estimate_command)
+app.add_typer(models_app, name="models")
 app.command("promote")(promote_command)
 app.command("rollback")(rollback_command)
-app.add_typer(models_app, name="models")
-from visionline.cli._export import register as register_export  # noqa: E402
-
+app.command("estimate")(estimate_command)
 register_export(app)
-from visionline.cli._monitor import app as monitor_app  # noqa: E402
-
+app.command()(serve)
 app.add_typer(monitor_app, name="monitor")
-from visionline.cli._demo import demo  # noqa: E402
-
 app.command()(demo)
 
 
