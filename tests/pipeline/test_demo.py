@@ -43,6 +43,10 @@ def test_reduced_demo_runs_the_whole_loop(tmp_path):
     logged = MonitorDB(result.project.monitor_db_url).frame(model=result.project.config.name)
     assert len(logged) == 90
     assert set(logged["delivery_id"]) == {row["delivery"] for row in result.deliveries}
+    for column in ("brightness", "contrast", "sharpness", "colourfulness", "latency_ms"):
+        assert logged[column].notna().all(), column
+    flagged = logged[logged["flagged"]]
+    assert flagged["image_sha256"].notna().all()
 
     manifest = json.loads((result.bundle_dir / "bundle.json").read_text())
     assert manifest["lineage"]["mlflow_run_id"] == result.run_id
