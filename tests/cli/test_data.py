@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import assert_one_line_error, run_visionline
 from PIL import Image
 
-VISIONLINE = Path(sys.executable).parent / "visionline"
+
+def run(*args: str, cwd: Path):
+    return run_visionline("data", *args, cwd=cwd, timeout=120)
+
 
 YAML = """
 name: tiles
@@ -20,29 +21,6 @@ classes:
 - name: defect
   subtypes: [blowhole, crack]
 """
-
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [str(VISIONLINE), "data", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    for needle in needles:
-        assert needle in lines[0]
 
 
 @pytest.fixture

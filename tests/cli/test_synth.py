@@ -4,37 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import assert_one_line_error, run_visionline
 from PIL import Image
 
-VISIONLINE = Path(sys.executable).parent / "visionline"
 
-
-def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [str(VISIONLINE), "synth", *map(str, args)],
-        check=False,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    for needle in needles:
-        assert needle in lines[0]
+def run(*args: str | Path, cwd: Path):
+    return run_visionline("synth", *args, cwd=cwd, timeout=300)
 
 
 def test_dataset_command_writes_imagefolder(tmp_path):

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+from cli_support import VISIONLINE, assert_one_line_error
 from train_builders import make_project
 
-VISIONLINE = Path(sys.executable).parent / "visionline"
 TUNE_YAML = {
     "space": {
         "backbone": ["mobilenetv3_small_100"],
@@ -45,15 +45,6 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         timeout=600,
         env=env(),
     )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture

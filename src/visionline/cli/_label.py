@@ -38,6 +38,10 @@ _LABEL_STUDIO_NOTES = (
     "selected under Settings > Annotation > Prelabeling; a mismatch hides them silently."
 )
 
+OnlyUnlabelledOption = Annotated[
+    bool, typer.Option(help="Only images without a good/defect label.")
+]
+ModelVersionOption = Annotated[str | None, typer.Option(help=_MODEL_VERSION_HELP, show_default=False)]
 DocumentRootOption = Annotated[
     Path | None, typer.Option("--document-root", help=_LOCAL_FILES_HELP, show_default=False)
 ]
@@ -98,9 +102,7 @@ def _tasks(
 def export(
     version: Annotated[str, typer.Argument(help="Dataset version id or unique prefix.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Tasks JSON to write.")],
-    only_unlabelled: Annotated[
-        bool, typer.Option(help="Only images without a good/defect label.")
-    ] = False,
+    only_unlabelled: OnlyUnlabelledOption = False,
     predictions: Annotated[
         Path | None,
         typer.Option(
@@ -110,9 +112,7 @@ def export(
         ),
     ] = None,
     document_root: DocumentRootOption = None,
-    model_version: Annotated[
-        str | None, typer.Option(help=_MODEL_VERSION_HELP, show_default=False)
-    ] = None,
+    model_version: ModelVersionOption = None,
     project_dir: ProjectOption = None,
 ) -> None:
     """Write Label Studio import tasks and label_config.xml for a dataset version."""
@@ -244,16 +244,12 @@ def push(
     project_title: Annotated[
         str | None, typer.Option(help="Label Studio project title (default: the version).")
     ] = None,
-    only_unlabelled: Annotated[
-        bool, typer.Option(help="Only images without a good/defect label.")
-    ] = False,
+    only_unlabelled: OnlyUnlabelledOption = False,
     predictions: Annotated[
         Path | None, typer.Option(help="JSON or CSV of model outputs.", show_default=False)
     ] = None,
     document_root: DocumentRootOption = None,
-    model_version: Annotated[
-        str | None, typer.Option(help=_MODEL_VERSION_HELP, show_default=False)
-    ] = None,
+    model_version: ModelVersionOption = None,
     project_dir: ProjectOption = None,
 ) -> None:
     """Create a Label Studio project for a dataset version and import its tasks."""
