@@ -114,9 +114,7 @@ def serve(
 def _prediction_logger(project_dir: Path | None, log_db: str | None, sample_rate: float) -> Any:
     """The monitoring hook: into the project's prediction log, or `--log-db`; none outside a
     project without `--log-db` (the server then still serves, and says so)."""
-    from visionline.data import BlobStore
     from visionline.errors import ProjectNotFoundError
-    from visionline.monitor import PredictionLogger
 
     try:
         project = load_project(project_dir)
@@ -128,6 +126,11 @@ def _prediction_logger(project_dir: Path | None, log_db: str | None, sample_rate
                 err=True,
             )
             return None
+        from visionline.monitor import PredictionLogger
+
         return PredictionLogger(log_db, sample_rate=sample_rate)
+    from visionline.data import BlobStore
+    from visionline.monitor import PredictionLogger
+
     blobs = BlobStore(project.blob_store_uri)
     return PredictionLogger(log_db or project.monitor_db_url, blobs, sample_rate=sample_rate)

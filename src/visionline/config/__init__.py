@@ -9,12 +9,15 @@ from visionline.config._load import (
     parse_config,
 )
 from visionline.config._model import GOOD_CLASS, ClassSpec, Goals, ProjectConfig, Storage
+from visionline.config._pipeline import Executor, PipelineConfig
 
 __all__ = [
     "CONFIG_FILE",
     "GOOD_CLASS",
     "ClassSpec",
+    "Executor",
     "Goals",
+    "PipelineConfig",
     "Project",
     "ProjectConfig",
     "Storage",

@@ -44,7 +44,7 @@ def parse_config(text: str, source: str = CONFIG_FILE) -> ProjectConfig:
 
 
 def dump_config(config: ProjectConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False)
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Project:
     config: ProjectConfig
 
     @classmethod
-    def load(cls, start: Path | str | None = None) -> "Project":
+    def load(cls, start: Path | str | None = None) -> Project:
         """Find `visionline.yaml` in `start` or a parent directory and load it."""
         here = Path(start or Path.cwd()).resolve()
         for directory in (here, *here.parents):

@@ -6,6 +6,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from visionline.config._pipeline import PipelineConfig
+
 GOOD_CLASS = "good"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -79,9 +81,10 @@ class ProjectConfig(_Strict):
     )
     goals: Goals = Field(default_factory=Goals)
     storage: Storage = Field(default_factory=Storage)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @model_validator(mode="after")
-    def _one_good_class(self) -> "ProjectConfig":
+    def _one_good_class(self) -> ProjectConfig:
         names = [c.name for c in self.classes]
         if GOOD_CLASS not in names:
             raise ValueError(f"classes must include a class named '{GOOD_CLASS}'")

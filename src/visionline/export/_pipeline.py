@@ -84,11 +84,13 @@ def export_model(
     triton_repo: Path | None = None,
     lineage: dict[str, Any] | None = None,
     progress: bool = True,
+    prebuilt: dict[str, Path] | None = None,
 ) -> ExportResult:
     """Export, check parity, quantise and gate, compute reference statistics, bundle and sign.
 
     Work happens in a staging directory that replaces `out_dir` only when every check passed, so
-    a failed gate leaves no half-written bundle behind.
+    a failed gate leaves no half-written bundle behind. `prebuilt` ({"fp32": path, "int8": path})
+    reuses ONNX files that pipeline steps already made from this model; they are still checked.
     """
     from rich.progress import Progress
 
@@ -179,7 +181,13 @@ def export_model(
                     )
 
             task = bar.add_task("export ONNX FP32", total=None)
-            fp32_path = _onnx.export_onnx(model, prep.size, stage / "model.onnx", spec.temperature)
+            prebuilt = prebuilt or {}
+            if "fp32" in prebuilt:
+                fp32_path = Path(shutil.copyfile(prebuilt["fp32"], stage / "model.onnx"))
+            else:
+                fp32_path = _onnx.export_onnx(
+                    model, prep.size, stage / "model.onnx", spec.temperature
+                )
             parity_pixels = (
                 val.pixels[:PARITY_IMAGES] if val is not None else _data.synthetic_pixels(prep.size)
             )
@@ -219,10 +227,13 @@ def export_model(
                     f"INT8 calibration ({config.calibration.value}, {min(len(train), config.calibration_images)} images)",
                     total=None,
                 )
-                calib = prep.normalize(train.pixels[: config.calibration_images])
-                int8_path = _quantize.quantize_int8(
-                    fp32_path, stage / "model.int8.onnx", calib, config.calibration
-                )
+                if "int8" in prebuilt:
+                    int8_path = Path(shutil.copyfile(prebuilt["int8"], stage / "model.int8.onnx"))
+                else:
+                    calib = prep.normalize(train.pixels[: config.calibration_images])
+                    int8_path = _quantize.quantize_int8(
+                        fp32_path, stage / "model.int8.onnx", calib, config.calibration
+                    )
                 int8_probs, int8_emb = _onnx.onnx_predict(int8_path, val_batch)
                 int8_scores = 1.0 - int8_probs[:, 0]
                 bar.remove_task(task)

@@ -16,6 +16,7 @@ from visionline.registry._registry import (
     rollback,
     run_dataset_version,
     show_model,
+    version_for_run,
 )
 from visionline.registry._resolve import CHECKPOINT_ARTIFACT, ModelRef, resolve_model
 
@@ -34,4 +35,5 @@ __all__ = [
     "rollback",
     "run_dataset_version",
     "show_model",
+    "version_for_run",
 ]

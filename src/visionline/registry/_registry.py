@@ -106,6 +106,15 @@ def register(
     return {"name": name, "version": str(found.version), "alias": alias, "tags": lineage}
 
 
+def version_for_run(project: Project, name: str, run_id: str) -> str | None:
+    """The version of `name` already registered from `run_id`, so re-running a pipeline does
+    not register the same model twice."""
+    found = client(project.tracking_uri).search_model_versions(
+        f"name = '{name}' and run_id = '{run_id}'"
+    )
+    return str(max(int(v.version) for v in found)) if found else None
+
+
 def _history(tracking_uri: str, name: str) -> list[str]:
     model = client(tracking_uri).get_registered_model(name)
     return json.loads(model.tags.get(HISTORY_TAG, "[]"))

@@ -1,0 +1,117 @@
+"""The `pipeline:` section of `visionline.yaml`: which lifecycle steps run, and with what.
+
+Training and tuning settings stay plain mappings here and are validated by `TrainConfig` and
+`TuneConfig` when the pipeline loads, so this module never imports torch.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Executor(str, Enum):
+    """Where pipeline steps and batch scoring run."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IngestStep(_Strict):
+    source: str | None = Field(
+        None, description="image folder, CSV or Label Studio export; relative to the project"
+    )
+    name: str | None = None
+
+
+class ValidateStep(_Strict):
+    min_images_per_class: int = Field(5, ge=1)
+    verify_blobs: bool = Field(True, description="re-hash every blob of the version")
+
+
+class SplitStep(_Strict):
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+    seed: int = 0
+
+
+class TuneStep(_Strict):
+    enabled: bool = False
+    trials: int = Field(8, ge=1)
+    config: str | None = Field(None, description="tune.yaml with the search space")
+    storage: str | None = Field(None, description="Optuna storage URL shared by many workers")
+
+
+class EvaluateStep(_Strict):
+    split: str = "test"
+    bootstrap: int = Field(1000, ge=0)
+
+
+class GateStep(_Strict):
+    enforce: bool = Field(True, description="stop the pipeline when a quality gate fails")
+
+
+class ExportStep(_Strict):
+    parity_atol: float = Field(1e-4, gt=0)
+
+
+class QuantiseStep(_Strict):
+    enabled: bool = True
+    calibration: str = "minmax"
+    calibration_images: int = Field(200, ge=1)
+    tolerance: float = Field(0.01, ge=0, le=1)
+
+
+class BenchmarkStep(_Strict):
+    enabled: bool = True
+    threads: int = Field(2, ge=1)
+    runs: int = Field(50, ge=5)
+    enforce: bool = Field(False, description="fail when p95 exceeds goals.edge_p95_latency_ms")
+
+
+class BundleStep(_Strict):
+    signing_key: str | None = Field(None, description="Ed25519 private key; relative to the project")
+
+
+class RegisterStep(_Strict):
+    promote: bool = Field(True, description="compare with the champion and promote if not worse")
+
+
+class DeployStep(_Strict):
+    repository: str = Field("model-repository", description="server model repository folder")
+    server: str | None = Field(None, description="URL of a running server to hot-swap, e.g. http://127.0.0.1:8000")
+    only_champion: bool = Field(True, description="deploy only a model the registry promoted")
+
+
+class PipelineConfig(BaseModel):
+    """`pipeline:` in `visionline.yaml`."""
+
+    executor: Executor = Executor.LOCAL
+    ray_address: str | None = Field(None, description="Ray cluster address; local Ray when unset")
+    ingest: IngestStep = Field(default_factory=IngestStep)
+    validate_data: ValidateStep = Field(default_factory=ValidateStep, alias="validate")
+    split: SplitStep = Field(default_factory=SplitStep)
+    tune: TuneStep = Field(default_factory=TuneStep)
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig settings")
+    evaluate: EvaluateStep = Field(default_factory=EvaluateStep)
+    gate: GateStep = Field(default_factory=GateStep)
+    export: ExportStep = Field(default_factory=ExportStep)
+    quantise: QuantiseStep = Field(default_factory=QuantiseStep)
+    benchmark: BenchmarkStep = Field(default_factory=BenchmarkStep)
+    bundle: BundleStep = Field(default_factory=BundleStep)
+    register_model: RegisterStep = Field(default_factory=RegisterStep, alias="register")
+    deploy: DeployStep = Field(default_factory=DeployStep)
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    def step_settings(self, step: str) -> dict[str, Any]:
+        """One step's settings as a plain mapping (what its cache key hashes)."""
+        field = {"validate": "validate_data", "register": "register_model"}.get(step, step)
+        value = getattr(self, field)
+        return dict(value) if isinstance(value, dict) else value.model_dump(mode="json")

@@ -1,0 +1,268 @@
+"""Edge steps: export → quantise → bundle → benchmark → register → deploy.
+
+`export` and `quantise` make the ONNX files with their own checks (parity, INT8 accuracy gate);
+`bundle` packs exactly those files with reference statistics and a signature; `benchmark` times
+the bundle that ships; `register` and `deploy` change external state and are never cached.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from visionline.errors import ConfigError, GateFailedError, ServiceUnavailableError
+from visionline.pipeline._graph import Artifact, StepContext, file_digest, relative
+
+PARITY_IMAGES = 64
+
+
+def _model(ctx: StepContext) -> tuple[Any, Any, Path]:
+    from visionline.train import load_model
+
+    path = ctx.artifact("model").resolve(ctx.project)
+    model, spec = load_model(path)
+    return model, spec, path
+
+
+def _split(ctx: StepContext, split: str, spec: Any, limit: int | None = None) -> Any:
+    from visionline.data import DatasetRepo
+    from visionline.export._data import load_split
+
+    repo = DatasetRepo(ctx.project)
+    version = repo.get(ctx.artifact("dataset").id)
+    return load_split(version, repo.blobs, split, spec.preprocessing, limit)
+
+
+def export(ctx: StepContext) -> dict[str, Artifact]:
+    """ONNX FP32, refused unless it matches PyTorch on validation images."""
+    from visionline.export import check_parity, export_onnx
+
+    model, spec, _ = _model(ctx)
+    val = _split(ctx, "val", spec, PARITY_IMAGES)
+    path = export_onnx(model, spec.preprocessing.size, ctx.workdir / "model.onnx", spec.temperature)
+    parity = check_parity(
+        model, path, spec.preprocessing.normalize(val.pixels), spec.temperature,
+        ctx.settings["parity_atol"],
+    )
+    return {
+        "onnx": Artifact(
+            "onnx", file_digest(path), relative(ctx.project, path),
+            {"precision": "fp32", "parity": parity.to_dict()},
+        )
+    }
+
+
+def quantise(ctx: StepContext) -> dict[str, Artifact]:
+    """INT8 (static QDQ, per-channel), kept only if recall and false-reject rate hold at the
+    operating threshold; a rejected INT8 model is recorded and the bundle ships FP32."""
+    from visionline.evaluate import threshold_for_false_reject_rate
+    from visionline.export import Calibration, accuracy_gate, quantize_int8
+    from visionline.export._onnx import onnx_predict
+
+    _, spec, _ = _model(ctx)
+    settings = ctx.settings
+    fp32 = ctx.artifact("onnx").resolve(ctx.project)
+    prep = spec.preprocessing
+    calibration = _split(ctx, "train", spec, settings["calibration_images"])
+    val = _split(ctx, "val", spec)
+    path = quantize_int8(
+        fp32, ctx.workdir / "model.int8.onnx", prep.normalize(calibration.pixels),
+        Calibration(settings["calibration"]),
+    )
+    batch = prep.normalize(val.pixels)
+    fp32_scores = 1.0 - onnx_predict(fp32, batch)[0][:, 0]
+    int8_scores = 1.0 - onnx_predict(path, batch)[0][:, 0]
+    target = ctx.project.config.goals.max_false_reject_rate
+    threshold = threshold_for_false_reject_rate(fp32_scores[~val.is_defect], target)
+    try:
+        gate = accuracy_gate(
+            "INT8", fp32_scores, int8_scores, val.is_defect, threshold, settings["tolerance"]
+        )
+        accepted, verdict = True, gate.to_dict()
+    except GateFailedError as exc:
+        accepted, verdict = False, {"passed": False, "reason": str(exc)}
+    return {
+        "int8": Artifact(
+            "onnx", file_digest(path), relative(ctx.project, path),
+            {"precision": "int8", "accepted": accepted, "gate": verdict},
+        )
+    }
+
+
+def bundle(ctx: StepContext) -> dict[str, Artifact]:
+    """The signed edge bundle from exactly the files the export and quantise steps checked."""
+    from visionline.export import ExportConfig, export_model
+
+    _, _, model_path = _model(ctx)
+    model = ctx.artifact("model")
+    onnx_files = [a for out in ctx.inputs.values() for a in out.values() if a.kind == "onnx"]
+    prebuilt = {a.meta["precision"]: a.resolve(ctx.project) for a in onnx_files}
+    int8 = next((a for a in onnx_files if a.meta["precision"] == "int8"), None)
+    use_int8 = bool(int8 and int8.meta["accepted"])
+    key = ctx.settings.get("signing_key")
+    signing_key = (ctx.project.root / key) if key else None
+    quantise = ctx.pipeline.quantise
+    config = ExportConfig(
+        data=ctx.artifact("dataset").id,
+        int8=use_int8,
+        calibration=quantise.calibration,
+        calibration_images=quantise.calibration_images,
+        tolerance=quantise.tolerance,
+        parity_atol=ctx.pipeline.export.parity_atol,
+        name=ctx.project.config.name,
+    )
+    if not use_int8:
+        prebuilt.pop("int8", None)
+    result = export_model(
+        model_path, ctx.workdir / "bundle", config, project=ctx.project, signing_key=signing_key,
+        lineage={"mlflow_run_id": model.meta.get("run_id")}, progress=False, prebuilt=prebuilt,
+    )
+    manifest = result.manifest
+    return {
+        "bundle": Artifact(
+            "bundle",
+            file_digest(result.bundle_dir / "bundle.json"),
+            relative(ctx.project, result.bundle_dir),
+            {
+                "deployed": manifest["deployed"],
+                "threshold": manifest["threshold"],
+                "signed": signing_key is not None,
+                "int8_rejected": bool(int8 and not use_int8),
+            },
+        )
+    }
+
+
+def benchmark(ctx: StepContext) -> dict[str, Artifact]:
+    """Latency of the bundle that ships (and of PyTorch eager) against the edge budget."""
+    from visionline.export import bench
+
+    _, _, model_path = _model(ctx)
+    bundle_dir = ctx.artifact("bundle").resolve(ctx.project)
+    report = bench(
+        bundle_dir, [1, 8], ctx.settings["threads"], torch_model=model_path,
+        runs=ctx.settings["runs"], budget_ms=ctx.project.config.goals.edge_p95_latency_ms,
+    )
+    path = report.write(ctx.workdir / "bench.json")
+    if ctx.settings["enforce"]:
+        report.check_gate()
+    latency = {k: v["latency_ms"] for k, v in report.backends.items()}
+    return {
+        "benchmark": Artifact(
+            "benchmark", file_digest(path), relative(ctx.project, path),
+            {
+                "deployed": report.deployed,
+                "p50_ms": latency[report.deployed]["p50"],
+                "p95_ms": latency[report.deployed]["p95"],
+                "ratios": report.ratios(),
+                "gate": report.gate(),
+            },
+        )
+    }
+
+
+def register(ctx: StepContext) -> dict[str, Artifact]:
+    """Register the trained run (once per run) as challenger; promote it through the registry's
+    champion comparison on the same test images."""
+    from visionline.registry import CHAMPION, promote, show_model, version_for_run
+    from visionline.registry import register as register_run
+
+    model = ctx.artifact("model")
+    run_id = model.meta.get("run_id")
+    if not run_id:
+        raise ConfigError("The train step logged no MLflow run, so nothing can be registered.")
+    name = ctx.project.config.name
+    version = version_for_run(ctx.project, name, run_id)
+    if version is None:
+        version = register_run(ctx.project, run_id, name)["version"]
+    aliases = next((v["aliases"] for v in show_model(ctx.project, name, version)), [])
+    promoted, reasons = CHAMPION in aliases, ["already champion"]
+    if not promoted and ctx.settings["promote"]:
+        decision = promote(ctx.project, name)
+        promoted, reasons = decision.promoted, decision.reasons
+    return {
+        "registered_model": Artifact(
+            "registered_model", f"{name}/{version}",
+            meta={"name": name, "version": version, "promoted": promoted, "reasons": reasons},
+        )
+    }
+
+
+def deploy(ctx: StepContext) -> dict[str, Artifact]:
+    """Copy the bundle into the model repository as the registered version (atomically) and,
+    when a server is configured, ask it to load that version: it verifies, warms up and swaps."""
+    registered = ctx.artifact("registered_model")
+    bundle_artifact = ctx.artifact("bundle")
+    name, version = registered.meta["name"], registered.meta["version"]
+    if ctx.settings["only_champion"] and not registered.meta["promoted"]:
+        return {
+            "deployment": Artifact(
+                "deployment", f"{name}/{version}:skipped",
+                meta={"deployed": False, "reason": "not promoted: " + "; ".join(registered.meta["reasons"])},
+            )
+        }
+    repository = ctx.project.root / ctx.settings["repository"]
+    target = repository / name / version
+    install_bundle(bundle_artifact.resolve(ctx.project), target)
+    server = ctx.settings.get("server")
+    if server:
+        hot_swap(server, name, version)
+    return {
+        "deployment": Artifact(
+            "deployment", f"{name}/{version}", relative(ctx.project, target),
+            {"deployed": True, "server": server, "bundle": bundle_artifact.id},
+        )
+    }
+
+
+def install_bundle(bundle_dir: Path, target: Path) -> None:
+    """Stage next to the target and rename, so a polling server never sees half a bundle."""
+    if (target / "bundle.json").is_file() and file_digest(target / "bundle.json") == file_digest(
+        bundle_dir / "bundle.json"
+    ):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        shutil.copytree(bundle_dir, stage, dirs_exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        stage.replace(target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def hot_swap(server: str, name: str, version: str, timeout_s: float = 120.0) -> None:
+    """Ask a running server to (re)load `name` and wait until `version` is ready."""
+    import os
+
+    import httpx
+
+    admin_key = os.environ.get("VISIONLINE_ADMIN_KEY")
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    base = server.rstrip("/")
+    try:
+        with httpx.Client(base_url=base, timeout=timeout_s, headers=headers) as client:
+            response = client.post(f"/v2/repository/models/{name}/load")
+            if response.status_code >= 400:
+                raise ServiceUnavailableError(
+                    f"Server {base} refused to load {name} v{version} "
+                    f"({response.status_code}: {response.text[:200]}); see the server log."
+                )
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if client.get(f"/v2/models/{name}/versions/{version}/ready").status_code == 200:
+                    return
+                time.sleep(0.2)
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailableError(
+            f"Server {base} is not reachable ({exc.__class__.__name__}); start it or fix "
+            "pipeline.deploy.server."
+        ) from exc
+    raise ServiceUnavailableError(
+        f"Server {base} did not report {name} v{version} ready within {timeout_s:.0f} s; see its log."
+    )

@@ -1,0 +1,147 @@
+"""Model steps: (tune →) train → evaluate → gate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from visionline.errors import ConfigError, GateFailedError
+from visionline.pipeline._graph import Artifact, StepContext, file_digest, relative
+
+
+def train_config(settings: dict[str, Any], tuned: dict[str, Any] | None = None) -> Any:
+    """`pipeline.train` (+ tuned values, which win) as a validated `TrainConfig`."""
+    from pydantic import ValidationError
+
+    from visionline.config import describe_validation_error
+    from visionline.train import TrainConfig
+
+    try:
+        return TrainConfig.model_validate({**settings, **(tuned or {})})
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, "pipeline.train in visionline.yaml")) from exc
+
+
+def tune(ctx: StepContext) -> dict[str, Artifact]:
+    """An Optuna study over the search space; its best settings feed the train step."""
+    import yaml
+
+    from visionline.train import load_tune_config
+    from visionline.train import tune as run_tune
+
+    settings = ctx.settings
+    config_path = settings.get("config")
+    config = load_tune_config(ctx.project.root / config_path if config_path else None)
+    dataset = ctx.artifact("dataset")
+    best_path = ctx.workdir / "best.yaml"
+    result = run_tune(
+        ctx.project,
+        dataset.id,
+        settings["trials"],
+        study_name=f"pipeline-{dataset.id[:12]}",
+        storage=settings.get("storage"),
+        config=config,
+        best_config_path=best_path,
+        progress=ctx.progress,
+    )
+    if result.best_config is None:
+        raise ConfigError(
+            f"Study {result.study_name} finished no trial; raise pipeline.tune.trials or check the log."
+        )
+    tuned = result.best_config.model_dump(mode="json")
+    best_path.write_text(yaml.safe_dump(tuned, sort_keys=True))
+    return {
+        "params": Artifact(
+            "params",
+            file_digest(best_path),
+            relative(ctx.project, best_path),
+            {"study": result.study_name, "best_value": result.best_value, "values": tuned},
+        )
+    }
+
+
+def train(ctx: StepContext) -> dict[str, Artifact]:
+    """`fit` into the step's work folder; an interrupted attempt resumes from its last epoch."""
+    from visionline.train import fit
+
+    tuned = ctx.optional("params")
+    config = train_config(ctx.settings, tuned.meta["values"] if tuned else None)
+    dataset = ctx.artifact("dataset")
+    resume = (ctx.workdir / "last.pt").is_file()
+    result = fit(
+        config,
+        dataset.id,
+        ctx.project,
+        out_dir=ctx.workdir,
+        resume=resume,
+        run_name=f"pipeline-train-{dataset.id[:8]}",
+        tags={"visionline.pipeline_step": "train"},
+        progress=ctx.progress,
+    )
+    return {
+        "model": Artifact(
+            "model",
+            file_digest(result.model_path),
+            relative(ctx.project, result.model_path),
+            {
+                "run_id": result.run_id,
+                "best_epoch": result.best_epoch,
+                "backbone": config.backbone.value,
+                "resumed": resume,
+                **{k: float(v) for k, v in result.best_metrics.items()},
+            },
+        )
+    }
+
+
+def model_uri(model: Artifact, project: Any) -> str:
+    run_id = model.meta.get("run_id")
+    return f"runs:/{run_id}" if run_id else str(model.resolve(project))
+
+
+def evaluate(ctx: StepContext) -> dict[str, Artifact]:
+    """Test-split metrics with bootstrap CIs, the operating threshold and the gates' verdicts."""
+    from visionline.evaluate import evaluate_model
+
+    model = ctx.artifact("model")
+    dataset = ctx.artifact("dataset")
+    result = evaluate_model(
+        ctx.project,
+        model_uri(model, ctx.project),
+        dataset.id,
+        split=ctx.settings["split"],
+        output_dir=ctx.workdir,
+        bootstrap=ctx.settings["bootstrap"],
+        progress=ctx.progress,
+    )
+    keep = ("defect_recall", "false_reject_rate", "accuracy", "roc_auc", "escape_rate")
+    return {
+        "evaluation": Artifact(
+            "evaluation",
+            file_digest(result.metrics_path),
+            relative(ctx.project, result.metrics_path),
+            {
+                "threshold": float(result.operating_point.threshold),
+                "gates_passed": result.gates.passed,
+                "gates": result.gates.summary(),
+                **{k: result.metrics[k] for k in keep if isinstance(result.metrics.get(k), float)},
+                "report": relative(ctx.project, result.report_path) if result.report_path else None,
+            },
+        )
+    }
+
+
+def gate(ctx: StepContext) -> dict[str, Artifact]:
+    """Stop the pipeline on a failed quality gate unless `gate.enforce` is off."""
+    evaluation = ctx.artifact("evaluation")
+    passed = bool(evaluation.meta["gates_passed"])
+    if not passed and ctx.settings["enforce"]:
+        raise GateFailedError(
+            f"Quality gates failed: {evaluation.meta['gates']} Improve the model or data, or set "
+            "pipeline.gate.enforce: false to go on knowingly."
+        )
+    return {
+        "gate": Artifact(
+            "gate", f"{evaluation.id}:{'pass' if passed else 'fail'}",
+            meta={"passed": passed, "summary": evaluation.meta["gates"]},
+        )
+    }
