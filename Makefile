@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[dev,s3,label]"
+	$(BIN)/python -m pip install -e ".[dev,s3,label,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

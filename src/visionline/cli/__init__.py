@@ -18,7 +18,9 @@ from visionline.cli._export import register as register_export
 from visionline.cli._init import init
 from visionline.cli._label import app as label_app
 from visionline.cli._monitor import app as monitor_app
+from visionline.cli._pipeline import app as pipeline_app
 from visionline.cli._registry import models_app, promote_command, rollback_command
+from visionline.cli._score import score_command
 from visionline.cli._serve import serve
 from visionline.cli._synth import app as synth_app
 from visionline.cli._train import train
@@ -48,6 +50,8 @@ app.command("estimate")(estimate_command)
 register_export(app)
 app.command()(serve)
 app.add_typer(monitor_app, name="monitor")
+app.command("score")(score_command)
+app.add_typer(pipeline_app, name="pipeline")
 app.command()(demo)
 
 

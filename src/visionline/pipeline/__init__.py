@@ -1,5 +1,31 @@
-"""The lifecycle run end to end: `visionline demo` on the embedded synthetic apple line."""
+"""The lifecycle as a DAG of cached, lineage-tracked steps (local or Ray), continuous training,
+batch scoring, and `visionline demo`, which runs the whole loop on the synthetic apple line."""
 
 from visionline.pipeline._demo import DemoResult, DemoSettings, run_demo, summary_json
+from visionline.pipeline._graph import Artifact, Step, StepContext
+from visionline.pipeline._lifecycle import STEPS, build_graph
+from visionline.pipeline._records import PipelineRun, StepRecord
+from visionline.pipeline._run import PlannedStep, plan, run_pipeline, runs
+from visionline.pipeline._score import ScoreResult, ScoreSummary, resolve_bundle, score
 
-__all__ = ["DemoResult", "DemoSettings", "run_demo", "summary_json"]
+__all__ = [
+    "STEPS",
+    "Artifact",
+    "DemoResult",
+    "DemoSettings",
+    "PipelineRun",
+    "PlannedStep",
+    "ScoreResult",
+    "ScoreSummary",
+    "Step",
+    "StepContext",
+    "StepRecord",
+    "build_graph",
+    "plan",
+    "resolve_bundle",
+    "run_demo",
+    "run_pipeline",
+    "runs",
+    "score",
+    "summary_json",
+]

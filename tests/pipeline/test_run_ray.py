@@ -1,0 +1,41 @@
+"""The Ray executor runs each step as a Ray task and hands on the same artifacts as local."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pipeline_support import ids, make_project, statuses
+
+from visionline.pipeline import run_pipeline
+
+pytest.importorskip("ray")
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_artifacts_of_the_local_executor(tmp_path):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        on_ray = make_project(tmp_path / "ray")
+        ray_run = run_pipeline(on_ray, executor="ray", until="bundle", progress=False)
+        assert ray.is_initialized(), "an executor must not shut down a Ray it did not start"
+    finally:
+        ray.shutdown()
+    local = make_project(tmp_path / "local")
+    local_run = run_pipeline(local, executor="local", until="bundle", progress=False)
+
+    assert ray_run.executor == "ray" and ray_run.status == "succeeded"
+    assert set(statuses(ray_run).values()) == {"done"}
+    ray_ids, local_ids = ids(ray_run), ids(local_run)
+    for step in ("ingest", "validate", "split"):
+        assert ray_ids[step] == local_ids[step], step
+    assert {s: sorted(o) for s, o in ray_ids.items()} == {s: sorted(o) for s, o in local_ids.items()}
+    manifests = [
+        json.loads((run.steps["bundle"].outputs["bundle"].resolve(project) / "bundle.json").read_text())
+        for run, project in ((ray_run, on_ray), (local_run, local))
+    ]
+    assert manifests[0]["classes"] == manifests[1]["classes"]
+    assert manifests[0]["lineage"]["dataset_version"] == manifests[1]["lineage"]["dataset_version"]
+    assert manifests[0]["threshold"] == pytest.approx(manifests[1]["threshold"], abs=0.05)
