@@ -19,6 +19,7 @@ from visionline.cli._init import init
 from visionline.cli._label import app as label_app
 from visionline.cli._monitor import app as monitor_app
 from visionline.cli._pipeline import app as pipeline_app
+from visionline.cli._pipeline import retrain_command
 from visionline.cli._registry import models_app, promote_command, rollback_command
 from visionline.cli._score import score_command
 from visionline.cli._serve import serve
@@ -52,6 +53,7 @@ app.command()(serve)
 app.add_typer(monitor_app, name="monitor")
 app.command("score")(score_command)
 app.add_typer(pipeline_app, name="pipeline")
+app.command("retrain")(retrain_command)
 app.command()(demo)
 
 

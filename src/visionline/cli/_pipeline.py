@@ -127,3 +127,32 @@ def status_command(
             ", ".join(f"{n} {s}" for s, n in counts.items()), stopped[:160],
         )
     console.print(table)
+
+
+def retrain_command(
+    if_triggered: Annotated[
+        bool,
+        typer.Option(
+            "--if-triggered/--always",
+            help="Retrain only when drift, new labels or a recall drop call for it (for cron).",
+        ),
+    ] = True,
+    server: Annotated[
+        str | None,
+        typer.Option(help="Running server to hot-swap (default: pipeline.deploy.server)."),
+    ] = None,
+    project_dir: ProjectOption = None,
+) -> None:
+    """Continuous training: champion + labelled production images → challenger → promote → swap."""
+    from visionline.pipeline import retrain
+
+    project = load_project(project_dir)
+    result = retrain(project, if_triggered=if_triggered, server=server, console=console)
+    if not result.ran:
+        return
+    verdict = "promoted to champion" if result.promoted else "not promoted"
+    console.print(
+        f"Challenger {result.registered} on dataset {str(result.dataset_version)[:12]} "
+        f"(+{result.new_images} production images): {verdict} — {'; '.join(result.reasons)}"
+    )
+    console.print(f"Deployed {result.deployed}." if result.deployed else "Nothing was deployed.")

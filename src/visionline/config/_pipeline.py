@@ -89,6 +89,20 @@ class DeployStep(_Strict):
     only_champion: bool = Field(True, description="deploy only a model the registry promoted")
 
 
+class RetrainSettings(_Strict):
+    """Continuous training: when `visionline retrain --if-triggered` builds a challenger."""
+
+    on_drift: bool = Field(True, description="a drift alarm since the last retraining")
+    min_new_labels: int = Field(50, ge=1, description="labelled production images since then")
+    max_recall_drop: float = Field(
+        0.05, gt=0, le=1, description="realised recall below the validated recall by this much"
+    )
+    min_labelled_defects: int = Field(20, ge=1, description="defect verdicts needed to judge recall")
+    val_share: float = Field(0.2, ge=0, lt=1, description="new images that go to val (rest: train)")
+    epochs: int = Field(3, ge=1, description="fine-tuning epochs, starting from the champion")
+    lr: float = Field(5e-4, gt=0, le=1)
+
+
 class PipelineConfig(BaseModel):
     """`pipeline:` in `visionline.yaml`."""
 
@@ -107,6 +121,7 @@ class PipelineConfig(BaseModel):
     bundle: BundleStep = Field(default_factory=BundleStep)
     register_model: RegisterStep = Field(default_factory=RegisterStep, alias="register")
     deploy: DeployStep = Field(default_factory=DeployStep)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 

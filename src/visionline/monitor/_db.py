@@ -328,6 +328,7 @@ class MonitorDB:
                 predictions.c.flagged,
                 predictions.c.defect_score,
                 predictions.c.predicted_class,
+                predictions.c.image_sha256,
             )
             .join(predictions, predictions.c.id == feedback.c.prediction_id)
             .order_by(feedback.c.id)

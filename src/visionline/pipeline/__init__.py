@@ -1,6 +1,7 @@
 """The lifecycle as a DAG of cached, lineage-tracked steps (local or Ray), continuous training,
 batch scoring, and `visionline demo`, which runs the whole loop on the synthetic apple line."""
 
+from visionline.pipeline._continuous import RetrainResult, Trigger, check_triggers, retrain
 from visionline.pipeline._demo import DemoResult, DemoSettings, run_demo, summary_json
 from visionline.pipeline._graph import Artifact, Step, StepContext
 from visionline.pipeline._lifecycle import STEPS, build_graph
@@ -15,14 +16,18 @@ __all__ = [
     "DemoSettings",
     "PipelineRun",
     "PlannedStep",
+    "RetrainResult",
     "ScoreResult",
     "ScoreSummary",
     "Step",
     "StepContext",
     "StepRecord",
+    "Trigger",
     "build_graph",
+    "check_triggers",
     "plan",
     "resolve_bundle",
+    "retrain",
     "run_demo",
     "run_pipeline",
     "runs",

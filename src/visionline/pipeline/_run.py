@@ -50,8 +50,10 @@ def _given_dataset(project: Project, data: str) -> dict[str, Artifact]:
     return {"dataset": Artifact("dataset", version.id, meta={"name": version.name, "given": True})}
 
 
-def _settings(project: Project, step: Step, source: str | None) -> dict[str, Any]:
-    settings = project.config.pipeline.step_settings(step.name)
+def _settings(
+    project: Project, step: Step, source: str | None, overrides: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    settings = {**project.config.pipeline.step_settings(step.name), **overrides.get(step.name, {})}
     if step.name == "ingest" and source:
         settings["source"] = source
     return settings
@@ -76,14 +78,17 @@ def run_pipeline(
     resume: bool = False,
     executor: str | None = None,
     until: str | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
     console: Console | None = None,
     progress: bool = True,
 ) -> PipelineRun:
     """Run the enabled steps in dependency order; returns the finished run record.
 
     `data` starts from an existing dataset version instead of ingesting; `until` stops after that
-    step. Raises the failing step's `VisionlineError`; the record says which step failed.
+    step; `overrides` replace step settings for this run (and so enter the cache keys). Raises
+    the failing step's `VisionlineError`; the record says which step failed.
     """
+    overrides = overrides or {}
     console = console or Console()
     config = project.config.pipeline
     graph = build_graph(config)
@@ -117,7 +122,7 @@ def run_pipeline(
                 step = graph.get(name)
                 record = run.steps[name]
                 inputs = {n: run.steps[n].outputs for n in graph.needs[name]}
-                settings = _settings(project, step, source)
+                settings = _settings(project, step, source, overrides)
                 record.key = cache_key(step, settings, inputs)
                 launched += 1
                 reused = _reuse(name, step, record.key, data, project, cache, previous, forced)
@@ -146,8 +151,9 @@ def run_pipeline(
                 finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for future in finished:
                     name, started = pending.pop(future)
+                    settings = _settings(project, graph.get(name), source, overrides)
                     _finish(name, future.result(), time.perf_counter() - started, graph, run,
-                            project, source, cache, lineage, console)
+                            settings, cache, lineage, console)
                     store.save(run)
             elif not launched:
                 break
@@ -174,8 +180,7 @@ def _finish(
     seconds: float,
     graph: Graph,
     run: PipelineRun,
-    project: Project,
-    source: str | None,
+    settings: dict[str, Any],
     cache: StepCache,
     lineage: Lineage,
     console: Console,
@@ -184,7 +189,6 @@ def _finish(
     record = run.steps[name]
     record.seconds = seconds
     step = graph.get(name)
-    settings = _settings(project, step, source)
     inputs = {n: run.steps[n].outputs for n in graph.needs[name]}
     if "error" in result:
         record.status, record.error = "failed", result["error"][1]
@@ -293,7 +297,7 @@ def plan(project: Project, data: str | None = None) -> list[PlannedStep]:
             rows.append(PlannedStep(step.name, needs, "stale (upstream changes)", None, step.description))
             continue
         inputs = {n: known[n] or {} for n in needs}
-        key = cache_key(step, _settings(project, step, None), inputs)
+        key = cache_key(step, _settings(project, step, None, {}), inputs)
         if not step.cacheable:
             outputs = last.outputs(step.name) if last else {}
             known[step.name] = outputs or None

@@ -74,6 +74,11 @@ def normalization_for(
 
     if pretrained == IMAGENET and backbone in _OFFLINE_MEAN_STD:
         return _OFFLINE_MEAN_STD[Backbone(backbone)]
+    if pretrained not in (IMAGENET, NO_WEIGHTS) and Path(pretrained).is_file():
+        spec = _read_checkpoint(Path(pretrained)).get("spec")
+        if isinstance(spec, dict):  # fine-tuning a visionline model keeps its input statistics
+            prep = spec["preprocessing"]
+            return tuple(prep["mean"]), tuple(prep["std"])
     return IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -166,19 +171,43 @@ def load_pretrained(backbone_module: nn.Module, backbone: str, pretrained: str) 
     _load_checkpoint_backbone(backbone_module, Path(pretrained))
 
 
-def _load_checkpoint_backbone(backbone_module: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise NotFoundError(
-            f"--pretrained {path} is neither 'imagenet', 'none' nor an existing checkpoint file; "
-            "pass one of those."
-        )
+def _read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise TrainingError(
             f"{path} is not a readable PyTorch checkpoint ({exc}); pass a model.pt."
         ) from exc
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not isinstance(payload, dict):
+        raise TrainingError(f"{path} holds no state dict; pass a model.pt written by visionline train.")
+    return payload
+
+
+def load_matching_head(model: nn.Module, pretrained: str, class_names: list[str]) -> bool:
+    """Start from a visionline checkpoint's classifier too when it predicts the same classes, so
+    a retrained challenger begins exactly where the champion is."""
+    if pretrained in (IMAGENET, NO_WEIGHTS):
+        return False
+    payload = _read_checkpoint(Path(pretrained))
+    spec = payload.get("spec")
+    if not isinstance(spec, dict) or list(spec.get("class_names", [])) != list(class_names):
+        return False
+    state = payload.get("state_dict", {})
+    head = {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
+    if any(head.get(k) is None or head[k].shape != v.shape for k, v in model.head.state_dict().items()):
+        return False
+    model.head.load_state_dict(head)
+    return True
+
+
+def _load_checkpoint_backbone(backbone_module: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise NotFoundError(
+            f"--pretrained {path} is neither 'imagenet', 'none' nor an existing checkpoint file; "
+            "pass one of those."
+        )
+    payload = _read_checkpoint(path)
+    state = payload.get("state_dict", payload)
     if not isinstance(state, dict):
         raise TrainingError(
             f"{path} holds no state dict; pass a model.pt written by visionline train."

@@ -25,7 +25,7 @@ from torch import nn
 from visionline.config import Project
 from visionline.errors import DataError, TrainingError
 from visionline.preprocessing import Preprocessing
-from visionline.train._backbones import load_pretrained, normalization_for
+from visionline.train._backbones import load_matching_head, load_pretrained, normalization_for
 from visionline.train._checkpoint import (
     BEST_MODEL,
     LAST_CHECKPOINT,
@@ -280,6 +280,7 @@ def _fit(
     model = build_model(spec)
     if state is None:
         load_pretrained(model.backbone, spec.backbone, config.pretrained)
+        load_matching_head(model, config.pretrained, class_names)
     else:
         model.load_state_dict(state["model"])
     model.to(device, memory_format=torch.channels_last)  # oneDNN: depthwise convs ~1.6x faster

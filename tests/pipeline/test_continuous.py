@@ -1,0 +1,161 @@
+"""Continuous training: triggers from the prediction log, and the loop champion → production
+images with verdicts → challenger on the same test set → promotion → hot swap on a live server."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import time
+
+import pytest
+import yaml
+from pipeline_support import configure, make_project
+
+from visionline.errors import DataError
+from visionline.monitor import LoggedPrediction, MonitorDB, PredictionLogger
+from visionline.pipeline import check_triggers, retrain, run_pipeline
+from visionline.pipeline._continuous import build_retraining_version
+
+
+def _lenient_goals(project):
+    """A 1-epoch model on 48 px apples must be able to become champion in these tests."""
+    path = project.root / "visionline.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["goals"].update(max_false_reject_rate=0.5, min_defect_recall=0.05)
+    config["pipeline"]["retrain"] = {"min_new_labels": 10, "epochs": 1, "min_labelled_defects": 500}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return configure(project.root)
+
+
+def _log(db_url, blobs, items):
+    with PredictionLogger(db_url, blobs, sample_rate=1.0) as logger:
+        logger.log(items)
+        assert logger.flush()
+
+
+def _prediction(name, image=None, flagged=False, ts=None):
+    return LoggedPrediction(
+        model=name, version="1", probabilities={"good": 0.4, "bruise": 0.6}, defect_score=0.6,
+        flagged=flagged, decision="defect" if flagged else "good", predicted_class="bruise",
+        threshold=0.5, ts=ts or time.time(), image=image,
+    )
+
+
+def test_triggers_come_from_alarms_and_new_verdicts_after_the_last_retraining(tmp_path):
+    from visionline.data import BlobStore
+
+    project = _lenient_goals(make_project(tmp_path / "p", images=20))
+    name = project.config.name
+    db = MonitorDB(project.monitor_db_url)
+    assert check_triggers(project, db) == []
+
+    db.add_alarm({"ts": time.time(), "model": name, "version": "1", "window": 3,
+                  "detectors": ["quality"], "statistics": {}, "p_values": {},
+                  "cause": "images are blurrier (dirty lens?)", "details": {}})
+    images = sorted((project.root / "raw").rglob("*.jpg"))[:12]
+    items = [_prediction(name, path.read_bytes()) for path in images]
+    _log(project.monitor_db_url, BlobStore(project.blob_store_uri), items)
+    for item in items[:9]:
+        db.add_feedback(item.id, "good", None, "cli")
+    kinds = [t.kind for t in check_triggers(project, db)]
+    assert kinds == ["drift"]
+    for item in items[9:]:
+        db.add_feedback(item.id, "good", None, "cli")
+    triggers = check_triggers(project, db)
+    assert [t.kind for t in triggers] == ["drift", "labels"]
+    assert "12 new labelled" in triggers[1].reason
+    assert check_triggers(project, db, since=time.time() + 1) == []
+
+
+def test_a_retraining_version_keeps_the_test_split_and_adds_only_new_images(tmp_path):
+    from visionline.data import BlobStore, DatasetRepo
+
+    project = make_project(tmp_path / "p", images=40)
+    run = run_pipeline(project, until="split", progress=False)
+    base = DatasetRepo(project).get(run.steps["split"].outputs["dataset"].id)
+    db = MonitorDB(project.monitor_db_url)
+    with pytest.raises(DataError, match="No labelled production image"):
+        build_retraining_version(project, base.id, db.feedback_frame(), 0.2)
+
+    from visionline.synth import SynthConfig, generate_dataset
+
+    generate_dataset(SynthConfig(size=48, seed=99), tmp_path / "line", 15)
+    new_images = sorted((tmp_path / "line").rglob("*.jpg"))
+    old_image = next((project.root / "raw").rglob("*.jpg"))
+    items = [_prediction(project.config.name, p.read_bytes()) for p in [*new_images, old_image]]
+    _log(project.monitor_db_url, BlobStore(project.blob_store_uri), items)
+    for item in items:
+        db.add_feedback(item.id, "defect", "rot", "labelstudio")
+
+    version, added = build_retraining_version(project, base.id, db.feedback_frame(), 0.2)
+    assert added == len({hashlib.sha256(p.read_bytes()).hexdigest() for p in new_images})
+    assert version.parent == base.id
+    test_images = sorted(r.sha256 for r in version.split_records("test"))
+    assert test_images == sorted(r.sha256 for r in base.split_records("test"))
+    production = [r for r in version.records if r.source.startswith("feedback")]
+    assert {r.split for r in production} <= {"train", "val"}
+    assert {r.subtype for r in production} == {"rot"}
+
+
+@pytest.mark.slow
+def test_the_loop_retrains_promotes_and_hot_swaps_the_live_server(tmp_path):
+    import httpx
+
+    from visionline.data import BlobStore
+    from visionline.serve import InferenceServer, ServerConfig
+    from visionline.synth import DriftConfig, SynthConfig, generate_deliveries
+
+    project = _lenient_goals(make_project(tmp_path / "p", images=160))
+    name = project.config.name
+    repository = project.root / "model-repository"
+    repository.mkdir()
+    logger = PredictionLogger(project.monitor_db_url, BlobStore(project.blob_store_uri), sample_rate=1.0)
+    server = InferenceServer(
+        ServerConfig(repository=repository, http_port=0, grpc_port=None),
+        hook=logger,
+    )
+    with server.running() as running:
+        url = f"http://127.0.0.1:{running.http_port}"
+        configure(project.root, deploy={"server": url})
+        first = run_pipeline(project.__class__.load(project.root), progress=False)
+        champion = first.steps["deploy"].outputs["deployment"]
+        assert champion.meta["deployed"], first.steps["register"].outputs
+        assert httpx.get(f"{url}/v2/models/{name}/versions/1/ready").status_code == 200
+
+        line = generate_deliveries(
+            SynthConfig(size=48, seed=11, drift=DriftConfig(kind="dirty_lens", start=0, ramp=10)),
+            tmp_path / "line", 1, 1, 24,
+        )
+        truth = {}
+        with open(line.out / "images.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                data = (line.out / row["file"]).read_bytes()
+                truth[hashlib.sha256(data).hexdigest()] = (row["label"], row.get("subtype") or None)
+                response = httpx.post(
+                    f"{url}/v1/models/{name}:predict",
+                    files=[("files", ("apple.jpg", data, "image/jpeg"))],
+                )
+                assert response.status_code == 200
+        assert logger.flush()
+        db = MonitorDB(project.monitor_db_url)
+        logged = db.frame(model=name)
+        for row in logged.itertuples():
+            label, subtype = truth[row.image_sha256]
+            db.add_feedback(row.id, label, subtype, "operator")
+
+        result = retrain(project.__class__.load(project.root), progress=False)
+
+        assert [t.kind for t in result.triggers] == ["labels"]
+        assert result.ran and result.new_images == len(set(truth))
+        assert result.registered == f"{name}/2"
+        steps = {n: r.status for n, r in result.run.steps.items()}
+        assert steps["ingest"] == "given" and steps["train"] == "done"
+        if result.promoted:
+            assert result.deployed == f"{name}/2"
+            assert httpx.get(f"{url}/v2/models/{name}/versions/2/ready").status_code == 200
+        else:
+            assert result.deployed is None
+            assert any("champion" in reason for reason in result.reasons)
+        again = retrain(project.__class__.load(project.root), progress=False)
+        assert not again.ran and again.triggers == []
+    logger.close()
