@@ -26,11 +26,13 @@ def test_reduced_demo_runs_the_whole_loop(tmp_path):
         deliveries=3,
         delivery_size=30,
         drift_from_delivery=2,
+        feedback=30,
+        retrain_epochs=1,
     )
     result = run_demo(settings)
 
-    assert len(result.deliveries) == 3
-    assert sum(row["n"] for row in result.deliveries) == 90
+    assert len(result.deliveries) == 4
+    assert sum(row["n"] for row in result.deliveries) == 120
     for row in result.deliveries:
         assert 0.0 <= row["low"] <= row["estimate"] <= row["high"] <= 1.0
         assert 0.0 <= row["true_rate"] <= 1.0
@@ -40,8 +42,9 @@ def test_reduced_demo_runs_the_whole_loop(tmp_path):
 
     from visionline.monitor import MonitorDB
 
-    logged = MonitorDB(result.project.monitor_db_url).frame(model=result.project.config.name)
-    assert len(logged) == 90
+    db = MonitorDB(result.project.monitor_db_url)
+    logged = db.frame(model=result.project.config.name)
+    assert len(logged) == 120
     assert set(logged["delivery_id"]) == {row["delivery"] for row in result.deliveries}
     for column in ("brightness", "contrast", "sharpness", "colourfulness", "latency_ms"):
         assert logged[column].notna().all(), column
@@ -64,6 +67,19 @@ def test_reduced_demo_runs_the_whole_loop(tmp_path):
     for row in result.deliveries:
         assert row["delivery"] in page
     assert json.loads(summary_json(result))["run_id"] == result.run_id
+
+    verdicts = db.feedback_frame()
+    assert 0 < len(verdicts) <= 30 and set(verdicts["source"]) == {"operator"}
+    retraining = result.retraining
+    assert retraining["ran"] == bool(retraining["triggers"])
+    if retraining["ran"]:
+        assert retraining["challenger"] == f"{result.project.config.name}/2"
+        assert retraining["new_images"] == len(verdicts)
+        swapped = retraining["deployed"] is not None
+        assert retraining["served_after"] == (["2"] if swapped else [result.model_version])
+    from visionline.pipeline import runs
+
+    assert [run.status for run in runs(result.project)] == ["succeeded"] * (1 + retraining["ran"])
 
 
 def test_demo_never_deletes_a_directory_it_did_not_create(tmp_path):

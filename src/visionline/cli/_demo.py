@@ -19,9 +19,11 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
     deliveries: Annotated[int, typer.Option(help="Deliveries streamed through the server.")] = 6,
     delivery_size: Annotated[int, typer.Option(help="Apples per delivery.")] = 150,
+    feedback: Annotated[int, typer.Option(help="Logged images the simulated operator labels.")] = 150,
+    retrain_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of the challenger.")] = 3,
     force: Annotated[bool, typer.Option(help="Replace an earlier demo in --dir.")] = False,
 ) -> None:
-    """Synthesise apples, train, evaluate, export, serve, and estimate bad apples per delivery."""
+    """Synthesise apples, run the pipeline, serve, detect drift, retrain, and estimate bad apples per delivery."""
     from pydantic import ValidationError
 
     from visionline.config import describe_validation_error
@@ -36,6 +38,8 @@ def demo(
             epochs=epochs,
             deliveries=deliveries,
             delivery_size=delivery_size,
+            feedback=feedback,
+            retrain_epochs=retrain_epochs,
             drift_from_delivery=max(1, deliveries // 2 + 1),
             force=force,
         )

@@ -219,7 +219,11 @@ class Reference:
 
     @classmethod
     def from_bundle(cls, path: str | Path) -> Reference:
-        """Read the reference statistics that `visionline export` wrote into a bundle."""
+        """Read the reference statistics that `visionline export` wrote into a bundle.
+
+        Inside a model repository (`REPO/<name>/<version>/`) the version is the folder's name,
+        because that is the version the server serves and logs.
+        """
         root = Path(path)
         manifest_path = root / "bundle.json" if root.is_dir() else root
         if not manifest_path.is_file():
@@ -237,9 +241,10 @@ class Reference:
         files = reference["files"]
         stats = np.load(base / files["embedding_stats"])
         deployed = manifest.get("deployed", "fp32")
+        in_repository = root.is_dir() and root.parent.name == manifest["name"]
         return cls(
             model=manifest["name"],
-            version=str(manifest["version"]),
+            version=root.name if in_repository else str(manifest["version"]),
             classes=tuple(manifest["classes"]),
             threshold=float(manifest["threshold"]),
             scores=np.load(base / files["scores"]).astype(np.float64),

@@ -56,7 +56,9 @@ def last_retrain(project: Project) -> float:
     return float(state.get("started_at", 0.0))
 
 
-def _champion(project: Project) -> dict[str, Any]:
+def _production_model(project: Project) -> dict[str, Any]:
+    """The champion; without one (no model passed its gates yet), the newest registered version,
+    which is what a plant that deployed anyway is running."""
     from visionline.registry import CHAMPION, show_model
 
     name = project.config.name
@@ -64,12 +66,11 @@ def _champion(project: Project) -> dict[str, Any]:
         versions = show_model(project, name)
     except NotFoundError:
         versions = []
-    for row in versions:
-        if CHAMPION in row["aliases"]:
-            return row
-    raise NotFoundError(
-        f"Model {name} has no champion to retrain; run 'visionline pipeline run' and promote one first."
-    )
+    if not versions:
+        raise NotFoundError(
+            f"Model {name} has no registered version to retrain; run 'visionline pipeline run' first."
+        )
+    return next((row for row in versions if CHAMPION in row["aliases"]), versions[-1])
 
 
 def _validated_recall(champion: dict[str, Any]) -> float | None:
@@ -100,7 +101,7 @@ def check_triggers(project: Project, db: Any, since: float | None = None) -> lis
     defects = feedback[feedback["label"] != GOOD_CLASS] if not feedback.empty else feedback
     if len(defects) >= settings.min_labelled_defects:
         realised = float(defects["flagged"].mean())
-        validated = _validated_recall(_champion(project))
+        validated = _validated_recall(_production_model(project))
         if validated is not None and realised < validated - settings.max_recall_drop:
             triggers.append(Trigger(
                 "performance",
@@ -184,7 +185,7 @@ def retrain(
         return result
     if not triggers:
         triggers.append(Trigger("forced", "retraining was requested without a trigger"))
-    champion = _champion(project)
+    champion = _production_model(project)
     if not champion.get("dataset_version"):
         raise DataError(
             f"Champion v{champion['version']} records no dataset version, so there is nothing to extend."
@@ -198,7 +199,7 @@ def retrain(
         "labelled production images"
     )
     name = project.config.name
-    checkpoint = resolve_model(f"models:/{name}@champion", project.tracking_uri).path
+    checkpoint = resolve_model(f"models:/{name}/{champion['version']}", project.tracking_uri).path
     overrides = {
         "train": {"pretrained": str(checkpoint), "epochs": settings.epochs, "lr": settings.lr,
                   "freeze_epochs": 0},

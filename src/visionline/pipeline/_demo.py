@@ -1,9 +1,10 @@
 """`visionline demo`: the lifecycle end to end on the embedded synthetic apple line.
 
-Every step calls the same public API as the CLI commands, in a fresh project directory, so the
-demo is also the integration check of the stages: synthesise → ingest → split → train →
-evaluate + gates → register → export (ONNX, INT8, signed bundle) → serve → stream deliveries
-from suppliers over HTTP → per-delivery defect rates with confidence intervals vs the truth.
+The demo writes a project whose `pipeline:` section describes the run, then calls the same
+public API as the CLI: synthesise → `pipeline run` (ingest … deploy) → serve → stream deliveries
+from suppliers over HTTP while a dirty lens develops → drift check → operator verdicts →
+`retrain` (challenger on old + production images, compared, promoted, hot-swapped) → one more
+delivery through the new model → per-delivery defect rates with confidence intervals vs the truth.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class DemoSettings(BaseModel):
     deliveries: int = Field(6, ge=1)
     delivery_size: int = Field(150, ge=10)
     drift_from_delivery: int = Field(4, ge=1, description="dirty lens develops from this delivery")
+    feedback: int = Field(150, ge=1, description="logged images the operator labels")
+    retrain_epochs: int = Field(3, ge=1)
     seed: int = 0
     force: bool = False
 
@@ -61,17 +64,37 @@ class DemoResult:
     drift: dict[str, Any]
     report_path: Path
     eval_report: Path | None
+    retraining: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _demo_config_yaml(image_size: int) -> str:
-    """The demo project's goals: what a short CPU training budget can certify."""
+def _demo_config_yaml(settings: DemoSettings) -> str:
+    """The demo project: goals a short CPU training budget can certify, and its pipeline."""
     return f"""name: apples
 goals:
   max_false_reject_rate: 0.05
   min_defect_recall: 0.7
   edge_p95_latency_ms: 50
-  image_size: {image_size}
+  image_size: {settings.image_size}
+pipeline:
+  ingest: {{source: synth/dataset, name: apples-synth}}
+  split: {{val: 0.2, test: 0.2, seed: {settings.seed}}}
+  train:
+    backbone: {settings.backbone}
+    pretrained: imagenet
+    epochs: {settings.epochs}
+    batch_size: {settings.batch_size}
+    freeze_epochs: 1
+    lr: 0.003
+    patience: {settings.epochs}
+    seed: {settings.seed}
+  evaluate: {{bootstrap: 300}}
+  gate: {{enforce: false}}
+  quantise: {{calibration_images: 100}}
+  benchmark: {{runs: 20}}
+  bundle: {{signing_key: keys/visionline-signing.key}}
+  deploy: {{only_champion: false}}
+  retrain: {{min_new_labels: {min(50, settings.feedback)}, epochs: {settings.retrain_epochs}}}
 """
 
 
@@ -87,7 +110,7 @@ def _prepare_directory(settings: DemoSettings) -> Path:
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / DEMO_MARKER).write_text("created by visionline demo\n")
-    config = parse_config(_demo_config_yaml(settings.image_size))
+    config = parse_config(_demo_config_yaml(settings))
     (directory / "visionline.yaml").write_text(dump_config(config))
     return directory
 
@@ -99,9 +122,15 @@ class _Steps:
         self.console = console
         self.timings: dict[str, float] = {}
 
-    def run(self, name: str, description: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    def run(self, name: str, description: str, func: Any, *args: Any, live: bool = True,
+            **kwargs: Any) -> Any:
+        """`live=False` for steps that draw their own progress (one live display at a time)."""
         started = time.perf_counter()
-        with self.console.status(f"[bold]{description}…"):
+        if live:
+            with self.console.status(f"[bold]{description}…"):
+                result = func(*args, **kwargs)
+        else:
+            self.console.rule(f"[bold]{description}")
             result = func(*args, **kwargs)
         self.timings[name] = time.perf_counter() - started
         self.console.print(f"[green]✓[/green] {description} [dim]({self.timings[name]:.1f} s)[/dim]")
@@ -110,55 +139,72 @@ class _Steps:
 
 def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResult:
     """Run the whole loop; return what it produced. Raises `VisionlineError`s with a fix."""
+    from visionline.export import generate_keys
+    from visionline.pipeline._continuous import retrain
+    from visionline.pipeline._demo_line import (
+        PackingLine,
+        check_drift,
+        line_rows,
+        operator_feedback,
+    )
+    from visionline.pipeline._run import run_pipeline
+
     console = console or Console()
     steps = _Steps(console)
     root = _prepare_directory(settings)
     project = Project.load(root)
     console.print(f"[bold]visionline demo[/bold] in {root}")
+    _, public_key = generate_keys(root / "keys")
 
-    version = steps.run("data", "Synthesise, ingest and split the apple dataset", _make_dataset,
-                        project, settings)
-    console.print(f"  dataset version {version.short_id}: {_counts(version)}")
-    trained = steps.run("train", f"Fine-tune {settings.backbone} from offline ImageNet weights",
-                        _train, project, version, settings)
-    console.print(
-        f"  best epoch {trained.best_epoch}: val defect recall "
-        f"{trained.best_metrics.get('val_defect_recall', float('nan')):.1%} at the FRR goal"
-    )
-    evaluation = steps.run("evaluate", "Evaluate on the test split against the goals",
-                           _evaluate, project, trained, version)
-    _print_gates(console, evaluation)
-    registered = steps.run("register", "Register the model; promote it if it is not worse",
-                           _register, project, trained)
-    verdict = "champion" if registered["promoted"] else "not promoted"
-    console.print(f"  {project.config.name} v{registered['version']}: {verdict} — "
-                  + "; ".join(registered["reasons"]))
-    if not registered["promoted"]:
+    line_dir = steps.run("synth", "Synthesise the labelled apple dataset and the supplier line",
+                         _synthesise, project, settings)
+    run = steps.run("pipeline", "Pipeline: ingest → … → train → evaluate → export → INT8 → bundle "
+                    "→ benchmark → register → deploy", run_pipeline, project, console=console,
+                    live=False)
+    champion = _champion(project, run)
+    console.print(f"  {champion['summary']}")
+    if not champion["promoted"]:
         console.print("  [yellow]A plant would stop here; the demo deploys it anyway to show the "
                       "rest of the loop. More --images or --epochs give a model that passes.[/yellow]")
-    bundle, public_key = steps.run("export", "Export ONNX, quantise to INT8, bundle and sign",
-                                   _export, project, trained, version, registered, root / "keys")
-    console.print(f"  bundle {bundle.bundle_dir} (serves {bundle.manifest.get('deployed')})")
-    stream = steps.run("serve", "Serve the bundle and stream deliveries over HTTP",
-                       _serve_and_stream, project, settings, bundle.bundle_dir.parent.parent,
-                       public_key)
-    drift = steps.run("monitor", "Check the prediction log for drift against the bundle",
-                      _check_drift, project, bundle.bundle_dir, stream)
-    _print_drift(console, drift)
-    deliveries = steps.run("estimate", "Estimate each delivery's defect rate",
-                           _estimate, stream, evaluation)
+
+    rows = line_rows(line_dir)
+    per_delivery = settings.delivery_size
+    first, last = rows[: settings.deliveries * per_delivery], rows[settings.deliveries * per_delivery:]
+    drift_start = (settings.drift_from_delivery - 1) * per_delivery
+    repository = root / project.config.pipeline.deploy.repository
+    with PackingLine(project, repository, public_key, line_dir) as line:
+        stream = steps.run("serve", f"Serve the bundle; stream {settings.deliveries} deliveries "
+                           "over HTTP (a dirty lens develops)", line.stream, first)
+        drift = steps.run("monitor", "Check the prediction log for drift against the bundle",
+                          check_drift, project, champion["bundle_dir"], drift_start, len(first))
+        _print_drift(console, drift)
+        labelled = steps.run("feedback", "Operator labels the most recent kept images",
+                             operator_feedback, project, line.truth, settings.feedback)
+        console.print(f"  {labelled} verdicts recorded")
+        retrained = steps.run("retrain", "Continuous training: challenger → compare → promote → "
+                              "hot swap", retrain, project, server=line.url, console=console,
+                              live=False)
+        after = steps.run("after", "Stream one more delivery through the serving model",
+                          line.stream, last)
+    retraining = _retraining_summary(retrained, after)
+    console.print(f"  {retraining['sentence']}")
+    records = stream["records"] + after["records"]
+    truth = _line_truth(line_dir)
+    deliveries = steps.run("estimate", "Estimate each delivery's defect rate", _estimate,
+                           records, truth, _metrics_by_version(project, run, retrained))
     result = DemoResult(
         project=project,
-        dataset_version=version.id,
-        run_id=trained.run_id,
-        model_version=str(registered["version"]),
-        gates_passed=evaluation.gates.passed,
-        bundle_dir=bundle.bundle_dir,
+        dataset_version=champion["dataset"],
+        run_id=champion["run_id"],
+        model_version=champion["version"],
+        gates_passed=champion["gates_passed"],
+        bundle_dir=champion["bundle_dir"],
         deliveries=deliveries,
         latency_ms=stream["latency_ms"],
         drift=drift,
         report_path=project.reports_dir / "demo.html",
-        eval_report=evaluation.report_path,
+        eval_report=champion["report"],
+        retraining=retraining,
         timings=steps.timings,
     )
     from visionline.pipeline._demo_report import write_demo_report
@@ -168,194 +214,85 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     return result
 
 
-def _counts(version: Any) -> str:
-    splits = version.split_counts()
-    classes = version.class_counts()
-    return ", ".join(f"{k} {v}" for k, v in classes.items()) + " | " + ", ".join(
-        f"{k} {v}" for k, v in splits.items()
-    )
-
-
-def _make_dataset(project: Project, settings: DemoSettings) -> Any:
-    from visionline.data import DatasetRepo
-    from visionline.synth import SynthConfig, generate_dataset
+def _synthesise(project: Project, settings: DemoSettings) -> Path:
+    """The training images and a stream of deliveries (+1 for after the model swap) whose
+    dirty lens starts at `drift_from_delivery`."""
+    from visionline.synth import DriftConfig, SynthConfig, generate_dataset, generate_deliveries
 
     config = SynthConfig(size=settings.image_size, seed=settings.seed, defect_rate=0.35)
-    out = project.root / "synth" / "dataset"
-    generate_dataset(config, out, settings.images)
-    repo = DatasetRepo(project)
-    added = repo.add(out, name="apples-synth")
-    return repo.split(added.version.id, val=0.2, test=0.2, seed=settings.seed)
-
-
-def _train(project: Project, version: Any, settings: DemoSettings) -> Any:
-    from visionline.train import TrainConfig, fit
-
-    config = TrainConfig(
-        backbone=settings.backbone,
-        pretrained="imagenet",
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        image_size=settings.image_size,
-        freeze_epochs=1,
-        lr=3e-3,
-        seed=settings.seed,
-        patience=settings.epochs,
-    )
-    return fit(config, version, project, out_dir=project.root / "runs" / "champion",
-               run_name="demo-champion", progress=False)
-
-
-def _evaluate(project: Project, trained: Any, version: Any) -> Any:
-    from visionline.evaluate import evaluate_model
-
-    model_uri = f"runs:/{trained.run_id}" if trained.run_id else str(trained.model_path)
-    return evaluate_model(project, model_uri, version.id, split="test", bootstrap=300)
-
-
-def _register(project: Project, trained: Any) -> dict[str, Any]:
-    from visionline.registry import promote, register
-
-    registered = register(project, trained.run_id, project.config.name)
-    decision = promote(project, project.config.name)
-    registered["promoted"] = decision.promoted
-    registered["reasons"] = decision.reasons
-    return registered
-
-
-def _export(
-    project: Project, trained: Any, version: Any, registered: dict[str, Any], keys_dir: Path
-) -> Any:
-    from visionline.errors import GateFailedError
-    from visionline.export import ExportConfig, export_model, generate_keys
-
-    private_key, public_key = generate_keys(keys_dir)
-    name = project.config.name
-    out_dir = project.root / "model-repository" / name / "1"
-    lineage = {"mlflow_run_id": trained.run_id, "model_version": str(registered["version"])}
-    config = ExportConfig(data=version.id, int8=True, calibration_images=100, name=name,
-                          version="1")
-    try:
-        result = export_model(trained.model_path, out_dir, config, project=project,
-                              signing_key=private_key, lineage=lineage, progress=False)
-    except GateFailedError as exc:
-        Console().print(f"  [yellow]INT8 rejected by its accuracy gate[/yellow] ({exc}); "
-                        "shipping the FP32 model instead.")
-        config = config.model_copy(update={"int8": False})
-        result = export_model(trained.model_path, out_dir, config, project=project,
-                              signing_key=private_key, lineage=lineage, progress=False)
-    return result, public_key
-
-
-def _serve_and_stream(
-    project: Project, settings: DemoSettings, repository: Path, pubkey: Path
-) -> dict[str, Any]:
-    """Start the server, send every delivery's images as a camera client would, keep the log."""
-    import httpx
-
-    from visionline.serve import InferenceServer, ServerConfig
-    from visionline.synth import DriftConfig, SynthConfig, generate_deliveries
-
-    drift_start = (settings.drift_from_delivery - 1) * settings.delivery_size
-    config = SynthConfig(
+    generate_dataset(config, project.root / "synth" / "dataset", settings.images)
+    size = settings.delivery_size
+    stream = SynthConfig(
         size=settings.image_size,
         seed=settings.seed + 1,
-        drift=DriftConfig(kind="dirty_lens", start=drift_start, ramp=settings.delivery_size * 2),
+        drift=DriftConfig(kind="dirty_lens", start=(settings.drift_from_delivery - 1) * size,
+                          ramp=size * 2),
     )
-    line = generate_deliveries(config, project.root / "synth" / "line", settings.suppliers,
-                               settings.deliveries, settings.delivery_size)
-    from visionline.data import BlobStore
-    from visionline.monitor import PredictionLogger
+    line = generate_deliveries(stream, project.root / "synth" / "line", settings.suppliers,
+                               settings.deliveries + 1, size)
+    return line.out
 
-    images = _stream_order(line.out)
-    records: list[Any] = []
-    logger = PredictionLogger(project.monitor_db_url, BlobStore(project.blob_store_uri))
 
-    def hook(batch: list[Any]) -> None:
-        records.extend(batch)
-        logger(batch)
-
-    server = InferenceServer(
-        ServerConfig(repository=repository, http_port=0, grpc_port=None, pubkey=pubkey),
-        hook=hook,
-    )
-    latencies = []
-    name = project.config.name
-    with server.running() as running:
-        base = f"http://127.0.0.1:{running.http_port}"
-        with httpx.Client(base_url=base, timeout=60) as client:
-            _wait_ready(client, name)
-            for row in images:
-                data = (line.out / row["file"]).read_bytes()
-                started = time.perf_counter()
-                response = client.post(
-                    f"/v1/models/{name}:predict",
-                    params={"delivery": row["delivery"], "supplier": row["supplier"]},
-                    files=[("files", (Path(row["file"]).name, data, "image/jpeg"))],
-                )
-                latencies.append((time.perf_counter() - started) * 1000)
-                response.raise_for_status()
-        _wait_for_log(records, len(images))
-    logger.close()
-    latencies.sort()
+def _champion(project: Project, run: Any) -> dict[str, Any]:
+    """What the first pipeline run produced, read from its artifacts."""
+    model = run.outputs("train")["model"]
+    evaluation = run.outputs("evaluate")["evaluation"]
+    registered = run.outputs("register")["registered_model"]
+    deployment = run.outputs("deploy")["deployment"]
+    verdict = "champion" if registered.meta["promoted"] else "not promoted"
+    report = evaluation.meta.get("report")
     return {
-        "drift_start": drift_start,
-        "images": len(images),
-        "truth": line.deliveries,
-        "records": records,
-        "latency_ms": {
-            "p50": statistics.median(latencies),
-            "p95": latencies[int(0.95 * (len(latencies) - 1))],
-            "requests": len(latencies),
-        },
+        "dataset": run.outputs("split")["dataset"].id,
+        "run_id": model.meta.get("run_id"),
+        "version": registered.meta["version"],
+        "promoted": registered.meta["promoted"],
+        "gates_passed": bool(evaluation.meta["gates_passed"]),
+        "bundle_dir": deployment.resolve(project),
+        "report": project.root / report if report else None,
+        "summary": f"{registered.id}: {verdict} — " + "; ".join(registered.meta["reasons"]),
     }
 
 
-def _stream_order(out: Path) -> list[dict[str, str]]:
+def _retraining_summary(retrained: Any, after: dict[str, Any]) -> dict[str, Any]:
+    served = sorted({r.version for r in after["records"]})
+    if not retrained.ran:
+        sentence = "No retraining trigger fired."
+    else:
+        verdict = "promoted and hot-swapped" if retrained.deployed else "not promoted"
+        sentence = (
+            f"Challenger {retrained.registered} (+{retrained.new_images} production images) "
+            f"{verdict}; the last delivery was served by version {', '.join(served)}."
+        )
+    return {
+        "triggers": [f"{t.kind}: {t.reason}" for t in retrained.triggers],
+        "ran": retrained.ran,
+        "challenger": retrained.registered,
+        "promoted": retrained.promoted,
+        "deployed": retrained.deployed,
+        "new_images": retrained.new_images,
+        "reasons": retrained.reasons,
+        "served_after": served,
+        "sentence": sentence,
+    }
+
+
+def _line_truth(line_dir: Path) -> dict[str, dict[str, Any]]:
     import csv
 
-    with open(out / "images.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return sorted(rows, key=lambda row: int(row["index"]))
+    with open(line_dir / "deliveries.csv", newline="") as handle:
+        return {row["delivery"]: row for row in csv.DictReader(handle)}
 
 
-def _wait_ready(client: Any, name: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get(f"/v2/models/{name}/ready").status_code == 200:
-            return
-        time.sleep(0.2)
-    raise ConfigError(f"Model {name} did not become ready within {timeout:.0f} s; see the server log.")
-
-
-def _wait_for_log(records: list[Any], expected: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(records) < expected and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _check_drift(project: Project, bundle_dir: Path, stream: dict[str, Any]) -> dict[str, Any]:
-    """Windows of the logged stream against the bundle's reference statistics (what
-    `visionline monitor drift` does); the delay counts images from the drift's start."""
-    from visionline.monitor import DriftConfig, MonitorDB, Reference, check_drift
-
-    window = max(20, min(100, stream["images"] // 9))
-    windows = check_drift(
-        MonitorDB(project.monitor_db_url), Reference.from_bundle(bundle_dir), DriftConfig(size=window)
-    )
-    alarms = [
-        {"image": w.end_index, "cause": w.alarm.cause, "detectors": w.alarm.detectors}
-        for w in windows
-        if w.alarm is not None
-    ]
-    after = [a for a in alarms if a["image"] >= stream["drift_start"]]
-    return {
-        "window": window,
-        "windows": len(windows),
-        "drift_start": stream["drift_start"],
-        "alarms": alarms,
-        "delay_images": after[0]["image"] - stream["drift_start"] if after else None,
-    }
+def _metrics_by_version(project: Project, run: Any, retrained: Any) -> dict[str, dict[str, Any]]:
+    """Each served version's test metrics (what its per-delivery correction relies on)."""
+    runs = [run] + ([retrained.run] if retrained.run is not None else [])
+    found = {}
+    for pipeline_run in runs:
+        registered = pipeline_run.outputs("register").get("registered_model")
+        evaluation = pipeline_run.outputs("evaluate").get("evaluation")
+        if registered is not None and evaluation is not None:
+            found[registered.meta["version"]] = json.loads(evaluation.resolve(project).read_text())
+    return found
 
 
 def _print_drift(console: Console, drift: dict[str, Any]) -> None:
@@ -370,7 +307,11 @@ def _print_drift(console: Console, drift: dict[str, Any]) -> None:
         )
 
 
-def _estimate(stream: dict[str, Any], evaluation: Any) -> list[dict[str, Any]]:
+def _estimate(
+    records: list[Any], truth: dict[str, dict[str, Any]], metrics: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per delivery: flagged share corrected with the validated rates of the version that served
+    it (Rogan–Gladen), with a 90% interval; the raw flag rate with Clopper–Pearson otherwise."""
     import pandas as pd
 
     from visionline.evaluate import ValidatedRates, clopper_pearson, estimate_by_group
@@ -378,40 +319,37 @@ def _estimate(stream: dict[str, Any], evaluation: Any) -> list[dict[str, Any]]:
     frame = pd.DataFrame(
         {
             "delivery": r.extra["parameters"]["delivery"],
-            "supplier": r.extra["parameters"]["supplier"],
+            "version": r.version,
             "defect_score": r.defect_score,
             "is_defect": r.is_defect,
         }
-        for r in stream["records"]
+        for r in records
     )
-    try:
-        rates = ValidatedRates.from_metrics(evaluation.metrics)
-    except DataError as exc:
-        Console().print(f"  [yellow]Rates stay uncorrected:[/yellow] {exc}")
-        rates = None
-    rows = estimate_by_group(frame, "delivery", rates)
-    truth = {d["delivery"]: d for d in stream["truth"]}
-    for row in rows:
-        if rates is None:
-            row["estimate"] = row["raw_rate"]
-            row["low"], row["high"] = clopper_pearson(row["flagged"], row["n"], 0.90)
-        row["supplier"] = truth[row["delivery"]]["supplier"]
-        row["true_rate"] = truth[row["delivery"]]["defect_rate"]
-    return rows
-
-
-def _print_gates(console: Console, evaluation: Any) -> None:
-    status = "[green]passed[/green]" if evaluation.gates.passed else "[red]FAILED[/red]"
-    console.print(f"  quality gates {status}: {evaluation.gates.summary()}")
+    rows = []
+    for version, part in frame.groupby("version", sort=True):
+        try:
+            rates = ValidatedRates.from_metrics(metrics[str(version)])
+        except (DataError, KeyError) as exc:
+            Console().print(f"  [yellow]Rates of v{version} stay uncorrected:[/yellow] {exc}")
+            rates = None
+        for row in estimate_by_group(part, "delivery", rates):
+            if rates is None:
+                row["estimate"] = row["raw_rate"]
+                row["low"], row["high"] = clopper_pearson(row["flagged"], row["n"], 0.90)
+            row["version"] = str(version)
+            row["supplier"] = truth[row["delivery"]]["supplier"]
+            row["true_rate"] = float(truth[row["delivery"]]["defect_rate"])
+            rows.append(row)
+    return sorted(rows, key=lambda row: row["delivery"])
 
 
 def _print_summary(console: Console, result: DemoResult) -> None:
     table = Table(title="Defect rate per delivery (90% CI) vs the truth")
-    for column in ("delivery", "supplier", "apples", "flagged", "estimate", "90% CI", "true"):
+    for column in ("delivery", "supplier", "model", "apples", "flagged", "estimate", "90% CI", "true"):
         table.add_column(column, justify="right")
     for row in result.deliveries:
         table.add_row(
-            row["delivery"], row["supplier"], str(row["n"]), f"{row['raw_rate']:.1%}",
+            row["delivery"], row["supplier"], f"v{row['version']}", str(row["n"]), f"{row['raw_rate']:.1%}",
             f"{row['estimate']:.1%}", f"{row['low']:.1%} – {row['high']:.1%}",
             f"{row['true_rate']:.1%}",
         )
@@ -433,6 +371,7 @@ def _print_summary(console: Console, result: DemoResult) -> None:
     )
     console.print(f"Model {result.project.config.name} v{result.model_version} "
                   f"(run {result.run_id}); gates {'passed' if result.gates_passed else 'FAILED'}.")
+    console.print("Continuous training: " + result.retraining["sentence"])
     console.print(f"Report: {result.report_path}")
     console.print("Explore what was just produced:")
     console.print(f"  mlflow ui --backend-store-uri {result.project.tracking_uri}")
@@ -441,6 +380,7 @@ def _print_summary(console: Console, result: DemoResult) -> None:
         "    # dashboard"
     )
     console.print(f"  visionline models show {result.project.config.name} -p {result.project.root}")
+    console.print(f"  visionline pipeline status -p {result.project.root}")
 
 
 def summary_json(result: DemoResult) -> str:
@@ -453,6 +393,7 @@ def summary_json(result: DemoResult) -> str:
             "gates_passed": result.gates_passed,
             "latency_ms": result.latency_ms,
             "drift": result.drift,
+            "retraining": result.retraining,
             "deliveries": result.deliveries,
             "timings_s": result.timings,
         },

@@ -29,7 +29,9 @@ def _delivery_plot(result: DemoResult) -> str:
     axis.errorbar(x, estimate, yerr=errors, fmt="o", capsize=4, label="corrected estimate (90% CI)")
     axis.scatter(x, [r["raw_rate"] * 100 for r in rows], marker="x", label="raw flag rate")
     axis.scatter(x, [r["true_rate"] * 100 for r in rows], marker="_", s=400, c="k", label="truth")
-    axis.set_xticks(list(x), [f"{r['delivery']}\n{r['supplier']}" for r in rows], fontsize=8)
+    axis.set_xticks(
+        list(x), [f"{r['delivery']}\n{r['supplier']} v{r['version']}" for r in rows], fontsize=8
+    )
     axis.set_ylabel("defective apples (%)")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
@@ -60,7 +62,7 @@ def write_demo_report(result: DemoResult) -> None:
         + "".join(
             f"<td>{html.escape(str(cell))}</td>"
             for cell in (
-                r["delivery"], r["supplier"], r["n"], f"{r['raw_rate']:.1%}",
+                r["delivery"], r["supplier"], f"v{r['version']}", r["n"], f"{r['raw_rate']:.1%}",
                 f"{r['estimate']:.1%}", f"{r['low']:.1%} – {r['high']:.1%}", f"{r['true_rate']:.1%}",
             )
         )
@@ -87,9 +89,11 @@ MLflow run <code>{html.escape(str(result.run_id))}</code>, dataset version
 <b>{"passed" if result.gates_passed else "FAILED"}</b>.</p>
 <p>Serving latency over HTTP: p50 {result.latency_ms["p50"]:.1f} ms, p95 {result.latency_ms["p95"]:.1f} ms.</p>
 <h2>Drift</h2><p>{html.escape(_drift_sentence(result.drift))}</p>
+<h2>Continuous training</h2><p>{html.escape(result.retraining.get("sentence", ""))}</p>
+<ul>{"".join(f"<li>{html.escape(t)}</li>" for t in result.retraining.get("triggers", []))}</ul>
 <h2>Defect rate per delivery</h2>
 <img alt="defect rate per delivery" src="data:image/png;base64,{_delivery_plot(result)}">
-<table><tr><th>delivery</th><th>supplier</th><th>apples</th><th>flagged</th><th>estimate</th><th>90% CI</th><th>true</th></tr>{rows}</table>
+<table><tr><th>delivery</th><th>supplier</th><th>model</th><th>apples</th><th>flagged</th><th>estimate</th><th>90% CI</th><th>true</th></tr>{rows}</table>
 {eval_link}
 <h2>Steps</h2><table>{timings}</table>
 </body></html>
