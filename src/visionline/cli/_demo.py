@@ -26,6 +26,8 @@ def demo(
     """Synthesise apples, run the pipeline, serve, detect drift, retrain, and estimate bad apples per delivery."""
     from pydantic import ValidationError
 
+    from visionline.cli._eval import quiet_mlflow
+
     from visionline.config import describe_validation_error
     from visionline.errors import ConfigError
     from visionline.pipeline import DemoSettings, run_demo
@@ -45,4 +47,5 @@ def demo(
         )
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, "demo options")) from exc
+    quiet_mlflow()
     run_demo(settings, console)

@@ -50,8 +50,10 @@ def run_command(
     project_dir: ProjectOption = None,
 ) -> None:
     """Run the enabled steps; unchanged steps come from the cache."""
+    from visionline.cli._eval import quiet_mlflow
     from visionline.pipeline import run_pipeline
 
+    quiet_mlflow()
     project = load_project(project_dir)
     run = run_pipeline(
         project, data=data, source=source, force=force or [], resume=resume, until=until,
@@ -144,8 +146,10 @@ def retrain_command(
     project_dir: ProjectOption = None,
 ) -> None:
     """Continuous training: champion + labelled production images → challenger → promote → swap."""
+    from visionline.cli._eval import quiet_mlflow
     from visionline.pipeline import retrain
 
+    quiet_mlflow()
     project = load_project(project_dir)
     result = retrain(project, if_triggered=if_triggered, server=server, console=console)
     if not result.ran:
