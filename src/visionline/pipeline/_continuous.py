@@ -194,11 +194,11 @@ def retrain(
     version, added = build_retraining_version(
         project, champion["dataset_version"], _labelled_images(db, 0.0), settings.val_share
     )
-    console.print(
-        f"dataset {version.short_id}: champion's {champion['dataset_version'][:12]} + {added} "
-        "labelled production images"
-    )
     name = project.config.name
+    console.print(
+        f"dataset {version.short_id}: {name} v{champion['version']}'s "
+        f"{champion['dataset_version'][:12]} + {added} labelled production images"
+    )
     checkpoint = resolve_model(f"models:/{name}/{champion['version']}", project.tracking_uri).path
     overrides = {
         "train": {"pretrained": str(checkpoint), "epochs": settings.epochs, "lr": settings.lr,

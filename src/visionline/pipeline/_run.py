@@ -265,7 +265,7 @@ def _summary(outputs: dict[str, Artifact]) -> str:
             if isinstance(v, int | float | bool) or (isinstance(v, str) and len(v) <= 40)
         }
         text = ", ".join(f"{k}={_fmt(v)}" for k, v in list(shown.items())[:5])
-        shown_id = artifact.id[:12] if len(artifact.id) == 64 else artifact.id
+        shown_id = artifact.id if len(artifact.id) <= 40 else artifact.id[:12]
         parts.append(f"{artifact.kind} {shown_id}" + (f" [dim]({text})[/dim]" if text else ""))
     return "; ".join(parts)
 

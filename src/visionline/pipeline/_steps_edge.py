@@ -178,9 +178,12 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
     version = version_for_run(ctx.project, name, run_id)
     if version is None:
         version = register_run(ctx.project, run_id, name)["version"]
-    aliases = next((v["aliases"] for v in show_model(ctx.project, name, version)), [])
-    promoted, reasons = CHAMPION in aliases, ["already champion"]
-    if not promoted and ctx.settings["promote"]:
+    row = show_model(ctx.project, name, version)[0]
+    decided = row["tags"].get("promotion", "")
+    promoted, reasons = CHAMPION in row["aliases"], ["already champion"]
+    if not promoted and decided:  # this run was judged before: the registry keeps the verdict
+        reasons = [decided.partition(": ")[2]]
+    elif not promoted and ctx.settings["promote"]:
         decision = promote(ctx.project, name)
         promoted, reasons = decision.promoted, decision.reasons
     return {

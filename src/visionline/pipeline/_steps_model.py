@@ -141,7 +141,7 @@ def gate(ctx: StepContext) -> dict[str, Artifact]:
         )
     return {
         "gate": Artifact(
-            "gate", f"{evaluation.id}:{'pass' if passed else 'fail'}",
+            "gate", f"{evaluation.id[:16]}:{'pass' if passed else 'fail'}",
             meta={"passed": passed, "summary": evaluation.meta["gates"]},
         )
     }
