@@ -22,13 +22,19 @@ class FakeRunner:
         self.delay, self.gate = delay, gate
         self.batches: list[int] = []
         self.threads: set[str] = set()
+        self.running = self.most_at_once = 0
+        self.started = threading.Event()
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        self.started.set()
         if self.gate is not None:
             self.gate.wait(5)
         time.sleep(self.delay)
         self.batches.append(len(batch))
         self.threads.add(threading.current_thread().name)
+        self.running -= 1
         return {"probabilities": batch[:, :1] * 2}
 
 
@@ -135,3 +141,75 @@ def test_stop_drains_queued_jobs():
 
     assert len(asyncio.run(main())) == 5
     assert sum(runner.batches) == 5
+
+
+def _dispatch_from(name: str, batcher: Batcher, batch: np.ndarray, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+    """What the preprocess pool does after decoding: hand the rows over from its own thread."""
+    future = loop.create_future()
+    thread = threading.Thread(
+        target=batcher.dispatch, args=(batch, future, loop), kwargs={"expected": True, "inline": True}, name=name
+    )
+    thread.start()
+    return future
+
+
+def test_lone_request_runs_on_the_thread_that_decoded_it_without_queueing():
+    runner = FakeRunner()
+    batcher = Batcher(runner, ServerMetrics(), max_batch_size=8, max_queue_delay_us=5_000_000)
+
+    async def main():
+        batcher.expect()
+        return await _dispatch_from("preprocess-test", batcher, _rows(1, start=3), asyncio.get_running_loop())
+
+    try:
+        result = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert result.inline and result.batch_rows == 1
+    assert float(result.outputs["probabilities"][0, 0]) == 6.0
+    assert runner.threads == {"preprocess-test"}  # no hand-off to the batcher thread, no delay
+
+
+def test_inline_caller_queues_when_another_request_is_on_its_way():
+    runner = FakeRunner()
+    batcher = Batcher(runner, ServerMetrics(), max_batch_size=8, max_queue_delay_us=5_000_000)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        batcher.expect()
+        batcher.expect()  # two requests are being decoded
+        first = _dispatch_from("preprocess-a", batcher, _rows(1), loop)
+        await asyncio.sleep(0.05)
+        second = _dispatch_from("preprocess-b", batcher, _rows(1, start=1), loop)
+        return await asyncio.gather(first, second)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert runner.batches == [2]  # the first waited for the second and they merged
+    assert not any(r.inline for r in results)
+    assert runner.threads == {"batcher-fake-1"}
+
+
+def test_inline_caller_never_runs_the_model_beside_a_running_batch():
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    batcher = Batcher(runner, ServerMetrics(), max_batch_size=8, max_queue_delay_us=0)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        running = asyncio.ensure_future(batcher.submit(_rows(1)))
+        await loop.run_in_executor(None, runner.started.wait, 5)  # the worker is inside the model
+        batcher.expect()
+        waiting = _dispatch_from("preprocess-test", batcher, _rows(1), loop)
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await asyncio.gather(running, waiting)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert runner.most_at_once == 1
+    assert runner.batches == [1, 1] and not any(r.inline for r in results)

@@ -188,3 +188,15 @@ def test_access_log_is_json_with_request_id(http, caplog):
 
     line = json.loads(JsonFormatter().format(record))
     assert line["status"] == 200 and line["path"] == "/v2/health/live" and line["duration_ms"] >= 0
+
+
+def test_unexpected_failure_is_a_json_500_with_the_request_id(live, http, monkeypatch):
+    async def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(live.service, "infer", broken)
+    tensor = {"name": "image", "datatype": "FP32", "shape": [1, 3, SIZE, SIZE], "data": [0.0] * (3 * SIZE * SIZE)}
+    response = http.post("/v2/models/apples/infer", json={"inputs": [tensor]}, headers={"x-request-id": "boom-1"})
+    assert response.status_code == 500
+    assert response.json() == {"error": "Internal server error; see the server log for the request id."}
+    assert response.headers["x-request-id"] == "boom-1"

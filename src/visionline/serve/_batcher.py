@@ -1,10 +1,12 @@
 """Dynamic batching: concurrent requests for one model version merge into one ONNX Runtime call.
 
-The model runs in a dedicated worker thread, never on the event loop. A request that already
-carries a batch stays whole. The queue is bounded in rows, so overload becomes a 503 instead of
-unbounded latency. The batcher waits up to `max_queue_delay_us` for more rows, but only while
-another request is on its way (being decoded); when nobody can join it runs at once, so a lone
-client pays no batching delay.
+The model never runs on the event loop. A request that already carries a batch stays whole. The
+queue is bounded in rows, so overload becomes a 503 instead of unbounded latency. The batcher
+waits up to `max_queue_delay_us` for more rows, but only while another request is on its way
+(being decoded); when nobody can join it runs at once, so a lone client pays no batching delay.
+A lone request that finds the model idle does not even change threads: the preprocess thread
+that decoded it runs the model itself (`dispatch(..., inline=True)`), which saves two thread
+wake-ups. Either way only one model call per version runs at a time.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class BatchResult:
     queue_s: float
     inference_s: float
     batch_rows: int
+    inline: bool = False
 
 
 def _resolve(future: asyncio.Future, value: object, error: BaseException | None) -> None:
@@ -60,6 +63,16 @@ def _resolve(future: asyncio.Future, value: object, error: BaseException | None)
         future.set_exception(error)
     else:
         future.set_result(value)
+
+
+def resolve_threadsafe(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future, value: object, error: BaseException | None = None
+) -> None:
+    """Hand a value or an error to `future` from any thread; a closed loop has nobody to tell."""
+    try:
+        loop.call_soon_threadsafe(_resolve, future, value, error)
+    except RuntimeError:
+        log.debug("event loop closed before a result could be delivered")
 
 
 class Batcher:
@@ -82,9 +95,14 @@ class Batcher:
         self._jobs: deque[_Job] = deque()
         self._rows = 0
         self._incoming = 0
+        self._busy = False
         self._cond = threading.Condition()
         self._stopping = False
         self._labels = {"model": runner.name, "version": runner.version}
+        self._queue_gauge = metrics.queue_rows.labels(**self._labels)
+        self._batch_hist = metrics.batch_size.labels(**self._labels)
+        self._inference_hist = metrics.step_latency.labels(step="inference", **self._labels)
+        self._queue_hist = metrics.step_latency.labels(step="queue", **self._labels)
         self._thread = threading.Thread(
             target=self._run, name=f"batcher-{runner.name}-{runner.version}", daemon=True
         )
@@ -98,33 +116,73 @@ class Batcher:
     def unexpect(self) -> None:
         with self._cond:
             self._incoming = max(0, self._incoming - 1)
-            self._cond.notify()
+            self._cond.notify_all()
 
     async def submit(self, batch: np.ndarray) -> BatchResult:
-        """Queue one request's rows and wait for its outputs."""
+        """Queue one request's rows and wait for its outputs (from the event loop)."""
         loop = asyncio.get_running_loop()
-        job = _Job(batch=batch, future=loop.create_future(), loop=loop)
+        future = loop.create_future()
+        self.dispatch(batch, future, loop)
+        return await future
+
+    def dispatch(
+        self,
+        batch: np.ndarray,
+        future: asyncio.Future,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        expected: bool = False,
+        inline: bool = False,
+    ) -> None:
+        """Queue `batch` for `future` from any thread; refusals land on the future, never raise.
+
+        `expected` closes an earlier `expect()`. With `inline`, a caller thread that finds the
+        model idle, the queue empty and nobody else on the way runs the model itself instead of
+        waking the worker: nothing could have joined the batch anyway.
+        """
+        job = _Job(batch=batch, future=future, loop=loop)
         with self._cond:
-            if self._stopping:
-                raise RetiredError(
-                    f"Model {self.runner.name} v{self.runner.version} is shutting down; retry."
-                )
-            if self._rows + len(batch) > self.max_queue_size and self._rows > 0:
-                self.metrics.rejected.labels("queue_full").inc()
-                raise OverloadedError(
-                    f"The queue for {self.runner.name} is full ({self._rows} rows); "
-                    "retry after a second or add replicas."
-                )
-            self._jobs.append(job)
-            self._rows += len(batch)
-            self.metrics.queue_rows.labels(**self._labels).set(self._rows)
-            self._cond.notify()
-        return await job.future
+            if expected:
+                self._incoming = max(0, self._incoming - 1)
+            error = self._refusal(len(batch))
+            run_here = (
+                error is None and inline and not self._busy and not self._jobs and self._incoming == 0
+            )
+            if run_here:
+                self._busy = True
+            elif error is None:
+                self._jobs.append(job)
+                self._rows += len(batch)
+                self._queue_gauge.set(self._rows)
+            self._cond.notify_all()
+        if error is not None:
+            resolve_threadsafe(loop, future, None, error)
+        elif run_here:
+            try:
+                self._execute([job], inline=True)
+            finally:
+                self._release()
+
+    def _refusal(self, rows: int) -> ServiceUnavailableError | None:
+        if self._stopping:
+            return RetiredError(f"Model {self.runner.name} v{self.runner.version} is shutting down; retry.")
+        if self._rows + rows > self.max_queue_size and self._rows > 0:
+            self.metrics.rejected.labels("queue_full").inc()
+            return OverloadedError(
+                f"The queue for {self.runner.name} is full ({self._rows} rows); "
+                "retry after a second or add replicas."
+            )
+        return None
+
+    def _release(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
 
     def _take(self) -> list[_Job] | None:
         with self._cond:
-            while not self._jobs:
-                if self._stopping:
+            while not self._jobs or self._busy:
+                if self._stopping and not self._jobs:
                     return None
                 self._cond.wait()
             deadline = self._jobs[0].enqueued + self.max_queue_delay_s
@@ -140,7 +198,8 @@ class Batcher:
                 jobs.append(job)
                 rows += len(job.batch)
             self._rows -= rows
-            self.metrics.queue_rows.labels(**self._labels).set(self._rows)
+            self._busy = True
+            self._queue_gauge.set(self._rows)
             return jobs
 
     def _run(self) -> None:
@@ -148,36 +207,48 @@ class Batcher:
             jobs = self._take()
             if jobs is None:
                 return
-            started = time.perf_counter()
-            batch = jobs[0].batch if len(jobs) == 1 else np.concatenate([j.batch for j in jobs])
             try:
-                outputs = self.runner.infer(batch)
-                error: BaseException | None = None
-            except Exception as exc:  # a failed run fails its requests, not the worker
-                log.exception("inference failed for %s", self._labels)
-                outputs, error = {}, exc
-            inference_s = time.perf_counter() - started
-            self.metrics.batch_size.labels(**self._labels).observe(len(batch))
-            self.metrics.step_latency.labels(step="inference", **self._labels).observe(inference_s)
-            offset = 0
-            for job in jobs:
-                n = len(job.batch)
-                queue_s = started - job.enqueued
-                self.metrics.step_latency.labels(step="queue", **self._labels).observe(queue_s)
-                result = None
-                if error is None:
-                    result = BatchResult(
-                        outputs={k: v[offset : offset + n] for k, v in outputs.items()},
-                        queue_s=queue_s,
-                        inference_s=inference_s,
-                        batch_rows=len(batch),
-                    )
-                offset += n
-                job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
+                self._execute(jobs)
+            finally:
+                self._release()
+
+    def _execute(self, jobs: list[_Job], inline: bool = False) -> None:
+        """One model call for `jobs`; each gets its own rows back, or the call's error."""
+        started = time.perf_counter()
+        batch = jobs[0].batch if len(jobs) == 1 else np.concatenate([j.batch for j in jobs])
+        try:
+            outputs = self.runner.infer(batch)
+            error: BaseException | None = None
+        except Exception as exc:  # a failed run fails its requests, not the worker
+            log.exception("inference failed for %s", self._labels)
+            outputs, error = {}, exc
+        inference_s = time.perf_counter() - started
+        offset = 0
+        for job in jobs:
+            n = len(job.batch)
+            queue_s = started - job.enqueued
+            result = None
+            if error is None:
+                result = BatchResult(
+                    outputs={k: v[offset : offset + n] for k, v in outputs.items()},
+                    queue_s=queue_s,
+                    inference_s=inference_s,
+                    batch_rows=len(batch),
+                    inline=inline,
+                )
+            offset += n
+            resolve_threadsafe(job.loop, job.future, result, error)
+        self._batch_hist.observe(len(batch))
+        self._inference_hist.observe(inference_s)
+        for job in jobs:
+            self._queue_hist.observe(started - job.enqueued)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish every queued job, then end the worker thread."""
+        """Finish every queued job and any model call in progress, then end the worker thread."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout)
+        with self._cond:
+            self._cond.wait_for(lambda: not self._busy, timeout)
+

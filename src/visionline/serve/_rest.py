@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import re
+import time
 from typing import Any
 
 from fastapi import FastAPI, File, Request, UploadFile
@@ -26,6 +29,8 @@ from visionline.serve._protocol import (
     wants_binary,
 )
 from visionline.serve._service import ROUTE_HEADER, AuthError, InferenceService, RequestTimeoutError
+
+log = logging.getLogger("visionline.serve")
 
 SERVER_NAME = "visionline"
 EXTENSIONS = ["binary_tensor_data", "model_repository", "image_bytes_input", "schedule_policy"]
@@ -96,6 +101,31 @@ def _key_ok(request: Request, expected: str | None) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+_INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+
+
+class _InferShortcut:
+    """Pure ASGI: v2 infer POSTs go straight to their handler, past FastAPI's router, dependency
+    solving and exception middleware: that nearly halves the event loop's time per request in
+    the app. The FastAPI routes stay for the OpenAPI schema and answer the same."""
+
+    def __init__(self, app: Any, handler: Any) -> None:
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = _INFER_PATH.fullmatch(scope["path"])
+            if match:
+                await self.handler(scope, receive, send, match[1], match[2])
+                return
+        await self.app(scope, receive, send)
+
+
+def _internal_error() -> JSONResponse:
+    return JSONResponse({"error": "Internal server error; see the server log for the request id."}, 500)
+
+
 def create_app(service: InferenceService) -> Any:
     """The FastAPI app for one `InferenceService`, wrapped in the request-context middleware."""
     config = service.config
@@ -109,7 +139,7 @@ def create_app(service: InferenceService) -> Any:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": "Internal server error; see the server log for the request id."}, 500)
+        return _internal_error()
 
     from fastapi.exceptions import RequestValidationError
 
@@ -207,8 +237,6 @@ def create_app(service: InferenceService) -> Any:
         model: str, version: str | None, request: Request, parsed: InferenceRequest,
         tensors: list[Tensor], request_id: str, protocol: str,
     ) -> Response:
-        import time
-
         started = time.perf_counter()
         label_version = version or ""
         try:
@@ -259,8 +287,6 @@ def create_app(service: InferenceService) -> Any:
         Query parameters (`?delivery=D7&supplier=S2&line=1`) go to the prediction log.
         """
         import numpy as np
-
-        import time
 
         infer_auth(request)
         started = time.perf_counter()
@@ -322,4 +348,14 @@ def create_app(service: InferenceService) -> Any:
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return RequestContextMiddleware(app, config.max_body_bytes)
+    async def infer_asgi(scope: dict, receive: Any, send: Any, model: str, version: str | None) -> None:
+        try:
+            response = await infer(model, version, Request(scope, receive))
+        except VisionlineError as exc:
+            response = _error(exc)
+        except Exception:  # what FastAPI's handler would answer, with the traceback in the log
+            log.exception("inference request %s failed", scope.get("state", {}).get("request_id"))
+            response = _internal_error()
+        await response(scope, receive, send)
+
+    return RequestContextMiddleware(_InferShortcut(app, infer_asgi), config.max_body_bytes)

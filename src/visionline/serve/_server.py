@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.handlers
+import queue
 import signal
 import threading
 from collections.abc import Iterator
@@ -22,6 +24,52 @@ from visionline.serve._repository import ModelRepository
 from visionline.serve._service import InferenceService
 
 log = logging.getLogger("visionline.serve")
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed (`uvicorn[standard]`): cheaper wake-ups from the preprocess and
+    batcher threads and faster sockets; asyncio's own loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class _BackgroundLogHandler(logging.handlers.QueueHandler):
+    """Hands records, unformatted, to the writer thread; a stalled log sink drops lines rather
+    than stalling requests."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            pass
+
+
+@contextmanager
+def _log_writes_off_the_loop(max_records: int = 10_000) -> Iterator[None]:
+    """While serving, the `visionline` logger's handlers format and write in a background thread,
+    so one access-log line per request costs the event loop no write to a slow or full stderr."""
+    logger = logging.getLogger("visionline")
+    handlers = list(logger.handlers)
+    if not handlers or any(isinstance(h, _BackgroundLogHandler) for h in handlers):
+        yield  # nothing to move, or a server in this process already moved it
+        return
+    records: queue.Queue[logging.LogRecord] = queue.Queue(max_records)
+    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
+    ours = _BackgroundLogHandler(records)
+    logger.handlers[:] = [ours]
+    listener.start()
+    try:
+        yield
+    finally:
+        if logger.handlers == [ours]:
+            logger.handlers[:] = handlers
+        listener.stop()
 
 
 def _quiet_server_class() -> type:
@@ -54,6 +102,10 @@ class InferenceServer:
 
     async def serve(self) -> None:
         """Run until told to stop (SIGINT/SIGTERM in the main thread, or `stop()`)."""
+        with _log_writes_off_the_loop():
+            await self._serve()
+
+    async def _serve(self) -> None:
         from visionline.serve._grpc import create_grpc_server
         from visionline.serve._rest import create_app
 
@@ -119,7 +171,8 @@ class InferenceServer:
         self._start_polling()
 
     def run(self) -> None:
-        asyncio.run(self.serve())
+        with asyncio.Runner(loop_factory=_new_event_loop) as runner:
+            runner.run(self.serve())
 
     def stop(self) -> None:
         """Ask the server to shut down gracefully (thread-safe)."""
@@ -133,7 +186,8 @@ class InferenceServer:
 
         def target() -> None:
             try:
-                asyncio.run(self.serve())
+                with asyncio.Runner(loop_factory=_new_event_loop) as runner:
+                    runner.run(self.serve())
             except BaseException as exc:  # surfaced to the caller below
                 errors.append(exc)
                 self._started.set()
