@@ -165,7 +165,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     console.print(f"  {champion['summary']}")
     if not champion["promoted"]:
         console.print("  [yellow]A plant would stop here; the demo deploys it anyway to show the "
-                      "rest of the loop. More --images or --epochs give a model that passes.[/yellow]")
+                      "rest of the loop.[/yellow]")
 
     rows = line_rows(line_dir)
     per_delivery = settings.delivery_size
