@@ -14,21 +14,16 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-# Subcommands being added in parallel; checks of commands that use them turn on once they land.
-PENDING_COMMANDS = frozenset({"pipeline", "retrain", "score"})
-
-
 def load_documents(path: Path) -> list[dict]:
     """Every non-empty YAML document in `path`."""
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
@@ -107,14 +102,11 @@ def _click_exceptions(command: Any) -> Any:
     raise TypeError(f"{command!r} is not a click command")
 
 
-def parse_click(
-    root: Any, prog: str, args: Sequence[str], pending: Iterable[str] = ()
-) -> tuple[list[str], dict]:
+def parse_click(root: Any, prog: str, args: Sequence[str]) -> tuple[list[str], dict]:
     """Resolve `prog ARGS` through click group `root` and parse the leaf command's options.
 
     Returns the subcommand path and the parsed parameters. An unknown subcommand or option, a
-    missing argument or a value of the wrong type fails the test; a top-level subcommand in
-    `pending` that does not exist yet skips it.
+    missing argument or a value of the wrong type fails the test.
     """
     rest = list(args)
     command, path = root, []
@@ -124,8 +116,6 @@ def parse_click(
         name = rest.pop(0)
         found = command.commands.get(name)
         if found is None:
-            if not path and name in set(pending):
-                pytest.skip(f"`{prog} {name}` has not landed yet; this check turns on when it does")
             raise AssertionError(f"`{prog} {' '.join([*path, name])}` is not a command")
         command, path = found, [*path, name]
     errors = _click_exceptions(command)
@@ -146,7 +136,7 @@ def parse_visionline(args: Sequence[str]) -> tuple[list[str], dict]:
     from visionline.cli import app
 
     args = list(args)[1:] if args and args[0] == "visionline" else list(args)
-    path, params = parse_click(typer.main.get_command(app), "visionline", args, PENDING_COMMANDS)
+    path, params = parse_click(typer.main.get_command(app), "visionline", args)
     result = CliRunner().invoke(app, [*path, "--help"])
     assert result.exit_code == 0, f"`visionline {' '.join(path)} --help` failed: {result.output}"
     return path, params

@@ -15,7 +15,8 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver
+
     if not shutil.which(CHROMIUM) or not shutil.which(CHROMEDRIVER):
         pytest.skip("Chromium not installed: apt-get install -y chromium chromium-driver")
     from selenium.webdriver.chrome.service import Service

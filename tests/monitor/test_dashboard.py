@@ -81,7 +81,6 @@ def test_page_numbers_and_charts(populated):
 
 @pytest.mark.slow
 def test_dashboard_in_headless_chromium(populated, tmp_path):
-    pytest.importorskip("selenium")
     from pathlib import Path
 
     if not Path("/usr/bin/chromium").is_file() or not Path("/usr/bin/chromedriver").is_file():

@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import ray
 from pipeline_support import ids, make_project, statuses
 
 from visionline.pipeline import run_pipeline
 
-pytest.importorskip("ray")
-
 
 @pytest.mark.slow
 def test_ray_executor_gives_the_artifacts_of_the_local_executor(tmp_path):
-    import ray
-
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
         on_ray = make_project(tmp_path / "ray")

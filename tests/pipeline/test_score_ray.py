@@ -11,7 +11,8 @@ from visionline.pipeline._score import score
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray = pytest.importorskip("ray")
+    import ray
+
     ray.init(num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()
