@@ -137,15 +137,16 @@ class Graph:
         self.steps = [s for s in steps if s.enabled(config)]
         enabled = {s.name for s in self.steps}
         self.needs = {
-            s.name: tuple(self._enabled_upstream(n, by_name, enabled, config) for n in s.needs)
+            s.name: tuple(
+                dict.fromkeys(
+                    up for n in s.needs if (up := self._enabled_upstream(n, by_name, enabled))
+                )
+            )
             for s in self.steps
         }
-        self.needs = {k: tuple(dict.fromkeys(n for n in v if n)) for k, v in self.needs.items()}
 
     @staticmethod
-    def _enabled_upstream(
-        name: str, by_name: dict[str, Step], enabled: set[str], config: PipelineConfig
-    ) -> str | None:
+    def _enabled_upstream(name: str, by_name: dict[str, Step], enabled: set[str]) -> str | None:
         """A disabled dependency is bridged to its own nearest enabled upstream step."""
         while name not in enabled:
             upstream = by_name[name].needs

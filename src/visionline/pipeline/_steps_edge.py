@@ -19,12 +19,10 @@ from visionline.pipeline._graph import Artifact, StepContext, file_digest, relat
 PARITY_IMAGES = 64
 
 
-def _model(ctx: StepContext) -> tuple[Any, Any, Path]:
+def _model(ctx: StepContext) -> tuple[Any, Any]:
     from visionline.train import load_model
 
-    path = ctx.artifact("model").resolve(ctx.project)
-    model, spec = load_model(path)
-    return model, spec, path
+    return load_model(ctx.artifact("model").resolve(ctx.project))
 
 
 def _split(ctx: StepContext, split: str, spec: Any, limit: int | None = None) -> Any:
@@ -40,7 +38,7 @@ def export(ctx: StepContext) -> dict[str, Artifact]:
     """ONNX FP32, refused unless it matches PyTorch on validation images."""
     from visionline.export import check_parity, export_onnx
 
-    model, spec, _ = _model(ctx)
+    model, spec = _model(ctx)
     val = _split(ctx, "val", spec, PARITY_IMAGES)
     path = export_onnx(model, spec.preprocessing.size, ctx.workdir / "model.onnx", spec.temperature)
     parity = check_parity(
@@ -62,7 +60,7 @@ def quantise(ctx: StepContext) -> dict[str, Artifact]:
     from visionline.export import Calibration, accuracy_gate, quantize_int8
     from visionline.export._onnx import onnx_predict
 
-    _, spec, _ = _model(ctx)
+    _, spec = _model(ctx)
     settings = ctx.settings
     fp32 = ctx.artifact("onnx").resolve(ctx.project)
     prep = spec.preprocessing
@@ -96,8 +94,8 @@ def bundle(ctx: StepContext) -> dict[str, Artifact]:
     """The signed edge bundle from exactly the files the export and quantise steps checked."""
     from visionline.export import ExportConfig, export_model
 
-    _, _, model_path = _model(ctx)
     model = ctx.artifact("model")
+    model_path = model.resolve(ctx.project)
     onnx_files = [a for out in ctx.inputs.values() for a in out.values() if a.kind == "onnx"]
     prebuilt = {a.meta["precision"]: a.resolve(ctx.project) for a in onnx_files}
     int8 = next((a for a in onnx_files if a.meta["precision"] == "int8"), None)
@@ -140,7 +138,7 @@ def benchmark(ctx: StepContext) -> dict[str, Artifact]:
     """Latency of the bundle that ships (and of PyTorch eager) against the edge budget."""
     from visionline.export import bench
 
-    _, _, model_path = _model(ctx)
+    model_path = ctx.artifact("model").resolve(ctx.project)
     bundle_dir = ctx.artifact("bundle").resolve(ctx.project)
     report = bench(
         bundle_dir, [1, 8], ctx.settings["threads"], torch_model=model_path,
