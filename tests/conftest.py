@@ -8,8 +8,13 @@ a feature went untested, and it must not pass silently.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# Helpers shared by several test folders (`browser_support`) live next to this file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from browser_support import headless_chromium
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -81,15 +82,7 @@ def test_page_numbers_and_charts(populated):
 
 @pytest.mark.slow
 def test_dashboard_in_headless_chromium(populated, tmp_path):
-    from pathlib import Path
-
-    if not Path("/usr/bin/chromium").is_file() or not Path("/usr/bin/chromedriver").is_file():
-        pytest.skip(
-            "Chromium and chromedriver are not installed (/usr/bin/chromium, /usr/bin/chromedriver)"
-        )
     import uvicorn
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     db, store, reference = populated
@@ -108,42 +101,29 @@ def test_dashboard_in_headless_chromium(populated, tmp_path):
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--window-size=1280,2400",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     try:
-        driver.get(f"http://127.0.0.1:{port}/")
-        frame = db.frame()
-        assert driver.find_element(By.ID, "total-predictions").text == str(len(frame))
-        charts = driver.find_elements(By.CSS_SELECTOR, "svg.chart")
-        assert len(charts) >= 4
-        points = driver.find_elements(By.CSS_SELECTOR, "svg.line circle.point")
-        assert len(points) == 4 * 4  # 4 detectors × 4 windows
-        windows = db.windows_frame()
-        shown = sorted(round(float(p.get_attribute("data-y")), 3) for p in points)
-        expected = sorted(round(-np.log10(max(p, 1e-12)), 3) for p in windows["adjusted_p"])
-        assert shown == pytest.approx(expected, abs=1e-3)
-        for row in driver.find_elements(By.CSS_SELECTOR, "#delivery-table tr[data-delivery]"):
-            name = row.get_attribute("data-delivery")
-            n = int(row.find_element(By.CLASS_NAME, "n").text)
-            assert n == int((frame["delivery_id"] == name).sum())
-        images = driver.find_elements(By.CSS_SELECTOR, "#flagged img")
-        assert images and all(
-            driver.execute_script("return arguments[0].naturalWidth", i) == 16 for i in images
-        )
-        driver.save_screenshot(str(tmp_path / "dashboard.png"))
-        assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+        with headless_chromium() as driver:
+            driver.get(f"http://127.0.0.1:{port}/")
+            frame = db.frame()
+            assert driver.find_element(By.ID, "total-predictions").text == str(len(frame))
+            charts = driver.find_elements(By.CSS_SELECTOR, "svg.chart")
+            assert len(charts) >= 4
+            points = driver.find_elements(By.CSS_SELECTOR, "svg.line circle.point")
+            assert len(points) == 4 * 4  # 4 detectors × 4 windows
+            windows = db.windows_frame()
+            shown = sorted(round(float(p.get_attribute("data-y")), 3) for p in points)
+            expected = sorted(round(-np.log10(max(p, 1e-12)), 3) for p in windows["adjusted_p"])
+            assert shown == pytest.approx(expected, abs=1e-3)
+            for row in driver.find_elements(By.CSS_SELECTOR, "#delivery-table tr[data-delivery]"):
+                name = row.get_attribute("data-delivery")
+                n = int(row.find_element(By.CLASS_NAME, "n").text)
+                assert n == int((frame["delivery_id"] == name).sum())
+            images = driver.find_elements(By.CSS_SELECTOR, "#flagged img")
+            assert images and all(
+                driver.execute_script("return arguments[0].naturalWidth", i) == 16 for i in images
+            )
+            driver.save_screenshot(str(tmp_path / "dashboard.png"))
+            assert (tmp_path / "dashboard.png").stat().st_size > 10_000
     finally:
-        driver.quit()
         server.should_exit = True
         thread.join(10)
