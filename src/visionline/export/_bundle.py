@@ -7,6 +7,9 @@ import json
 import math
 import shutil
 import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,22 @@ RUNTIME_DIR = "runtime"
 _RUNTIME_INIT = (
     '"""visionline edge runtime: `from visionline.export.runtime import load_bundle`."""\n'
 )
+
+
+@contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """A fresh folder beside `target` that replaces it only when the block succeeds, so a reader
+    (a polling server) never sees half a bundle and a failure leaves the old one in place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield stage
+        if target.exists():
+            shutil.rmtree(target)
+        stage.replace(target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
 
 
 def install_runtime(bundle_dir: Path) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,7 +95,12 @@ def export_model(
 
     from visionline.evaluate import threshold_for_false_reject_rate
     from visionline.export import _data, _onnx, _prune, _quantize
-    from visionline.export._bundle import archive_bundle, finalize_bundle, install_runtime
+    from visionline.export._bundle import (
+        archive_bundle,
+        finalize_bundle,
+        install_runtime,
+        staged_directory,
+    )
     from visionline.export._gate import accuracy_gate, operating_metrics
     from visionline.export._stats import reference_statistics
     from visionline.export.runtime import image_quality
@@ -130,189 +134,183 @@ def export_model(
     notes: list[str] = []
     int8 = bool(config.data) if config.int8 is None else config.int8
     out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        with Progress(transient=True, disable=not progress) as bar:
-            version = val = train = None
-            if config.data:
-                from visionline.data import DatasetRepo
+    with (
+        staged_directory(out_dir) as stage,
+        Progress(transient=True, disable=not progress) as bar,
+    ):
+        version = val = train = None
+        if config.data:
+            from visionline.data import DatasetRepo
 
-                repo = DatasetRepo(project)
-                version = repo.get(config.data)
-                val_split = "val" if version.split_records("val") else "test"
-                val = _data.load_split(version, repo.blobs, val_split, prep, progress=bar)
-                if int8 and (val.is_defect.all() or not val.is_defect.any()):
-                    raise DataError(
-                        f"The {val_split} split of {version.short_id} needs good and defect images for the "
-                        "INT8 accuracy gate; add both or export with --no-int8."
-                    )
-                if int8 or config.prune:
-                    limit = max(config.calibration_images, 10_000 if config.prune else 0)
-                    train = _data.load_split(
-                        version, repo.blobs, "train", prep, limit, config.seed, bar
-                    )
-            prune_report = None
-            if config.prune:
-                before = _prune.footprint(model, prep, val, target_frr, spec.temperature)
-                _prune.prune_channels(model, prep.size, config.prune)
-                if config.finetune_epochs:
-                    _prune.finetune(
-                        model,
-                        spec.class_names,
-                        prep,
-                        train,
-                        config.finetune_epochs,
-                        seed=config.seed,
-                        progress=bar,
-                    )
-                after = _prune.footprint(model, prep, val, target_frr, spec.temperature)
-                prune_report = _prune.PruneReport(
-                    config.prune, config.finetune_epochs, before, after
+            repo = DatasetRepo(project)
+            version = repo.get(config.data)
+            val_split = "val" if version.split_records("val") else "test"
+            val = _data.load_split(version, repo.blobs, val_split, prep, progress=bar)
+            if int8 and (val.is_defect.all() or not val.is_defect.any()):
+                raise DataError(
+                    f"The {val_split} split of {version.short_id} needs good and defect images for the "
+                    "INT8 accuracy gate; add both or export with --no-int8."
                 )
-                drop = before.metrics.get("defect_recall", 0.0) - after.metrics.get(
-                    "defect_recall", 0.0
+            if int8 or config.prune:
+                limit = max(config.calibration_images, 10_000 if config.prune else 0)
+                train = _data.load_split(
+                    version, repo.blobs, "train", prep, limit, config.seed, bar
                 )
-                if drop > config.tolerance:
-                    raise GateFailedError(
-                        f"Pruning {config.prune:.0%} lost {drop:.1%} defect recall at the false-reject budget "
-                        f"({before.metrics['defect_recall']:.1%} → {after.metrics['defect_recall']:.1%}, "
-                        f"tolerance {config.tolerance:.1%}); prune less or fine-tune longer (--finetune-epochs)."
-                    )
+        prune_report = None
+        if config.prune:
+            before = _prune.footprint(model, prep, val, target_frr, spec.temperature)
+            _prune.prune_channels(model, prep.size, config.prune)
+            if config.finetune_epochs:
+                _prune.finetune(
+                    model,
+                    spec.class_names,
+                    prep,
+                    train,
+                    config.finetune_epochs,
+                    seed=config.seed,
+                    progress=bar,
+                )
+            after = _prune.footprint(model, prep, val, target_frr, spec.temperature)
+            prune_report = _prune.PruneReport(
+                config.prune, config.finetune_epochs, before, after
+            )
+            drop = before.metrics.get("defect_recall", 0.0) - after.metrics.get(
+                "defect_recall", 0.0
+            )
+            if drop > config.tolerance:
+                raise GateFailedError(
+                    f"Pruning {config.prune:.0%} lost {drop:.1%} defect recall at the false-reject budget "
+                    f"({before.metrics['defect_recall']:.1%} → {after.metrics['defect_recall']:.1%}, "
+                    f"tolerance {config.tolerance:.1%}); prune less or fine-tune longer (--finetune-epochs)."
+                )
 
-            task = bar.add_task("export ONNX FP32", total=None)
-            prebuilt = prebuilt or {}
-            if "fp32" in prebuilt:
-                fp32_path = Path(shutil.copyfile(prebuilt["fp32"], stage / "model.onnx"))
+        task = bar.add_task("export ONNX FP32", total=None)
+        prebuilt = prebuilt or {}
+        if "fp32" in prebuilt:
+            fp32_path = Path(shutil.copyfile(prebuilt["fp32"], stage / "model.onnx"))
+        else:
+            fp32_path = _onnx.export_onnx(
+                model, prep.size, stage / "model.onnx", spec.temperature
+            )
+        parity_pixels = (
+            val.pixels[:PARITY_IMAGES] if val is not None else _data.synthetic_pixels(prep.size)
+        )
+        parity = _onnx.check_parity(
+            model,
+            fp32_path,
+            prep.normalize(parity_pixels),
+            spec.temperature,
+            config.parity_atol,
+            "validation" if val is not None else "synthetic",
+        )
+        bar.remove_task(task)
+        if val is None:
+            notes.append(
+                "No --data: parity ran on synthetic images, no threshold or reference statistics were computed."
+            )
+
+        models = {"fp32": {"file": "model.onnx", "precision": "fp32"}}
+        deployed = "fp32"
+        gates: dict[str, Any] = {"parity_fp32": parity.to_dict()}
+        metrics: dict[str, Any] = {}
+        threshold = float(extras.get("threshold", 0.5))
+        threshold_source = "checkpoint" if "threshold" in extras else "default 0.5"
+        if val is not None:
+            val_batch = prep.normalize(val.pixels)
+            fp32_probs, fp32_emb = _onnx.onnx_predict(fp32_path, val_batch)
+            fp32_scores = 1.0 - fp32_probs[:, 0]
+            if (~val.is_defect).any():
+                threshold = threshold_for_false_reject_rate(
+                    fp32_scores[~val.is_defect], target_frr
+                )
+                threshold_source = f"{val.split} good scores at false-reject rate {target_frr}"
+            metrics["fp32"] = operating_metrics(fp32_scores, val.is_defect, threshold)
+            ref_probs, ref_emb = fp32_probs, fp32_emb
+        if int8:
+            task = bar.add_task(
+                f"INT8 calibration ({config.calibration.value}, {min(len(train), config.calibration_images)} images)",
+                total=None,
+            )
+            if "int8" in prebuilt:
+                int8_path = Path(shutil.copyfile(prebuilt["int8"], stage / "model.int8.onnx"))
             else:
-                fp32_path = _onnx.export_onnx(
-                    model, prep.size, stage / "model.onnx", spec.temperature
+                calib = prep.normalize(train.pixels[: config.calibration_images])
+                int8_path = _quantize.quantize_int8(
+                    fp32_path, stage / "model.int8.onnx", calib, config.calibration
                 )
-            parity_pixels = (
-                val.pixels[:PARITY_IMAGES] if val is not None else _data.synthetic_pixels(prep.size)
-            )
-            parity = _onnx.check_parity(
-                model,
-                fp32_path,
-                prep.normalize(parity_pixels),
-                spec.temperature,
-                config.parity_atol,
-                "validation" if val is not None else "synthetic",
-            )
+            int8_probs, int8_emb = _onnx.onnx_predict(int8_path, val_batch)
+            int8_scores = 1.0 - int8_probs[:, 0]
             bar.remove_task(task)
-            if val is None:
-                notes.append(
-                    "No --data: parity ran on synthetic images, no threshold or reference statistics were computed."
-                )
-
-            models = {"fp32": {"file": "model.onnx", "precision": "fp32"}}
-            deployed = "fp32"
-            gates: dict[str, Any] = {"parity_fp32": parity.to_dict()}
-            metrics: dict[str, Any] = {}
-            threshold = float(extras.get("threshold", 0.5))
-            threshold_source = "checkpoint" if "threshold" in extras else "default 0.5"
-            if val is not None:
-                val_batch = prep.normalize(val.pixels)
-                fp32_probs, fp32_emb = _onnx.onnx_predict(fp32_path, val_batch)
-                fp32_scores = 1.0 - fp32_probs[:, 0]
-                if (~val.is_defect).any():
-                    threshold = threshold_for_false_reject_rate(
-                        fp32_scores[~val.is_defect], target_frr
-                    )
-                    threshold_source = f"{val.split} good scores at false-reject rate {target_frr}"
-                metrics["fp32"] = operating_metrics(fp32_scores, val.is_defect, threshold)
-                ref_probs, ref_emb = fp32_probs, fp32_emb
-            if int8:
-                task = bar.add_task(
-                    f"INT8 calibration ({config.calibration.value}, {min(len(train), config.calibration_images)} images)",
-                    total=None,
-                )
-                if "int8" in prebuilt:
-                    int8_path = Path(shutil.copyfile(prebuilt["int8"], stage / "model.int8.onnx"))
-                else:
-                    calib = prep.normalize(train.pixels[: config.calibration_images])
-                    int8_path = _quantize.quantize_int8(
-                        fp32_path, stage / "model.int8.onnx", calib, config.calibration
-                    )
-                int8_probs, int8_emb = _onnx.onnx_predict(int8_path, val_batch)
-                int8_scores = 1.0 - int8_probs[:, 0]
-                bar.remove_task(task)
-                gate = accuracy_gate(
-                    "INT8", fp32_scores, int8_scores, val.is_defect, threshold, config.tolerance
-                )
-                gates["int8_accuracy"] = gate.to_dict()
-                metrics["int8"] = gate.candidate
-                models["int8"] = {
-                    "file": "model.int8.onnx",
-                    "precision": "int8",
-                    "calibration": config.calibration.value,
-                }
-                deployed, ref_probs, ref_emb = "int8", int8_probs, int8_emb
-            if config.fp16:
-                _quantize.convert_fp16(fp32_path, stage / "model.fp16.onnx")
-                models["fp16"] = {"file": "model.fp16.onnx", "precision": "fp16", "target": "gpu"}
-
-            reference = None
-            if val is not None:
-                scores = 1.0 - ref_probs[:, 0]
-                quality = image_quality(val.pixels, prep.channel_order)
-                reference = reference_statistics(
-                    stage / "reference", scores, ref_probs, ref_emb, quality, config.seed
-                )
-            install_runtime(stage)
-            for entry in models.values():
-                entry["bytes"] = (stage / entry["file"]).stat().st_size
-            embedding_dim = int(model.head.in_features)
-            manifest = {
-                "name": name,
-                "version": config.version or datetime.now(UTC).strftime("%Y%m%d.%H%M%S"),
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "classes": list(spec.class_names),
-                "class_labels": _class_labels(spec.class_names, project),
-                "threshold": float(threshold),
-                "threshold_source": threshold_source,
-                "target_false_reject_rate": target_frr,
-                "preprocessing": prep.to_dict(),
-                "signature": {
-                    "inputs": [
-                        {
-                            "name": "image",
-                            "dtype": "float32",
-                            "shape": [-1, 3, prep.size, prep.size],
-                        }
-                    ],
-                    "outputs": [
-                        {
-                            "name": "probabilities",
-                            "dtype": "float32",
-                            "shape": [-1, len(spec.class_names)],
-                        },
-                        {"name": "embedding", "dtype": "float32", "shape": [-1, embedding_dim]},
-                    ],
-                },
-                "deployed": deployed,
-                "models": models,
-                "metrics": metrics,
-                "gates": gates,
-                "pruning": prune_report.to_dict() if prune_report else None,
-                "reference": reference,
-                "lineage": {
-                    "dataset_version": version.id if version else extras.get("dataset_version"),
-                    "mlflow_run_id": extras.get("run_id"),
-                    "training_metrics": extras.get("metrics"),
-                    **(lineage or {}),
-                },
-                "model_spec": {**spec.to_dict(), "backbone_embedding_dim": embedding_dim},
-                "export_config": config.model_dump(mode="json"),
-                "runtime": "PYTHONPATH=runtime python -c 'from visionline.export.runtime import load_bundle'",
+            gate = accuracy_gate(
+                "INT8", fp32_scores, int8_scores, val.is_defect, threshold, config.tolerance
+            )
+            gates["int8_accuracy"] = gate.to_dict()
+            metrics["int8"] = gate.candidate
+            models["int8"] = {
+                "file": "model.int8.onnx",
+                "precision": "int8",
+                "calibration": config.calibration.value,
             }
-            finalize_bundle(stage, manifest, signing_key)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        stage.replace(out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+            deployed, ref_probs, ref_emb = "int8", int8_probs, int8_emb
+        if config.fp16:
+            _quantize.convert_fp16(fp32_path, stage / "model.fp16.onnx")
+            models["fp16"] = {"file": "model.fp16.onnx", "precision": "fp16", "target": "gpu"}
+
+        reference = None
+        if val is not None:
+            scores = 1.0 - ref_probs[:, 0]
+            quality = image_quality(val.pixels, prep.channel_order)
+            reference = reference_statistics(
+                stage / "reference", scores, ref_probs, ref_emb, quality, config.seed
+            )
+        install_runtime(stage)
+        for entry in models.values():
+            entry["bytes"] = (stage / entry["file"]).stat().st_size
+        embedding_dim = int(model.head.in_features)
+        manifest = {
+            "name": name,
+            "version": config.version or datetime.now(UTC).strftime("%Y%m%d.%H%M%S"),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "classes": list(spec.class_names),
+            "class_labels": _class_labels(spec.class_names, project),
+            "threshold": float(threshold),
+            "threshold_source": threshold_source,
+            "target_false_reject_rate": target_frr,
+            "preprocessing": prep.to_dict(),
+            "signature": {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "dtype": "float32",
+                        "shape": [-1, 3, prep.size, prep.size],
+                    }
+                ],
+                "outputs": [
+                    {
+                        "name": "probabilities",
+                        "dtype": "float32",
+                        "shape": [-1, len(spec.class_names)],
+                    },
+                    {"name": "embedding", "dtype": "float32", "shape": [-1, embedding_dim]},
+                ],
+            },
+            "deployed": deployed,
+            "models": models,
+            "metrics": metrics,
+            "gates": gates,
+            "pruning": prune_report.to_dict() if prune_report else None,
+            "reference": reference,
+            "lineage": {
+                "dataset_version": version.id if version else extras.get("dataset_version"),
+                "mlflow_run_id": extras.get("run_id"),
+                "training_metrics": extras.get("metrics"),
+                **(lineage or {}),
+            },
+            "model_spec": {**spec.to_dict(), "backbone_embedding_dim": embedding_dim},
+            "export_config": config.model_dump(mode="json"),
+            "runtime": "PYTHONPATH=runtime python -c 'from visionline.export.runtime import load_bundle'",
+        }
+        finalize_bundle(stage, manifest, signing_key)
     archive = archive_bundle(out_dir, out_dir.with_name(out_dir.name + ".tar.gz"))
     triton_dir = None
     if triton_repo is not None:

@@ -8,7 +8,6 @@ the bundle that ships; `register` and `deploy` change external state and are nev
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -220,21 +219,15 @@ def deploy(ctx: StepContext) -> dict[str, Artifact]:
 
 
 def install_bundle(bundle_dir: Path, target: Path) -> None:
-    """Stage next to the target and rename, so a polling server never sees half a bundle."""
+    """Copy the bundle in beside the target and rename it into place (see `staged_directory`)."""
     if (target / "bundle.json").is_file() and file_digest(target / "bundle.json") == file_digest(
         bundle_dir / "bundle.json"
     ):
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    from visionline.export._bundle import staged_directory
+
+    with staged_directory(target) as stage:
         shutil.copytree(bundle_dir, stage, dirs_exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        stage.replace(target)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def hot_swap(server: str, name: str, version: str, timeout_s: float = 120.0) -> None:
