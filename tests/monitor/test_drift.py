@@ -68,10 +68,34 @@ def test_quality_causes_are_explained():
     dirty = quality_tests(ref, _stream(100, 2, quality_scale=(1.05, 0.6, 0.2, 1.0))[2])
     assert dirty.details["cause"].startswith("dirty lens")
     dark = quality_tests(ref, _stream(100, 3, quality_scale=(0.6, 0.6, 0.36, 1.0))[2])
-    assert dark.details["cause"].startswith("lighting change: images darker")
+    assert dark.details["cause"].startswith("lighting or product change: images darker")
+    assert (dirty.details["cause_kind"], dark.details["cause_kind"]) == ("optics", "lighting")
     same = quality_tests(ref, _stream(100, 4)[2])
     assert same.details["cause"] is None and same.p_value > 0.01
     assert explain_quality({}, set()) is None
+
+
+def test_a_new_cause_during_an_episode_raises_its_own_alarm():
+    monitor = DriftMonitor(toy_reference(), DriftConfig(size=100, persistence=2, seed=1))
+    mix = monitor.update(*_stream(300, seed=11, emb_shift=1.0))
+    dirty_quality = (1.05, 0.6, 0.2, 1.0)
+    lens = monitor.update(*_stream(400, seed=12, emb_shift=1.0, quality_scale=dirty_quality))
+    assert all(w.drifted for w in mix + lens)
+    first = [w.alarm for w in mix if w.alarm]
+    second = [w.alarm for w in lens if w.alarm]
+    assert len(first) == 1 and "quality_ks" not in first[0].detectors
+    assert len(second) == 1 and second[0].cause.startswith("dirty lens")
+    assert second[0].window == lens[1].window and second[0].details["cause_kind"] == "optics"
+
+
+def test_resumed_episode_keeps_its_cause_kind(tmp_path):
+    db = MonitorDB(f"sqlite:///{tmp_path}/log.db")
+    dirty_quality = (1.05, 0.6, 0.2, 1.0)
+    first = DriftMonitor(toy_reference(), DriftConfig(size=100), db=db)
+    assert sum(w.alarm is not None for w in first.update(*_stream(300, 13, quality_scale=dirty_quality))) == 1
+    resumed = DriftMonitor(toy_reference(), DriftConfig(size=100), db=db)
+    resumed.resume(3, 3, db.alarms_frame()["details"].iloc[-1]["cause_kind"])
+    assert not any(w.alarm for w in resumed.update(*_stream(300, 14, quality_scale=dirty_quality)))
 
 
 def test_holm_adjustment():

@@ -203,6 +203,14 @@ def estimate_deliveries(
     return rows
 
 
+def _last_cause_kind(db: MonitorDB, reference: Reference) -> str | None:
+    alarms = db.alarms_frame(reference.model)
+    alarms = alarms[alarms["version"] == reference.version] if not alarms.empty else alarms
+    if alarms.empty:
+        return None
+    return (alarms["details"].iloc[-1] or {}).get("cause_kind")
+
+
 def check_drift(
     db: MonitorDB,
     reference: Reference,
@@ -226,7 +234,7 @@ def check_drift(
             if not drifted:
                 break
             streak += 1
-        monitor.resume(int(done["window"].max()) + 1, streak)
+        monitor.resume(int(done["window"].max()) + 1, streak, _last_cause_kind(db, reference))
     if frame.empty:
         return []
     probs = np.array(

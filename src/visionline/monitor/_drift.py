@@ -10,7 +10,9 @@ Detectors (each gives one p-value per window):
 
 False alarms: within a window, Holm's step-down procedure across the detectors keeps the
 family-wise error at `alpha`; across windows, an alarm needs `persistence` consecutive drifted
-windows and is raised once per episode (the streak must break before the next one). With
+windows and is raised once per episode (the streak must break before the next one), unless the
+image-quality diagnosis finds a new kind of cause (say a dirty lens while a product-mix episode is
+running) for `persistence` windows: a new problem is never hidden behind an old alarm. With
 alpha = 0.01 and persistence 2 on independent windows, the false-alarm rate is about 1e-4 per
 window, i.e. about 0.02 alarms in 20,000 images at windows of 100.
 """
@@ -192,6 +194,7 @@ def quality_tests(reference: np.ndarray, current: np.ndarray, alpha: float = 0.0
     if blur["p_value"] * (k + 1) <= alpha:
         significant.add("relative_sharpness")
     per["relative_sharpness"] = blur
+    diagnosis = diagnose_quality(per, significant)
     return TestResult(
         Detector.QUALITY,
         float(per[QUALITY_STATS[worst]]["ks"]),
@@ -200,13 +203,23 @@ def quality_tests(reference: np.ndarray, current: np.ndarray, alpha: float = 0.0
         {
             "statistics": per,
             "significant": sorted(significant),
-            "cause": explain_quality(per, significant),
+            "cause": diagnosis[1] if diagnosis else None,
+            "cause_kind": diagnosis[0] if diagnosis else None,
         },
     )
 
 
 def explain_quality(per: dict[str, dict[str, float]], significant: set[str]) -> str | None:
     """A likely physical cause from which image statistics moved and in which direction."""
+    diagnosis = diagnose_quality(per, significant)
+    return None if diagnosis is None else diagnosis[1]
+
+
+def diagnose_quality(
+    per: dict[str, dict[str, float]], significant: set[str]
+) -> tuple[str, str] | None:
+    """(kind, sentence): kind is the family of causes (optics, lighting, colour, image) that
+    decides whether a drift episode has found a new problem; the sentence names the fix."""
     if not significant - {"relative_sharpness"}:
         return None
 
@@ -218,12 +231,12 @@ def explain_quality(per: dict[str, dict[str, float]], significant: set[str]) -> 
 
     blurred = moved("relative_sharpness", -1)
     if blurred and moved("contrast", -1):
-        return (
+        return "optics", (
             f"dirty lens: sharpness {sd('sharpness')} (exposure-corrected {sd('relative_sharpness')}) "
             f"and contrast {sd('contrast')}; clean the lens and check the focus"
         )
     if blurred:
-        return (
+        return "optics", (
             f"blur: exposure-corrected sharpness {sd('relative_sharpness')}; check focus, belt "
             "speed and exposure time"
         )
@@ -233,17 +246,18 @@ def explain_quality(per: dict[str, dict[str, float]], significant: set[str]) -> 
     if "brightness" in significant and not colour_led:
         direction = "darker" if per["brightness"]["shift_sd"] < 0 else "brighter"
         extra = f", colourfulness {sd('colourfulness')}" if "colourfulness" in significant else ""
-        return (
-            f"lighting change: images {direction} (brightness {sd('brightness')}{extra}); "
-            "check the lamps, exposure and white balance"
+        return "lighting", (
+            f"lighting or product change: images {direction} (brightness {sd('brightness')}{extra}); "
+            f"check the lamps, exposure and white balance, or whether a {direction} variety is "
+            "on the belt"
         )
     if "colourfulness" in significant:
-        return (
+        return "colour", (
             f"colour change: colourfulness {sd('colourfulness')}; a new product variety or a "
             "lamp/white-balance change"
         )
     moved_names = ", ".join(f"{n} {sd(n)}" for n in sorted(significant))
-    return f"image statistics changed ({moved_names}); check the camera and its settings"
+    return "image", f"image statistics changed ({moved_names}); check the camera and its settings"
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -335,13 +349,17 @@ class DriftMonitor:
         self._index = 0
         self._streak = 0
         self._in_episode = False
+        self._episode_kind: str | None = None
+        self._new_kind: tuple[str | None, int] = (None, 0)
         self.history: list[WindowResult] = []
 
-    def resume(self, next_window: int, streak: int) -> None:
-        """Continue numbering and the persistence streak of an earlier run (from the log)."""
+    def resume(self, next_window: int, streak: int, cause_kind: str | None = None) -> None:
+        """Continue numbering, the persistence streak and the running episode's cause kind of an
+        earlier run (from the log)."""
         self._window = next_window
         self._streak = streak
         self._in_episode = streak >= self.config.persistence
+        self._episode_kind = cause_kind if self._in_episode else None
 
     def test(
         self,
@@ -439,14 +457,36 @@ class DriftMonitor:
         self._streak = self._streak + 1 if drifted else 0
         if not drifted:
             self._in_episode = False
+        kind = self._cause_kind(window)
         if self._streak >= self.config.persistence and not self._in_episode:
             self._in_episode = True
             window.alarm = self._alarm(window)
+        elif self._in_episode and self._is_new_cause(kind):
+            window.alarm = self._alarm(window)
+        if window.alarm is not None:
+            self._episode_kind, self._new_kind = kind, (None, 0)
         self._record(window)
         self.history.append(window)
         self._window += 1
         self._buffer = {key: [] for key in buf}
         return window
+
+    @staticmethod
+    def _cause_kind(window: WindowResult) -> str | None:
+        """The quality diagnosis's kind when the quality detector itself drifted."""
+        if Detector.QUALITY.value not in window.drifted:
+            return None
+        quality = next(r for r in window.results if r.detector is Detector.QUALITY)
+        return quality.details.get("cause_kind")
+
+    def _is_new_cause(self, kind: str | None) -> bool:
+        """True once the same new kind of cause has held for `persistence` windows."""
+        if kind is None or kind == self._episode_kind:
+            self._new_kind = (None, 0)
+            return False
+        candidate, count = self._new_kind
+        self._new_kind = (kind, count + 1 if candidate == kind else 1)
+        return self._new_kind[1] >= self.config.persistence
 
     def _alarm(self, window: WindowResult) -> Alarm:
         by_name = {r.detector.value: r for r in window.results}
@@ -467,6 +507,7 @@ class DriftMonitor:
                 else None,
                 "persistence": self.config.persistence,
                 "alpha": self.config.alpha,
+                "cause_kind": self._cause_kind(window),
             },
         )
 
