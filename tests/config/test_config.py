@@ -27,6 +27,14 @@ def test_bad_value_names_the_key():
         parse_config("goals:\n  max_false_reject_rate: 2\n")
 
 
+def test_threshold_headroom_defaults_to_the_budget_and_may_not_exceed_it():
+    assert parse_config("name: x\n").goals.operating_false_reject_rate == 0.02
+    headroom = "goals:\n  max_false_reject_rate: 0.05\n  threshold_false_reject_rate: 0.03\n"
+    assert parse_config(headroom).goals.operating_false_reject_rate == 0.03
+    with pytest.raises(ConfigError, match="must not exceed max_false_reject_rate"):
+        parse_config("goals:\n  threshold_false_reject_rate: 0.05\n")
+
+
 def test_missing_good_class_is_refused():
     with pytest.raises(ConfigError, match="good"):
         parse_config("classes:\n- {name: ok}\n- {name: defect}\n")

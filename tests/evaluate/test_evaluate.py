@@ -92,3 +92,21 @@ def test_run_model_is_evaluated_and_results_logged_to_the_run(eval_env, tmp_path
     assert run.data.metrics["test_defect_recall"] == pytest.approx(result.metrics["defect_recall"])
     artifacts = {a.path for a in mlflow_client.list_artifacts(run_id, "eval")}
     assert {"eval/report.html", "eval/metrics.json"} <= artifacts
+
+
+def test_threshold_headroom_sets_the_threshold_below_the_false_reject_budget(eval_env, tmp_path):
+    from visionline.config import Project
+
+    config = eval_env.project.config
+    strict = config.model_copy(
+        update={"goals": config.goals.model_copy(update={"threshold_false_reject_rate": 0.025})}
+    )
+    common = {"dataset": eval_env.dataset, "bootstrap": 0}
+    budget = evaluate_model(eval_env.project, str(eval_env.model), output_dir=tmp_path / "a", **common)
+    headroom = evaluate_model(
+        Project(eval_env.project.root, strict), str(eval_env.model), output_dir=tmp_path / "b", **common
+    )
+    point = headroom.metrics["operating_point"]
+    assert point["target_false_reject_rate"] == 0.025 and point["false_rejects"] <= 1
+    assert budget.metrics["operating_point"]["target_false_reject_rate"] == 0.1
+    assert headroom.metrics["threshold"] >= budget.metrics["threshold"]

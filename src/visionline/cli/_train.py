@@ -96,7 +96,7 @@ def train(
     result = fit(settings, data, project, out_dir=out, resume=resume, tracking_uri=tracking_uri)
     if not dist_context().is_main:
         return
-    goal = project.config.goals.max_false_reject_rate
+    goal = project.config.goals.operating_false_reject_rate
     best = result.best_metrics
     console.print(f"[green]MLflow run[/green] {result.run_id}")
     console.print(

@@ -67,7 +67,7 @@ def tune_command(
         best_config_path=out,
         on_trial=finished,
     )
-    goal = project.config.goals.max_false_reject_rate
+    goal = project.config.goals.operating_false_reject_rate
     table = Table(title=f"study {result.study_name} ({result.storage})")
     for column in ("trial", "state", f"val recall@FRR≤{goal:g}", "epochs", "params"):
         table.add_column(column)

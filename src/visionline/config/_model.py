@@ -48,10 +48,30 @@ class Goals(_Strict):
     """What the customer needs; these become quality gates."""
 
     max_false_reject_rate: float = Field(0.02, gt=0, lt=1)
+    threshold_false_reject_rate: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="false-reject rate the threshold is set for on validation good images; "
+        "below the maximum it leaves headroom for unseen images (default: the maximum)",
+    )
     min_defect_recall: float = Field(0.90, gt=0, le=1)
     min_subtype_recall: dict[str, float] = Field(default_factory=dict)
     edge_p95_latency_ms: float = Field(20.0, gt=0)
     image_size: int = Field(128, ge=16, le=1024)
+
+    @model_validator(mode="after")
+    def _headroom_within_budget(self) -> Goals:
+        if (self.threshold_false_reject_rate or 0) > self.max_false_reject_rate:
+            raise ValueError(
+                "threshold_false_reject_rate must not exceed max_false_reject_rate"
+            )
+        return self
+
+    @property
+    def operating_false_reject_rate(self) -> float:
+        """The false-reject rate every threshold is set for (training, evaluation, export)."""
+        return self.threshold_false_reject_rate or self.max_false_reject_rate
 
 
 class Storage(_Strict):

@@ -87,7 +87,7 @@ def evaluate_predictions(
         temperature = fit_temperature(validation.logits, validation.labels)
     val_scores = validation.defect_scores(temperature)
     operating = choose_operating_point(
-        val_scores[validation.labels == 0], goals.max_false_reject_rate
+        val_scores[validation.labels == 0], goals.operating_false_reject_rate
     )
     metrics = compute_metrics(
         test.probabilities(temperature),

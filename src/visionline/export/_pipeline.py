@@ -125,7 +125,7 @@ def export_model(
     model, spec = load_model(model_path)
     extras = _checkpoint_extras(model_path)
     prep = spec.preprocessing
-    target_frr = project.config.goals.max_false_reject_rate if project else 0.02
+    target_frr = project.config.goals.operating_false_reject_rate if project else 0.02
     name = config.name or (project.config.name if project else model_path.stem)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ConfigError(

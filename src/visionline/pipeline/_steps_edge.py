@@ -72,7 +72,7 @@ def quantise(ctx: StepContext) -> dict[str, Artifact]:
     batch = prep.normalize(val.pixels)
     fp32_scores = 1.0 - onnx_predict(fp32, batch)[0][:, 0]
     int8_scores = 1.0 - onnx_predict(path, batch)[0][:, 0]
-    target = ctx.project.config.goals.max_false_reject_rate
+    target = ctx.project.config.goals.operating_false_reject_rate
     threshold = threshold_for_false_reject_rate(fp32_scores[~val.is_defect], target)
     try:
         gate = accuracy_gate(

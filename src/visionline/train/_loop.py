@@ -369,6 +369,7 @@ def _fit(
                 "class_names": ",".join(class_names),
                 "world_size": ctx.world_size,
                 "max_false_reject_rate": goals.max_false_reject_rate,
+                "threshold_false_reject_rate": goals.operating_false_reject_rate,
             }
             commit = git_commit(project.root)
             run_tags = {
@@ -421,7 +422,7 @@ def _fit(
                         preprocessing,
                         device,
                         config.eval_batch_size,
-                        goals.max_false_reject_rate,
+                        goals.operating_false_reject_rate,
                     )
                 )
                 metrics = broadcast_object(metrics, ctx)
@@ -462,7 +463,7 @@ def _fit(
                 bar.log(
                     f"epoch {epoch + 1}/{config.epochs}  loss {metrics['train_loss']:.4f}  "
                     f"val loss {metrics['val_loss']:.4f}  acc {metrics['val_accuracy']:.3f}  "
-                    f"recall@FRR{goals.max_false_reject_rate:g} {metrics['val_defect_recall']:.3f}"
+                    f"recall@FRR{goals.operating_false_reject_rate:g} {metrics['val_defect_recall']:.3f}"
                 )
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, metrics)

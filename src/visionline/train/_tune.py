@@ -418,7 +418,7 @@ def tune(
             "n_trials": trials,
             "dataset_version": version.id,
             "objective": f"{OBJECTIVE} at false-reject rate <= "
-            f"{project.config.goals.max_false_reject_rate:g}",
+            f"{project.config.goals.operating_false_reject_rate:g}",
             "pruner": config.pruner.value,
             "space": json.dumps(config.space.model_dump(mode="json")),
             "train": json.dumps(base.model_dump(mode="json")),
