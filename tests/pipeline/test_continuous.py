@@ -51,7 +51,10 @@ def test_triggers_come_from_alarms_and_new_verdicts_after_the_last_retraining(tm
 
     db.add_alarm({"ts": time.time(), "model": name, "version": "1", "window": 3,
                   "detectors": ["quality"], "statistics": {}, "p_values": {},
-                  "cause": "images are blurrier (dirty lens?)", "details": {}})
+                  "cause": "lighting or product change: images darker", "details": {}})
+    db.add_alarm({"ts": time.time() + 0.001, "model": name, "version": "1", "window": 7,
+                  "detectors": ["quality"], "statistics": {}, "p_values": {},
+                  "cause": "dirty lens: sharpness -1.1 SD", "details": {}})
     images = sorted((project.root / "raw").rglob("*.jpg"))[:12]
     items = [_prediction(name, path.read_bytes()) for path in images]
     _log(project.monitor_db_url, BlobStore(project.blob_store_uri), items)
@@ -63,6 +66,8 @@ def test_triggers_come_from_alarms_and_new_verdicts_after_the_last_retraining(tm
         db.add_feedback(item.id, "good", None, "cli")
     triggers = check_triggers(project, db)
     assert [t.kind for t in triggers] == ["drift", "labels"]
+    assert triggers[0].reason.startswith("2 drift alarm(s)")
+    assert triggers[0].reason.endswith("latest: dirty lens: sharpness -1.1 SD")
     assert "12 new labelled" in triggers[1].reason
     assert check_triggers(project, db, since=time.time() + 1) == []
 

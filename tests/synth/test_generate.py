@@ -51,6 +51,14 @@ def test_drift_switches_on_at_start_and_ramps():
     assert spec.drift is Drift.LIGHTING and spec.drift_strength == 1.0
 
 
+def test_a_fixed_drift_ends_and_an_end_before_the_start_is_refused():
+    drift = DriftConfig(kind=Drift.DIRTY_LENS, start=10, ramp=5, max_strength=0.6, end=30)
+    assert drift.strength(29) == 0.6 and drift.strength(30) == drift.strength(500) == 0.0
+    assert SynthLine(SynthConfig(size=48, drift=drift)).spec(30, None)[0].drift is None
+    with pytest.raises(ValueError, match="end must come after start"):
+        DriftConfig(kind=Drift.DIRTY_LENS, start=10, end=10)
+
+
 def test_new_variety_appears_only_after_drift_starts():
     config = SynthConfig(size=48, drift=DriftConfig(kind=Drift.NEW_VARIETY, start=100, ramp=1))
     line = SynthLine(config)

@@ -237,8 +237,8 @@ def diagnose_quality(
         )
     if blurred:
         return "optics", (
-            f"blur: exposure-corrected sharpness {sd('relative_sharpness')}; check focus, belt "
-            "speed and exposure time"
+            f"blur: exposure-corrected sharpness {sd('relative_sharpness')}; clean the lens, check "
+            "the focus, belt speed and exposure time"
         )
     colour_led = "colourfulness" in significant and abs(per["brightness"]["shift_sd"]) < 0.5 * abs(
         per["colourfulness"]["shift_sd"]

@@ -89,9 +89,9 @@ def check_triggers(project: Project, db: Any, since: float | None = None) -> lis
         alarms = db.alarms_frame(name)
         alarms = alarms[alarms["ts"] > since] if not alarms.empty else alarms
         if not alarms.empty:
-            first = alarms.sort_values("ts").iloc[0]
+            latest = alarms.sort_values("ts").iloc[-1]
             triggers.append(Trigger(
-                "drift", f"{len(alarms)} drift alarm(s) since the last retraining; first: {first['cause']}"
+                "drift", f"{len(alarms)} drift alarm(s) since the last retraining; latest: {latest['cause']}"
             ))
     feedback = _labelled_images(db, since)
     if len(feedback) >= settings.min_new_labels:

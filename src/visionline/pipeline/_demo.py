@@ -24,6 +24,10 @@ from rich.table import Table
 from visionline.config import Project, dump_config, parse_config
 from visionline.errors import ConfigError, DataError
 
+LENS_DIRT = 0.6
+"""How dirty the demo's lens gets: enough to fool the champion, not so much that the defects
+vanish (at full strength no model could see them, and the only fix is a cloth)."""
+
 DEMO_MARKER = ".visionline-demo"
 """A file that marks a directory as demo output, so `--force` never deletes anything else."""
 
@@ -34,7 +38,7 @@ class DemoSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     directory: Path = Path("demo-project")
-    images: int = Field(1000, ge=60)
+    images: int = Field(1500, ge=60)
     image_size: int = Field(128, ge=32, le=512)
     backbone: str = "efficientnet_lite0"
     epochs: int = Field(8, ge=1)
@@ -44,7 +48,7 @@ class DemoSettings(BaseModel):
     delivery_size: int = Field(150, ge=10)
     drift_from_delivery: int = Field(4, ge=1, description="dirty lens develops from this delivery")
     feedback: int = Field(150, ge=1, description="logged images the operator labels")
-    retrain_epochs: int = Field(3, ge=1)
+    retrain_epochs: int = Field(2, ge=1)
     seed: int = 0
     force: bool = False
 
@@ -69,10 +73,13 @@ class DemoResult:
 
 
 def _demo_config_yaml(settings: DemoSettings) -> str:
-    """The demo project: goals a short CPU training budget can certify, and its pipeline."""
+    """The demo project: goals a short CPU training budget can certify, and its pipeline. The
+    threshold is set for 2% false rejects on validation so that the 5% budget holds on unseen
+    apples too (a threshold set at exactly the budget exceeds it on about half of all test sets)."""
     return f"""name: apples
 goals:
   max_false_reject_rate: 0.05
+  threshold_false_reject_rate: 0.02
   min_defect_recall: 0.7
   edge_p95_latency_ms: 50
   image_size: {settings.image_size}
@@ -86,6 +93,8 @@ pipeline:
     batch_size: {settings.batch_size}
     freeze_epochs: 1
     lr: 0.003
+    backbone_lr_mult: 0.3
+    augment: 0.2
     patience: {settings.epochs}
     seed: {settings.seed}
   evaluate: {{bootstrap: 300}}
@@ -172,12 +181,13 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     first, last = rows[: settings.deliveries * per_delivery], rows[settings.deliveries * per_delivery:]
     drift_start = (settings.drift_from_delivery - 1) * per_delivery
     repository = root / project.config.pipeline.deploy.repository
-    with PackingLine(project, repository, public_key, line_dir) as line:
+    with PackingLine(project, repository, public_key, line_dir, settings.seed) as line:
         stream = steps.run("serve", f"Serve the bundle; stream {settings.deliveries} deliveries "
                            "over HTTP (a dirty lens develops)", line.stream, first)
         drift = steps.run("monitor", "Check the prediction log for drift against the bundle",
                           check_drift, project, champion["bundle_dir"], drift_start, len(first))
         _print_drift(console, drift)
+        console.print(f"  {_lens_action(drift)}")
         labelled = steps.run("feedback", "Operator labels the most recent kept images",
                              operator_feedback, project, line.truth, settings.feedback)
         console.print(f"  {labelled} verdicts recorded")
@@ -216,7 +226,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
 
 def _synthesise(project: Project, settings: DemoSettings) -> Path:
     """The training images and a stream of deliveries (+1 for after the model swap) whose
-    dirty lens starts at `drift_from_delivery`."""
+    dirty lens starts at `drift_from_delivery`, reaches `LENS_DIRT` two deliveries later and is
+    cleaned before the extra delivery."""
     from visionline.synth import DriftConfig, SynthConfig, generate_dataset, generate_deliveries
 
     config = SynthConfig(size=settings.image_size, seed=settings.seed, defect_rate=0.35)
@@ -226,7 +237,7 @@ def _synthesise(project: Project, settings: DemoSettings) -> Path:
         size=settings.image_size,
         seed=settings.seed + 1,
         drift=DriftConfig(kind="dirty_lens", start=(settings.drift_from_delivery - 1) * size,
-                          ramp=size * 2),
+                          ramp=size * 2, max_strength=LENS_DIRT, end=settings.deliveries * size),
     )
     line = generate_deliveries(stream, project.root / "synth" / "line", settings.suppliers,
                                settings.deliveries + 1, size)
@@ -293,6 +304,13 @@ def _metrics_by_version(project: Project, run: Any, retrained: Any) -> dict[str,
         if registered is not None and evaluation is not None:
             found[registered.meta["version"]] = json.loads(evaluation.resolve(project).read_text())
     return found
+
+
+def _lens_action(drift: dict[str, Any]) -> str:
+    """What the plant does about the lens: the alarm's fix when an alarm named the optics."""
+    if any(alarm["kind"] == "optics" for alarm in drift["alarms"]):
+        return "The operator cleans the lens, as the alarm advises, before the next delivery."
+    return "No alarm named the optics; the lens is cleaned at the end of the shift anyway."
 
 
 def _print_drift(console: Console, drift: dict[str, Any]) -> None:

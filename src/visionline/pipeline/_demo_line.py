@@ -18,8 +18,11 @@ from visionline.errors import ConfigError
 class PackingLine:
     """Server + prediction logger + camera client; records what was sent and what was logged."""
 
-    def __init__(self, project: Project, repository: Path, pubkey: Path, line_dir: Path) -> None:
+    def __init__(
+        self, project: Project, repository: Path, pubkey: Path, line_dir: Path, seed: int = 0
+    ) -> None:
         self.project = project
+        self.seed = seed
         self.repository = repository
         self.pubkey = pubkey
         self.line_dir = line_dir
@@ -34,7 +37,10 @@ class PackingLine:
         from visionline.serve import InferenceServer, ServerConfig
 
         logger = PredictionLogger(
-            self.project.monitor_db_url, BlobStore(self.project.blob_store_uri), sample_rate=0.3
+            self.project.monitor_db_url,
+            BlobStore(self.project.blob_store_uri),
+            sample_rate=0.3,
+            seed=self.seed,
         )
         self._stack.callback(logger.close)
 
@@ -119,7 +125,12 @@ def check_drift(project: Project, bundle_dir: Path, drift_start: int, images: in
         MonitorDB(project.monitor_db_url), Reference.from_bundle(bundle_dir), DriftConfig(size=window)
     )
     alarms = [
-        {"image": w.end_index, "cause": w.alarm.cause, "detectors": w.alarm.detectors}
+        {
+            "image": w.end_index,
+            "cause": w.alarm.cause,
+            "kind": w.alarm.details.get("cause_kind"),
+            "detectors": w.alarm.detectors,
+        }
         for w in windows
         if w.alarm is not None
     ]

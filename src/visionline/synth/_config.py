@@ -66,16 +66,24 @@ class CameraConfig(_Strict):
 
 
 class DriftConfig(_Strict):
-    """A drift that switches on at image `start` and reaches full strength `ramp` images later."""
+    """A drift that switches on at image `start`, reaches full strength `ramp` images later and,
+    with `end`, is fixed from that image on (the lens cleaned, the lamp replaced)."""
 
     kind: Drift
     start: int = Field(0, ge=0)
     ramp: int = Field(200, ge=1)
     max_strength: float = Field(1.0, gt=0, le=1.0)
+    end: int | None = Field(None, ge=1, description="first image after the fix; None: never fixed")
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> DriftConfig:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError("end must come after start")
+        return self
 
     def strength(self, index: int) -> float:
         """Drift strength in [0, max_strength] at stream position `index`."""
-        if index < self.start:
+        if index < self.start or (self.end is not None and index >= self.end):
             return 0.0
         return self.max_strength * min(1.0, (index - self.start + 1) / self.ramp)
 
