@@ -21,6 +21,13 @@ def test_overrides_win_over_the_file_and_none_keeps_it(tmp_path: Path) -> None:
     assert again == config
 
 
+def test_backbone_learning_rate_is_discriminative_only_for_pretrained_starts() -> None:
+    assert TrainConfig(lr=0.01).backbone_lr == pytest.approx(0.001)
+    assert TrainConfig(lr=0.01, pretrained="model.pt").backbone_lr == pytest.approx(0.001)
+    assert TrainConfig(lr=0.01, pretrained="none").backbone_lr == 0.01
+    assert TrainConfig(lr=0.01, pretrained="none", backbone_lr_mult=0.5).backbone_lr == 0.005
+
+
 def test_resolved_config_round_trips_through_yaml(tmp_path: Path) -> None:
     config = TrainConfig(backbone="convnext_atto", image_size=64, balance="sampler")
     path = tmp_path / "resolved.yaml"

@@ -48,7 +48,9 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0, le=1)
-    backbone_lr_mult: float = Field(0.1, gt=0, le=1)
+    backbone_lr_mult: float | None = Field(
+        None, gt=0, le=1, description="backbone lr = lr × this; default 0.1, or 1 from scratch"
+    )
     weight_decay: float = Field(1e-4, ge=0)
     freeze_epochs: int = Field(1, ge=0)
     schedule: Schedule = Schedule.COSINE
@@ -87,6 +89,14 @@ class TrainConfig(BaseModel):
         if value in (IMAGENET, NO_WEIGHTS) or value.endswith((".pt", ".pth", ".ckpt", ".bin")):
             return value
         raise ValueError("use 'imagenet', 'none' or the path of a .pt/.pth checkpoint")
+
+    @property
+    def backbone_lr(self) -> float:
+        """Discriminative learning rates protect pretrained features; a backbone that starts from
+        random weights has nothing to protect and learns at the head's rate unless told otherwise."""
+        if self.backbone_lr_mult is not None:
+            return self.lr * self.backbone_lr_mult
+        return self.lr if self.pretrained == NO_WEIGHTS else self.lr * 0.1
 
     def flat(self) -> dict[str, str]:
         """Flattened string values: what MLflow stores as params."""

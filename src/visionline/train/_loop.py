@@ -334,7 +334,7 @@ def _fit(
             [
                 {
                     "params": list(model.backbone.parameters()),
-                    "lr": config.lr * config.backbone_lr_mult,
+                    "lr": config.backbone_lr,
                 },
                 {"params": list(model.head.parameters()), "lr": config.lr},
             ],
