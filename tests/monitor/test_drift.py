@@ -8,7 +8,7 @@ from visionline.monitor import (
     DriftConfig,
     DriftMonitor,
     MonitorDB,
-    explain_quality,
+    diagnose_quality,
     holm,
     ks_scores,
     mmd_permutation,
@@ -72,7 +72,7 @@ def test_quality_causes_are_explained():
     assert (dirty.details["cause_kind"], dark.details["cause_kind"]) == ("optics", "lighting")
     same = quality_tests(ref, _stream(100, 4)[2])
     assert same.details["cause"] is None and same.p_value > 0.01
-    assert explain_quality({}, set()) is None
+    assert diagnose_quality({}, set()) is None
 
 
 def test_a_new_cause_during_an_episode_raises_its_own_alarm():
@@ -86,6 +86,11 @@ def test_a_new_cause_during_an_episode_raises_its_own_alarm():
     assert len(first) == 1 and "quality_ks" not in first[0].detectors
     assert len(second) == 1 and second[0].cause.startswith("dirty lens")
     assert second[0].window == lens[1].window and second[0].details["cause_kind"] == "optics"
+    dark_quality = (0.6, 0.6, 0.36, 1.0)
+    dark = monitor.update(*_stream(300, seed=15, emb_shift=1.0, quality_scale=dark_quality))
+    again = monitor.update(*_stream(300, seed=16, emb_shift=1.0, quality_scale=dirty_quality))
+    assert [w.alarm.details["cause_kind"] for w in dark if w.alarm] == ["lighting"]
+    assert all(w.drifted for w in again) and not any(w.alarm for w in again)
 
 
 def test_resumed_episode_keeps_its_cause_kind(tmp_path):

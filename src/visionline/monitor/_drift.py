@@ -11,8 +11,9 @@ Detectors (each gives one p-value per window):
 False alarms: within a window, Holm's step-down procedure across the detectors keeps the
 family-wise error at `alpha`; across windows, an alarm needs `persistence` consecutive drifted
 windows and is raised once per episode (the streak must break before the next one), unless the
-image-quality diagnosis finds a new kind of cause (say a dirty lens while a product-mix episode is
-running) for `persistence` windows: a new problem is never hidden behind an old alarm. With
+image-quality diagnosis finds a kind of cause the episode has not alarmed on yet (say a dirty lens
+while a product-mix episode is running) for `persistence` windows: a new problem is never hidden
+behind an old alarm, and an old one never alarms twice. With
 alpha = 0.01 and persistence 2 on independent windows, the false-alarm rate is about 1e-4 per
 window, i.e. about 0.02 alarms in 20,000 images at windows of 100.
 """
@@ -209,17 +210,12 @@ def quality_tests(reference: np.ndarray, current: np.ndarray, alpha: float = 0.0
     )
 
 
-def explain_quality(per: dict[str, dict[str, float]], significant: set[str]) -> str | None:
-    """A likely physical cause from which image statistics moved and in which direction."""
-    diagnosis = diagnose_quality(per, significant)
-    return None if diagnosis is None else diagnosis[1]
-
-
 def diagnose_quality(
     per: dict[str, dict[str, float]], significant: set[str]
 ) -> tuple[str, str] | None:
-    """(kind, sentence): kind is the family of causes (optics, lighting, colour, image) that
-    decides whether a drift episode has found a new problem; the sentence names the fix."""
+    """A likely physical cause from which image statistics moved and in which direction, as
+    (kind, sentence): the kind is the family of causes (optics, lighting, colour, image) that tells
+    a drift episode's new problem from its old one; the sentence names the fix."""
     if not significant - {"relative_sharpness"}:
         return None
 
@@ -349,17 +345,17 @@ class DriftMonitor:
         self._index = 0
         self._streak = 0
         self._in_episode = False
-        self._episode_kind: str | None = None
+        self._episode_kinds: set[str | None] = set()
         self._new_kind: tuple[str | None, int] = (None, 0)
         self.history: list[WindowResult] = []
 
     def resume(self, next_window: int, streak: int, cause_kind: str | None = None) -> None:
-        """Continue numbering, the persistence streak and the running episode's cause kind of an
-        earlier run (from the log)."""
+        """Continue numbering, the persistence streak and the running episode's latest cause kind
+        of an earlier run (from the log)."""
         self._window = next_window
         self._streak = streak
         self._in_episode = streak >= self.config.persistence
-        self._episode_kind = cause_kind if self._in_episode else None
+        self._episode_kinds = {cause_kind} if self._in_episode else set()
 
     def test(
         self,
@@ -456,7 +452,7 @@ class DriftMonitor:
         )
         self._streak = self._streak + 1 if drifted else 0
         if not drifted:
-            self._in_episode = False
+            self._in_episode, self._episode_kinds = False, set()
         kind = self._cause_kind(window)
         if self._streak >= self.config.persistence and not self._in_episode:
             self._in_episode = True
@@ -464,7 +460,8 @@ class DriftMonitor:
         elif self._in_episode and self._is_new_cause(kind):
             window.alarm = self._alarm(window)
         if window.alarm is not None:
-            self._episode_kind, self._new_kind = kind, (None, 0)
+            self._episode_kinds.add(kind)
+            self._new_kind = (None, 0)
         self._record(window)
         self.history.append(window)
         self._window += 1
@@ -481,7 +478,7 @@ class DriftMonitor:
 
     def _is_new_cause(self, kind: str | None) -> bool:
         """True once the same new kind of cause has held for `persistence` windows."""
-        if kind is None or kind == self._episode_kind:
+        if kind is None or kind in self._episode_kinds:
             self._new_kind = (None, 0)
             return False
         candidate, count = self._new_kind
