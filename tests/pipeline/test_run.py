@@ -206,3 +206,15 @@ def test_deploy_installs_the_bundle_and_hot_swaps_a_running_server(first):
     project = configure(project.root, deploy={"server": "http://127.0.0.1:9"})
     with pytest.raises(Exception, match="not reachable"):
         run_pipeline(project, progress=False)
+
+
+def test_runs_are_listed_in_start_order_even_within_one_second(tmp_path):
+    from visionline.config import Project, init_project
+    from visionline.pipeline._records import PipelineRun, RunStore
+
+    init_project(tmp_path)
+    store = RunStore(Project.load(tmp_path))
+    for run_id, started in (("20261126-120000-ffff", 100.1), ("20261126-120000-0000", 100.7)):
+        store.save(PipelineRun(id=run_id, executor="local", started_at=started, steps={}))
+    assert [run.id for run in store.list()] == ["20261126-120000-ffff", "20261126-120000-0000"]
+    assert store.last().id == "20261126-120000-0000"

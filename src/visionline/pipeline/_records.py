@@ -168,11 +168,14 @@ class RunStore:
         _write_json(self.root / f"{run.id}.json", run.to_dict())
 
     def list(self, limit: int | None = None) -> list[PipelineRun]:
+        """Oldest first by start time: ids name the second, and a fully cached run can start
+        within the same second as the one before it."""
         runs = []
-        for path in sorted(self.root.glob("*.json")):
+        for path in self.root.glob("*.json"):
             data = _read_json(path)
             if data and "id" in data:
                 runs.append(PipelineRun.from_dict(data))
+        runs.sort(key=lambda run: (run.started_at, run.id))
         return runs[-limit:] if limit else runs
 
     def last(self) -> PipelineRun | None:
