@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from visionline.config import Project, init_project
+from visionline.config import Project, dump_config, init_project, parse_config
 from visionline.data import DatasetRepo
 from visionline.evaluate import (
     recall_at_false_reject_rate,
@@ -70,17 +70,11 @@ def scores(model_path: Path, project: Project, version) -> dict[str, float]:
 
 def _project_with_goal(root: Path, max_frr: float) -> Project:
     """A fresh project whose false-reject goal drives early stopping and the thresholds."""
-    init_project(root, name="distill-bench")
-    config = root / "visionline.yaml"
-    config.write_text(
-        config.read_text().replace(
-            "max_false_reject_rate: 0.02", f"max_false_reject_rate: {max_frr}"
-        )
-    )
-    project = Project.load(root)
-    if project.config.goals.max_false_reject_rate != max_frr:
-        raise SystemExit("could not set the false-reject goal in the benchmark project")
-    return project
+    path = init_project(root, name="distill-bench")
+    config = parse_config(path.read_text())
+    goals = config.goals.model_copy(update={"max_false_reject_rate": max_frr})
+    path.write_text(dump_config(config.model_copy(update={"goals": goals})))
+    return Project.load(root)
 
 
 def run(

@@ -235,13 +235,12 @@ def dashboard_screenshot(line, head, order, reference, base, config, out: Path) 
     """Log a stream of supplier deliveries (lighting drift at image 2,000) and photograph the page."""
     import io
     import socket
+    import subprocess
     import tempfile
     import threading
 
     import uvicorn
     from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
     from visionline.data import BlobStore
     from visionline.monitor import LoggedPrediction, MonitorDB, PredictionLogger, validated_rates
@@ -304,25 +303,19 @@ def dashboard_screenshot(line, head, order, reference, base, config, out: Path) 
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--window-size=1300,2600",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:
-        driver.get(f"http://127.0.0.1:{port}/")
+    try:  # the page is server-rendered SVG, so Chromium's own screenshot needs no driver
         out.parent.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(out))
+        subprocess.run(
+            [
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                "--window-size=1300,2600", f"--screenshot={out.resolve()}",
+                f"http://127.0.0.1:{port}/",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     finally:
-        driver.quit()
         server.should_exit = True
         thread.join(10)
     print(f"dashboard of {work}/monitor.db saved to {out}")

@@ -24,6 +24,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+
+
 def load_documents(path: Path) -> list[dict]:
     """Every non-empty YAML document in `path`."""
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]

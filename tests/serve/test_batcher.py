@@ -195,7 +195,13 @@ def test_inline_caller_queues_when_another_request_is_on_its_way():
 def test_inline_caller_never_runs_the_model_beside_a_running_batch():
     gate = threading.Event()
     runner = FakeRunner(gate=gate)
-    batcher = Batcher(runner, ServerMetrics(), max_batch_size=8, max_queue_delay_us=0)
+    metrics = ServerMetrics()
+    batcher = Batcher(runner, metrics, max_batch_size=8, max_queue_delay_us=0)
+
+    def queued_rows() -> float:
+        return metrics.registry.get_sample_value(
+            "visionline_queue_rows", {"model": "fake", "version": "1"}
+        ) or 0.0
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -203,7 +209,9 @@ def test_inline_caller_never_runs_the_model_beside_a_running_batch():
         await loop.run_in_executor(None, runner.started.wait, 5)  # the worker is inside the model
         batcher.expect()
         waiting = _dispatch_from("preprocess-test", batcher, _rows(1), loop)
-        await asyncio.sleep(0.05)
+        async with asyncio.timeout(5):
+            while queued_rows() < 1:  # the second request waits in the queue, not in a model call
+                await asyncio.sleep(0.005)
         gate.set()
         return await asyncio.gather(running, waiting)
 

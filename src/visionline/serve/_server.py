@@ -186,8 +186,7 @@ class InferenceServer:
 
         def target() -> None:
             try:
-                with asyncio.Runner(loop_factory=_new_event_loop) as runner:
-                    runner.run(self.serve())
+                self.run()
             except BaseException as exc:  # surfaced to the caller below
                 errors.append(exc)
                 self._started.set()

@@ -37,6 +37,10 @@ class Device(str, Enum):
     CUDA = "cuda"
 
 
+PRETRAINED_BACKBONE_LR_MULT = 0.1
+"""Discriminative learning rate: a pretrained backbone moves ten times slower than the head."""
+
+
 class TrainConfig(BaseModel):
     """A training run's settings. Saved next to every output and logged as MLflow params."""
 
@@ -49,7 +53,10 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0, le=1)
     backbone_lr_mult: float | None = Field(
-        None, gt=0, le=1, description="backbone lr = lr × this; default 0.1, or 1 from scratch"
+        None,
+        gt=0,
+        le=1,
+        description=f"backbone lr = lr × this; default {PRETRAINED_BACKBONE_LR_MULT}, or 1 from scratch",
     )
     weight_decay: float = Field(1e-4, ge=0)
     freeze_epochs: int = Field(1, ge=0)
@@ -96,7 +103,9 @@ class TrainConfig(BaseModel):
         random weights has nothing to protect and learns at the head's rate unless told otherwise."""
         if self.backbone_lr_mult is not None:
             return self.lr * self.backbone_lr_mult
-        return self.lr if self.pretrained == NO_WEIGHTS else self.lr * 0.1
+        if self.pretrained == NO_WEIGHTS:
+            return self.lr
+        return self.lr * PRETRAINED_BACKBONE_LR_MULT
 
     def flat(self) -> dict[str, str]:
         """Flattened string values: what MLflow stores as params."""
