@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
 
 from visionline.serve import Batcher, OverloadedError
+from visionline.serve._batcher import to_future, to_loop
 from visionline.serve._metrics import ServerMetrics
 
 
@@ -147,7 +149,7 @@ def _dispatch_from(name: str, batcher: Batcher, batch: np.ndarray, loop: asyncio
     """What the preprocess pool does after decoding: hand the rows over from its own thread."""
     future = loop.create_future()
     thread = threading.Thread(
-        target=batcher.dispatch, args=(batch, future, loop), kwargs={"expected": True, "inline": True}, name=name
+        target=batcher.dispatch, args=(batch, to_loop(loop, future)), kwargs={"expected": True, "inline": True}, name=name
     )
     thread.start()
     return future
@@ -190,6 +192,32 @@ def test_inline_caller_queues_when_another_request_is_on_its_way():
     assert runner.batches == [2]  # the first waited for the second and they merged
     assert not any(r.inline for r in results)
     assert runner.threads == {"batcher-fake-1"}
+
+
+def test_blocking_callers_merge_and_each_gets_its_own_rows():
+    """The gRPC handlers' way: decode, dispatch from their own thread, block on a plain future."""
+    runner = FakeRunner()
+    batcher = Batcher(runner, ServerMetrics(), max_batch_size=8, max_queue_delay_us=5_000_000)
+    results: dict[int, object] = {}
+
+    def handler(start: int) -> None:
+        future: Future = Future()
+        batcher.dispatch(_rows(1, start=start), to_future(future), expected=True, inline=True)
+        results[start] = future.result(timeout=10)
+
+    batcher.expect()
+    batcher.expect()
+    threads = [threading.Thread(target=handler, args=(start,)) for start in (0, 5)]
+    try:
+        threads[0].start()
+        time.sleep(0.05)
+        threads[1].start()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        batcher.stop()
+    assert runner.batches == [2]
+    assert [float(results[k].outputs["probabilities"][0, 0]) for k in (0, 5)] == [0.0, 10.0]
 
 
 def test_inline_caller_never_runs_the_model_beside_a_running_batch():

@@ -4,9 +4,10 @@ The model never runs on the event loop. A request that already carries a batch s
 queue is bounded in rows, so overload becomes a 503 instead of unbounded latency. The batcher
 waits up to `max_queue_delay_us` for more rows, but only while another request is on its way
 (being decoded); when nobody can join it runs at once, so a lone client pays no batching delay.
-A lone request that finds the model idle does not even change threads: the preprocess thread
-that decoded it runs the model itself (`dispatch(..., inline=True)`), which saves two thread
-wake-ups. Either way only one model call per version runs at a time.
+A lone request that finds the model idle does not even change threads: the thread that decoded
+it runs the model itself (`dispatch(..., inline=True)`), which saves two thread wake-ups. Either
+way only one model call per version runs at a time. Results go to a `Done` callback, so callers
+on an event loop (REST), blocking threads (gRPC) and fire-and-forget shadows share one queue.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,14 +41,6 @@ class RetiredError(ServiceUnavailableError):
 
 
 @dataclass
-class _Job:
-    batch: np.ndarray
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-    enqueued: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
 class BatchResult:
     """The rows of one request, cut back out of the merged batch, and where its time went."""
 
@@ -56,7 +51,18 @@ class BatchResult:
     inline: bool = False
 
 
-def _resolve(future: asyncio.Future, value: object, error: BaseException | None) -> None:
+Done = Callable[[BatchResult | None, BaseException | None], None]
+"""Called once per job, from whichever thread ran the model: the result, or the error."""
+
+
+@dataclass
+class _Job:
+    batch: np.ndarray
+    done: Done
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+def _resolve(future: asyncio.Future | Future, value: object, error: BaseException | None) -> None:
     if future.done():
         return
     if error is not None:
@@ -65,14 +71,21 @@ def _resolve(future: asyncio.Future, value: object, error: BaseException | None)
         future.set_result(value)
 
 
-def resolve_threadsafe(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future, value: object, error: BaseException | None = None
-) -> None:
-    """Hand a value or an error to `future` from any thread; a closed loop has nobody to tell."""
-    try:
-        loop.call_soon_threadsafe(_resolve, future, value, error)
-    except RuntimeError:
-        log.debug("event loop closed before a result could be delivered")
+def to_loop(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> Done:
+    """A `Done` that resolves an asyncio future on its loop; a closed loop has nobody to tell."""
+
+    def done(value: BatchResult | None, error: BaseException | None) -> None:
+        try:
+            loop.call_soon_threadsafe(_resolve, future, value, error)
+        except RuntimeError:
+            log.debug("event loop closed before a result could be delivered")
+
+    return done
+
+
+def to_future(future: Future) -> Done:
+    """A `Done` that resolves a `concurrent.futures.Future` for a thread blocked on it."""
+    return lambda value, error: _resolve(future, value, error)
 
 
 class Batcher:
@@ -122,25 +135,17 @@ class Batcher:
         """Queue one request's rows and wait for its outputs (from the event loop)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.dispatch(batch, future, loop)
+        self.dispatch(batch, to_loop(loop, future))
         return await future
 
-    def dispatch(
-        self,
-        batch: np.ndarray,
-        future: asyncio.Future,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        expected: bool = False,
-        inline: bool = False,
-    ) -> None:
-        """Queue `batch` for `future` from any thread; refusals land on the future, never raise.
+    def dispatch(self, batch: np.ndarray, done: Done, *, expected: bool = False, inline: bool = False) -> None:
+        """Queue `batch` from any thread; its result or refusal goes to `done`, never raises.
 
         `expected` closes an earlier `expect()`. With `inline`, a caller thread that finds the
         model idle, the queue empty and nobody else on the way runs the model itself instead of
         waking the worker: nothing could have joined the batch anyway.
         """
-        job = _Job(batch=batch, future=future, loop=loop)
+        job = _Job(batch=batch, done=done)
         with self._cond:
             if expected:
                 self._incoming = max(0, self._incoming - 1)
@@ -156,7 +161,7 @@ class Batcher:
                 self._queue_gauge.set(self._rows)
             self._cond.notify_all()
         if error is not None:
-            resolve_threadsafe(loop, future, None, error)
+            done(None, error)
         elif run_here:
             try:
                 self._execute([job], inline=True)
@@ -237,7 +242,7 @@ class Batcher:
                     inline=inline,
                 )
             offset += n
-            resolve_threadsafe(job.loop, job.future, result, error)
+            job.done(result, error)
         self._batch_hist.observe(len(batch))
         self._inference_hist.observe(inference_s)
         for job in jobs:

@@ -1,4 +1,5 @@
-"""The server process: REST (uvicorn) and gRPC on one event loop, models loaded in the background.
+"""The server process: REST (uvicorn) on an event loop, gRPC on its own handler threads, models
+loaded in the background.
 
 Liveness is true as soon as the sockets listen; readiness only once models are warm. Shutdown
 stops accepting, lets in-flight requests finish (`shutdown_grace_s`), then drains the batchers.
@@ -117,7 +118,7 @@ class InferenceServer:
             grpc_server, self.grpc_port = create_grpc_server(
                 self.service, f"{self.config.host}:{self.config.grpc_port}"
             )
-            await grpc_server.start()
+            grpc_server.start()
         import uvicorn
 
         uv_config = uvicorn.Config(
@@ -156,10 +157,11 @@ class InferenceServer:
             await serve_task
         finally:
             if grpc_server is not None:
-                await grpc_server.stop(self.config.shutdown_grace_s)
+                drained = grpc_server.stop(self.config.shutdown_grace_s)
+                await self._loop.run_in_executor(None, drained.wait)
             if loader is not None:
                 await loader
-            await self.service.close()
+            self.service.close()
             self.repository.close()
 
     def _start_polling(self) -> None:

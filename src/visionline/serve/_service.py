@@ -1,7 +1,8 @@
 """Protocol-neutral inference: routing (canary/shadow), preprocessing, batching, postprocessing.
 
-REST and gRPC both call `InferenceService.infer`, so both get the same validation, metrics,
-timeouts and prediction logging.
+REST calls `InferenceService.infer` on its event loop; gRPC calls `infer_blocking` from its
+handler threads. Both share routing, validation, the batcher, metrics, timeouts and prediction
+logging; they differ only in who decodes (the preprocess pool or the handler) and how they wait.
 """
 
 from __future__ import annotations
@@ -9,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from visionline.errors import DataError, ServiceUnavailableError, VisionlineError
-from visionline.serve._batcher import BatchResult, RetiredError, resolve_threadsafe
+from visionline.serve._batcher import BatchResult, Done, RetiredError, to_future, to_loop
 from visionline.serve._config import Route, ServerConfig
 from visionline.serve._hooks import HookDispatcher, PredictionHook, PredictionRecord
 from visionline.serve._metrics import ServerMetrics
@@ -41,9 +44,11 @@ class AuthError(VisionlineError):
 
 @dataclass
 class _Prepared:
-    """What the preprocess thread leaves for the request besides the model's result."""
+    """One request on its way: the model batch, the batcher's result, and what the prediction
+    log keeps per row of an image request."""
 
     batch: np.ndarray | None = None
+    result: BatchResult | None = None
     per_row: dict[str, list[Any]] = field(default_factory=dict)
     preprocess_s: float = 0.0
 
@@ -80,7 +85,7 @@ class InferenceService:
         self.shadow: dict[str, Route] = {r.model: r for r in config.shadow}
         self._rng = random.Random(config.canary_seed)
         self._pool = ThreadPoolExecutor(config.preprocess_threads, thread_name_prefix="preprocess")
-        self._background: set[asyncio.Task] = set()
+        self._decode_slots = threading.BoundedSemaphore(config.preprocess_threads)
 
     def start(self) -> None:
         self.hooks.start()
@@ -119,55 +124,77 @@ class InferenceService:
             raise DataError(f"Input 'image' must be BYTES (encoded images) or FP32, not {tensor.datatype}.")
         return tensor
 
-    async def _run(
-        self, served: Served, tensors: list[Tensor]
-    ) -> tuple[np.ndarray, BatchResult, float, dict[str, list[Any]]]:
-        """Preprocess and batch one request: the model batch, its result, the preprocess time and
-        what the prediction log keeps per row of an image request."""
+    def _check_tensor(self, served: Served, tensor: Tensor, prepared: _Prepared) -> None:
+        started = time.perf_counter()
+        prepared.batch = served.runner.check_tensor(tensor.array)
+        prepared.preprocess_s = time.perf_counter() - started
+        self.metrics.step_latency.labels(served.model, served.version, "preprocess").observe(prepared.preprocess_s)
+
+    async def _run(self, served: Served, tensors: list[Tensor]) -> _Prepared:
+        """Preprocess and batch one request for a caller on the event loop: decoding happens in
+        the preprocess pool, so the loop only routes bytes."""
         tensor = self._image_input(served, tensors)
-        if tensor.datatype != "BYTES":
-            started = time.perf_counter()
-            batch = served.runner.check_tensor(tensor.array)
-            preprocess_s = time.perf_counter() - started
-            self.metrics.step_latency.labels(served.model, served.version, "preprocess").observe(preprocess_s)
-            return batch, await served.batcher.submit(batch), preprocess_s, {}
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         prepared = _Prepared()
-        served.batcher.expect()
-        try:
-            self._pool.submit(self._decode_and_dispatch, served, list(tensor.array.reshape(-1)), prepared, future, loop)
-        except BaseException:
-            served.batcher.unexpect()
-            raise
-        result = await future
-        return prepared.batch, result, prepared.preprocess_s, prepared.per_row
+        if tensor.datatype != "BYTES":
+            self._check_tensor(served, tensor, prepared)
+            served.batcher.dispatch(prepared.batch, to_loop(loop, future))
+        else:
+            served.batcher.expect()
+            try:
+                self._pool.submit(
+                    self._decode_and_dispatch, served, list(tensor.array.reshape(-1)), prepared, to_loop(loop, future)
+                )
+            except BaseException:
+                served.batcher.unexpect()
+                raise
+        prepared.result = await future
+        return prepared
 
-    def _decode_and_dispatch(
-        self,
-        served: Served,
-        images: list[bytes],
-        prepared: _Prepared,
-        future: asyncio.Future,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        """Preprocess thread: decode, then hand the batch straight to the batcher, so a request
-        crosses threads twice (loop → here → loop) when the model is idle, not four times."""
+    def _run_blocking(self, served: Served, tensors: list[Tensor], deadline: float) -> _Prepared:
+        """The same for a caller that owns a thread (a gRPC handler): it decodes itself and
+        waits for the batcher, so a lone request never changes threads."""
+        tensor = self._image_input(served, tensors)
+        future: Future = Future()
+        prepared = _Prepared()
+        if tensor.datatype != "BYTES":
+            self._check_tensor(served, tensor, prepared)
+            served.batcher.dispatch(prepared.batch, to_future(future))
+        else:
+            served.batcher.expect()
+            self._decode_and_dispatch(served, list(tensor.array.reshape(-1)), prepared, to_future(future))
+        try:
+            prepared.result = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeoutError as exc:
+            raise self._timed_out() from exc
+        return prepared
+
+    def _decode_and_dispatch(self, served: Served, images: list[bytes], prepared: _Prepared, done: Done) -> None:
+        """Decode (at most `preprocess_threads` requests at once, over REST and gRPC together),
+        then hand the batch straight to the batcher, which runs it here if the model is idle."""
         started = time.perf_counter()
         try:
-            if self.hooks.hook is None:
-                batch = served.runner.decode(images)
-            else:
-                batch, quality = served.runner.decode_with_quality(images)
-                prepared.per_row = {"image": [bytes(b) for b in images], "quality": quality.tolist()}
-        except Exception as exc:  # bad images become the request's error, on the loop
+            with self._decode_slots:
+                if self.hooks.hook is None:
+                    batch = served.runner.decode(images)
+                else:
+                    batch, quality = served.runner.decode_with_quality(images)
+                    prepared.per_row = {"image": [bytes(b) for b in images], "quality": quality.tolist()}
+        except Exception as exc:  # bad images become the request's error
             served.batcher.unexpect()
-            resolve_threadsafe(loop, future, None, exc)
+            done(None, exc)
             return
         prepared.batch = batch
         prepared.preprocess_s = time.perf_counter() - started
         self.metrics.step_latency.labels(served.model, served.version, "preprocess").observe(prepared.preprocess_s)
-        served.batcher.dispatch(batch, future, loop, expected=True, inline=True)
+        served.batcher.dispatch(batch, done, expected=True, inline=True)
+
+    def _timed_out(self) -> RequestTimeoutError:
+        self.metrics.rejected.labels("timeout").inc()
+        return RequestTimeoutError(
+            f"Inference took longer than {self.config.request_timeout_s:g} s; retry or send smaller batches."
+        )
 
     async def infer(
         self,
@@ -179,49 +206,68 @@ class InferenceService:
         forced_route: str | None = None,
         parameters: dict[str, Any] | None = None,
     ) -> InferResult:
-        """Route, preprocess, batch and postprocess one request within the request timeout.
-
-        `parameters` (delivery, supplier, line, camera ids...) travel to the prediction log.
-        """
+        """Route, preprocess, batch and postprocess one request within the request timeout, from
+        the event loop. `parameters` (delivery, supplier, line, camera ids...) travel to the
+        prediction log."""
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
-                return await self._infer(model, version, tensors, request_id, forced_route, parameters or {})
+                served, route = self.route(model, version, forced_route)
+                try:
+                    prepared = await self._run(served, tensors)
+                except RetiredError:
+                    if version:
+                        raise
+                    served, route = self.route(model, None, forced_route)  # swapped out: use the new one
+                    prepared = await self._run(served, tensors)
         except TimeoutError as exc:
-            self.metrics.rejected.labels("timeout").inc()
-            raise RequestTimeoutError(
-                f"Inference took longer than {self.config.request_timeout_s:g} s; retry or send "
-                "smaller batches."
-            ) from exc
+            raise self._timed_out() from exc
+        return self._finish(served, route, prepared, started, request_id, parameters or {})
 
-    async def _infer(
+    def infer_blocking(
         self,
         model: str,
         version: str | None,
         tensors: list[Tensor],
+        *,
         request_id: str,
-        forced: str | None,
-        parameters: dict[str, Any],
+        forced_route: str | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> InferResult:
+        """`infer` for a worker thread that may block (the gRPC handlers); never call it on the loop."""
         started = time.perf_counter()
-        served, route = self.route(model, version, forced)
+        deadline = time.monotonic() + self.config.request_timeout_s
+        served, route = self.route(model, version, forced_route)
         try:
-            batch, result, preprocess_s, per_row = await self._run(served, tensors)
+            prepared = self._run_blocking(served, tensors, deadline)
         except RetiredError:
             if version:
                 raise
-            served, route = self.route(model, None, forced)  # retired by a hot swap: use the new one
-            batch, result, preprocess_s, per_row = await self._run(served, tensors)
+            served, route = self.route(model, None, forced_route)
+            prepared = self._run_blocking(served, tensors, deadline)
+        return self._finish(served, route, prepared, started, request_id, parameters or {})
+
+    def _finish(
+        self,
+        served: Served,
+        route: str,
+        prepared: _Prepared,
+        started: float,
+        request_id: str,
+        parameters: dict[str, Any],
+    ) -> InferResult:
+        """Count, log and mirror a request whose model call is done; build its result."""
+        result = prepared.result
         self.metrics.routed.labels(served.model, served.version, route).inc()
         post_started = time.perf_counter()
         runner = served.runner
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        per_row = {**per_row, "latency_ms": [latency_ms] * len(batch)}
-        records = self._records(served, route, request_id, result.outputs, parameters, per_row)
-        self.hooks.submit(records)
-        shadow = self.shadow.get(model)
+        latency_ms = (post_started - started) * 1000.0
+        per_row = {**prepared.per_row, "latency_ms": [latency_ms] * len(prepared.batch)}
+        self.hooks.submit(self._records(served, route, request_id, result.outputs, parameters, per_row))
+        shadow = self.shadow.get(served.model)
         if shadow is not None and shadow.version != served.version:
             if shadow.percent >= 100.0 or self._rng.random() * 100.0 < shadow.percent:
-                self._mirror(model, shadow.version, batch, request_id, parameters, per_row)
+                self._mirror(served.model, shadow.version, prepared.batch, request_id, parameters, per_row)
         postprocess_s = time.perf_counter() - post_started
         return InferResult(
             model=served.model,
@@ -232,7 +278,7 @@ class InferenceService:
             class_labels=runner.class_labels,
             threshold=runner.threshold,
             timings={
-                "preprocess": preprocess_s,
+                "preprocess": prepared.preprocess_s,
                 "queue": result.queue_s,
                 "inference": result.inference_s,
                 "postprocess": postprocess_s,
@@ -287,22 +333,22 @@ class InferenceService:
         parameters: dict[str, Any],
         per_row: dict[str, list[Any]],
     ) -> None:
-        """Send the same preprocessed batch to the shadow version; its answer only goes to the hook."""
+        """Queue the same preprocessed batch for the shadow version; nobody waits for it, and its
+        answer only goes to the hook."""
+        try:
+            served = self.repository.get(model, version)
+        except VisionlineError as exc:
+            log.warning("shadow request to %s v%s failed: %s", model, version, exc)
+            return
 
-        async def run() -> None:
-            try:
-                served = self.repository.get(model, version)
-                result = await served.batcher.submit(batch)
-                self.metrics.routed.labels(model, version, "shadow").inc()
-                self.hooks.submit(
-                    self._records(served, "shadow", request_id, result.outputs, parameters, per_row)
-                )
-            except Exception as exc:  # a shadow never affects the primary response
-                log.warning("shadow request to %s v%s failed: %s", model, version, exc)
+        def done(result: BatchResult | None, error: BaseException | None) -> None:
+            if error is not None or result is None:
+                log.warning("shadow request to %s v%s failed: %s", model, version, error)
+                return
+            self.metrics.routed.labels(model, version, "shadow").inc()
+            self.hooks.submit(self._records(served, "shadow", request_id, result.outputs, parameters, per_row))
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        served.batcher.dispatch(batch, done)
 
     def classify(self, result: InferResult) -> list[dict]:
         """Per-image label (argmax), probabilities, and the decision at the bundle threshold.
@@ -328,8 +374,6 @@ class InferenceService:
             )
         return rows
 
-    async def close(self) -> None:
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+    def close(self) -> None:
         self.hooks.stop()
         self._pool.shutdown(wait=True)
