@@ -1,4 +1,4 @@
-"""API keys, overload (503 + Retry-After) and request timeouts (504)."""
+"""API keys, overload (503 + Retry-After), request timeouts (504) and draining, over REST and gRPC."""
 
 from __future__ import annotations
 
@@ -79,9 +79,56 @@ def test_overload_is_503_with_retry_after_and_recovers(repo):
             assert client.post("/v1/models/apples:predict", files=FILES).status_code == 200
 
 
+def _grpc_image() -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([image_bytes(1)], dtype=object))
+    return tensor
+
+
+def test_grpc_overload_is_unavailable_and_recovers(repo):
+    with serving(repo, max_batch_size=1, max_queue_size=1, max_queue_delay_us=0) as server:
+        gate = threading.Event()
+        _slow(server.repository.get("apples"), 0.0, gate)
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+
+        def call() -> str:
+            try:
+                client.infer("apples", [_grpc_image()])
+                return "OK"
+            except InferenceServerException as exc:
+                assert "queue" in exc.message()
+                return exc.status()
+
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(call) for _ in range(6)]
+            time.sleep(1.0)
+            gate.set()
+            statuses = [f.result() for f in futures]
+        assert statuses.count("StatusCode.UNAVAILABLE") >= 1 and statuses.count("OK") >= 1
+        assert set(statuses) <= {"OK", "StatusCode.UNAVAILABLE"}
+        assert call() == "OK"
+
+
 def test_request_timeout_is_504(repo):
     with serving(repo, request_timeout_s=0.2) as server:
         _slow(server.repository.get("apples"), 1.0)
         with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30) as client:
             response = client.post("/v1/models/apples:predict", files=FILES)
+        with pytest.raises(InferenceServerException, match="longer than 0.2 s") as info:
+            grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}").infer("apples", [_grpc_image()])
     assert response.status_code == 504 and "longer than 0.2 s" in response.json()["error"]
+    assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+
+
+def test_shutdown_lets_in_flight_grpc_requests_finish(repo):
+    with serving(repo) as server:
+        gate = threading.Event()
+        _slow(server.repository.get("apples"), 0.0, gate)
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(client.infer, "apples", [_grpc_image()])
+            time.sleep(0.3)
+            server.stop()
+            time.sleep(0.3)
+            gate.set()
+            assert in_flight.result(timeout=30).as_numpy("probabilities").shape == (1, 3)
