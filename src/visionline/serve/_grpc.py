@@ -9,7 +9,9 @@ the c=1 p50 (benchmarks/serving.py). The handlers never touch the REST event loo
 from __future__ import annotations
 
 import hmac
+import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +24,8 @@ from visionline.errors import DataError, IntegrityError, VisionlineError
 from visionline.serve._protocol import DTYPES, Tensor, datatype_of, serialize_bytes, tensor_from_raw
 from visionline.serve._rest import EXTENSIONS, SERVER_NAME, status_for
 from visionline.serve._service import ROUTE_HEADER, AuthError, InferenceService
+
+log = logging.getLogger("visionline.serve")
 
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -59,6 +63,42 @@ def _parameter_value(parameter: Any) -> Any:
     """The Python value of a v2 `InferParameter` (bool, int64, string, double or uint64)."""
     kind = parameter.WhichOneof("parameter_choice")
     return getattr(parameter, kind) if kind else None
+
+
+class _AccessLog(grpc.ServerInterceptor):
+    """One structured log line per call, as REST writes one per request. An infer request without
+    an id gets one here, so the log line, the response and the prediction log share it."""
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behaviour, method = handler.unary_unary, details.method
+
+        def logged(request: Any, context: Any) -> Any:
+            started = time.perf_counter()
+            if isinstance(request, pb.ModelInferRequest) and not request.id:
+                request.id = uuid.uuid4().hex
+            try:
+                return behaviour(request, context)
+            finally:
+                code = context.code() or grpc.StatusCode.OK
+                log.info(
+                    "request",
+                    extra={
+                        "request_id": getattr(request, "id", "") or None,
+                        "method": "grpc",
+                        "path": method,
+                        "status": code.name if isinstance(code, grpc.StatusCode) else str(code),
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    },
+                )
+
+        return grpc.unary_unary_rpc_method_handler(
+            logged,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
 
 class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -130,7 +170,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
             metadata = dict(context.invocation_metadata() or ())
             result = self.service.infer_blocking(
                 request.model_name, request.model_version or None, tensors,
-                request_id=request.id or f"grpc-{id(request):x}-{time.monotonic_ns()}",
+                request_id=request.id,
                 forced_route=metadata.get(ROUTE_HEADER),
                 parameters={key: _parameter_value(value) for key, value in request.parameters.items()},
             )
@@ -199,6 +239,7 @@ def create_grpc_server(service: InferenceService, address: str) -> tuple[grpc.Se
             ("grpc.max_send_message_length", config.max_body_bytes),
         ],
         maximum_concurrent_rpcs=config.grpc_threads + config.max_queue_size,
+        interceptors=[_AccessLog()],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(service), server)
     port = server.add_insecure_port(address)
