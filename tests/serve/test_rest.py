@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import numpy as np
@@ -181,9 +182,15 @@ def test_openapi_documents_infer_body(http):
 def test_access_log_is_json_with_request_id(http, caplog):
     import logging
 
+    def logged() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "request_id", None) == "abc-123"]
+
     with caplog.at_level(logging.INFO, logger="visionline.serve.access"):
         http.get("/v2/health/live", headers={"x-request-id": "abc-123"})
-    record = next(r for r in caplog.records if getattr(r, "request_id", None) == "abc-123")
+        deadline = time.monotonic() + 5  # the line is written after the response, by the log thread
+        while not logged() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    record = logged()[0]
     from visionline.serve._middleware import JsonFormatter
 
     line = json.loads(JsonFormatter().format(record))

@@ -9,7 +9,6 @@ the c=1 p50 (benchmarks/serving.py). The handlers never touch the REST event loo
 from __future__ import annotations
 
 import hmac
-import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +20,10 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from visionline.errors import DataError, IntegrityError, VisionlineError
+from visionline.serve._middleware import log_request
 from visionline.serve._protocol import DTYPES, Tensor, datatype_of, serialize_bytes, tensor_from_raw
 from visionline.serve._rest import EXTENSIONS, SERVER_NAME, status_for
 from visionline.serve._service import ROUTE_HEADER, AuthError, InferenceService
-
-log = logging.getLogger("visionline.serve")
 
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -83,16 +81,7 @@ class _AccessLog(grpc.ServerInterceptor):
                 return behaviour(request, context)
             finally:
                 code = context.code() or grpc.StatusCode.OK
-                log.info(
-                    "request",
-                    extra={
-                        "request_id": getattr(request, "id", "") or None,
-                        "method": "grpc",
-                        "path": method,
-                        "status": code.name if isinstance(code, grpc.StatusCode) else str(code),
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    },
-                )
+                log_request(getattr(request, "id", None) or None, "grpc", method, code.name, started)
 
         return grpc.unary_unary_rpc_method_handler(
             logged,

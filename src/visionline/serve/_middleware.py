@@ -86,7 +86,7 @@ class RequestContextMiddleware:
             declared = 0
         if declared > limit:
             await _send_json(send, 413, {"error": self._too_large()}, [id_header])
-            self._log(scope, 413, started, request_id)
+            log_request(request_id, scope.get("method"), scope.get("path"), 413, started)
             return
 
         received = 0
@@ -113,20 +113,21 @@ class RequestContextMiddleware:
                 await _send_json(send, 413, {"error": self._too_large()}, [id_header])
             status["code"] = 413
         finally:
-            self._log(scope, status["code"], started, request_id)
+            log_request(request_id, scope.get("method"), scope.get("path"), status["code"], started)
 
     def _too_large(self) -> str:
         return f"Request body is larger than {self.max_body_bytes:,} bytes; send smaller images or batches."
 
-    @staticmethod
-    def _log(scope: Scope, status: int, started: float, request_id: str) -> None:
-        log.info(
-            "request",
-            extra={
-                "request_id": request_id,
-                "method": scope.get("method"),
-                "path": scope.get("path"),
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            },
-        )
+
+def log_request(request_id: str | None, method: str | None, path: str | None, status: int | str, started: float) -> None:
+    """The one access-log line per REST request or gRPC call (written off the loop while serving)."""
+    log.info(
+        "request",
+        extra={
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        },
+    )

@@ -124,46 +124,44 @@ class InferenceService:
             raise DataError(f"Input 'image' must be BYTES (encoded images) or FP32, not {tensor.datatype}.")
         return tensor
 
-    def _check_tensor(self, served: Served, tensor: Tensor, prepared: _Prepared) -> None:
-        started = time.perf_counter()
-        prepared.batch = served.runner.check_tensor(tensor.array)
-        prepared.preprocess_s = time.perf_counter() - started
-        self.metrics.step_latency.labels(served.model, served.version, "preprocess").observe(prepared.preprocess_s)
-
-    async def _run(self, served: Served, tensors: list[Tensor]) -> _Prepared:
-        """Preprocess and batch one request for a caller on the event loop: decoding happens in
-        the preprocess pool, so the loop only routes bytes."""
+    def _start(self, served: Served, tensors: list[Tensor], done: Done, *, decode_here: bool) -> _Prepared:
+        """Check one request, decode it (in the preprocess pool, or on this thread when the caller
+        owns one) and hand the batch to the batcher; the model's answer goes to `done`."""
         tensor = self._image_input(served, tensors)
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
         prepared = _Prepared()
         if tensor.datatype != "BYTES":
-            self._check_tensor(served, tensor, prepared)
-            served.batcher.dispatch(prepared.batch, to_loop(loop, future))
-        else:
-            served.batcher.expect()
-            try:
-                self._pool.submit(
-                    self._decode_and_dispatch, served, list(tensor.array.reshape(-1)), prepared, to_loop(loop, future)
-                )
-            except BaseException:
-                served.batcher.unexpect()
-                raise
+            started = time.perf_counter()
+            prepared.batch = served.runner.check_tensor(tensor.array)
+            prepared.preprocess_s = time.perf_counter() - started
+            self.metrics.step_latency.labels(served.model, served.version, "preprocess").observe(prepared.preprocess_s)
+            served.batcher.dispatch(prepared.batch, done)
+            return prepared
+        images = list(tensor.array.reshape(-1))
+        served.batcher.expect()
+        if decode_here:
+            self._decode_and_dispatch(served, images, prepared, done)
+            return prepared
+        try:
+            self._pool.submit(self._decode_and_dispatch, served, images, prepared, done)
+        except BaseException:
+            served.batcher.unexpect()
+            raise
+        return prepared
+
+    async def _run(self, served: Served, tensors: list[Tensor]) -> _Prepared:
+        """One request for a caller on the event loop: the loop only routes bytes, the preprocess
+        pool decodes."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        prepared = self._start(served, tensors, to_loop(loop, future), decode_here=False)
         prepared.result = await future
         return prepared
 
     def _run_blocking(self, served: Served, tensors: list[Tensor], deadline: float) -> _Prepared:
-        """The same for a caller that owns a thread (a gRPC handler): it decodes itself and
+        """One request for a caller that owns a thread (a gRPC handler): it decodes itself and
         waits for the batcher, so a lone request never changes threads."""
-        tensor = self._image_input(served, tensors)
         future: Future = Future()
-        prepared = _Prepared()
-        if tensor.datatype != "BYTES":
-            self._check_tensor(served, tensor, prepared)
-            served.batcher.dispatch(prepared.batch, to_future(future))
-        else:
-            served.batcher.expect()
-            self._decode_and_dispatch(served, list(tensor.array.reshape(-1)), prepared, to_future(future))
+        prepared = self._start(served, tensors, to_future(future), decode_here=True)
         try:
             prepared.result = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeoutError as exc:
@@ -265,9 +263,12 @@ class InferenceService:
         per_row = {**prepared.per_row, "latency_ms": [latency_ms] * len(prepared.batch)}
         self.hooks.submit(self._records(served, route, request_id, result.outputs, parameters, per_row))
         shadow = self.shadow.get(served.model)
-        if shadow is not None and shadow.version != served.version:
-            if shadow.percent >= 100.0 or self._rng.random() * 100.0 < shadow.percent:
-                self._mirror(served.model, shadow.version, prepared.batch, request_id, parameters, per_row)
+        if (
+            shadow is not None
+            and shadow.version != served.version
+            and (shadow.percent >= 100.0 or self._rng.random() * 100.0 < shadow.percent)
+        ):
+            self._mirror(served.model, shadow.version, prepared.batch, request_id, parameters, per_row)
         postprocess_s = time.perf_counter() - post_started
         return InferResult(
             model=served.model,
