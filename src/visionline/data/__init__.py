@@ -1,6 +1,7 @@
 """Versioned image datasets: content-addressed blobs, immutable Parquet manifests, ingest with
 validation, leak-free splits, diff, export and verification."""
 
+from visionline.data._groups import DEFAULT_MAX_GROUP_SHARE, TILE_SPEC, group_ids
 from visionline.data._ingest import IngestReport
 from visionline.data._manifest import SPLITS, ImageRecord
 from visionline.data._ops import VerifyReport, VersionDiff
@@ -10,7 +11,9 @@ from visionline.data._store import BlobStore
 
 __all__ = [
     "DEFAULT_MAX_DISTANCE",
+    "DEFAULT_MAX_GROUP_SHARE",
     "SPLITS",
+    "TILE_SPEC",
     "BlobStore",
     "DatasetRepo",
     "DatasetVersion",
@@ -18,5 +21,6 @@ __all__ = [
     "IngestReport",
     "VerifyReport",
     "VersionDiff",
+    "group_ids",
     "phash",
 ]
