@@ -109,3 +109,31 @@ def test_bad_input_gives_one_line_and_keeps_data(project: Path):
 
     assert _version_ids(project) == before
     assert (project / ".visionline" / "datasets" / "index.json").read_text() == index
+
+
+@pytest.mark.slow
+def test_split_group_by_reports_the_groups_and_refuses_bad_keys(project: Path):
+    assert run("add", "images", "--map", "ok=good", cwd=project).returncode == 0
+    (vid,) = _version_ids(project)
+    done = run(
+        "split",
+        vid[:8],
+        "--val",
+        "0.25",
+        "--test",
+        "0.25",
+        "--group-by",
+        r"regex:^(\w+/\d)",
+        cwd=project,
+    )
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert r"groups by regex:^(\w+/\d): 7, shared between splits: 0 (leak rate 0%)" in text
+    assert_one_line_error(
+        run("split", vid[:8], "--group-by", r"regex:tile(\d+)", cwd=project),
+        r"'regex:tile(\d+)' finds no group key in 7 of 7 paths, e.g.",
+    )
+    assert_one_line_error(
+        run("split", vid[:8], "--group-by", r"regex:^(\w+)/", cwd=project),
+        "has no images in the val split",
+    )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from visionline.data import DatasetRepo
-from visionline.errors import ConfigError
+from visionline.data import DatasetRepo, split_groups
+from visionline.errors import ConfigError, DataError
 
 
 @pytest.fixture
@@ -33,7 +34,11 @@ def test_split_is_deterministic_and_a_child_version(repo, dataset):
         "test": 0.2,
         "seed": 3,
         "near_duplicate_max_distance": 4,
-        "near_duplicate_groups": a.metadata["split"]["near_duplicate_groups"],
+        "near_duplicate_groups": 1,
+        "group_by": "near-duplicates",
+        "groups": 80,
+        "groups_shared": 0,
+        "near_duplicate_groups_shared": 0,
     }
     other = repo.split(dataset.id, val=0.2, test=0.2, seed=4)
     assert {r.sha256: r.split for r in other.records} != {r.sha256: r.split for r in a.records}
@@ -72,3 +77,57 @@ def test_split_computes_missing_phashes_from_blobs(repo, dataset, project):
     family = {r.split for r in v.records if r.path == "good/0.jpg" or r.path.startswith("good/0_q")}
     assert len(family) == 1
     assert (project.datasets_dir / "phash.json").is_file()
+
+
+def _splits_per_key(version, key) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for r in version.records:
+        out.setdefault(key(r.path), set()).add(r.split)
+    return out
+
+
+def test_group_by_keeps_every_group_in_one_split_and_stays_stratified(repo, dataset):
+    # Key: folder + first digit, e.g. good/1 holds good/1, good/10..19 (11 images).
+    v = repo.split(dataset.id, val=0.2, test=0.2, seed=2, group_by=r"regex:^(\w+/\d)")
+    per_key = _splits_per_key(v, lambda path: path[: path.index("/") + 2])
+    assert all(len(splits) == 1 for splits in per_key.values())
+    assert v.metadata["split"]["group_by"] == r"regex:^(\w+/\d)"
+    assert v.metadata["split"]["groups"] == len(per_key) == 30
+    assert v.metadata["split"]["groups_shared"] == 0
+    per = Counter((r.model_class, r.split) for r in v.records)
+    for cls in ("good", "blowhole", "crack"):
+        assert all(per[(cls, s)] > 0 for s in ("train", "val", "test"))
+
+
+def test_a_user_key_wins_over_near_duplicate_groups(repo, dataset):
+    """One group per image: the near-duplicate family of good/0.jpg may then be split, and the
+    split says so instead of claiming the family was kept together."""
+    shared = []
+    for seed in range(6):
+        v = repo.split(dataset.id, val=0.3, test=0.3, seed=seed, group_by="regex:.*")
+        family = {r.split for r in v.records if r.path.startswith("good/0")}
+        assert v.metadata["split"]["near_duplicate_groups_shared"] == int(len(family) > 1)
+        shared.append(len(family) > 1)
+    assert any(shared)
+
+
+def test_group_by_errors_name_the_spec_the_path_and_the_class(repo, dataset):
+    example = r" 84 of 84 paths, e\.g\. '\w+/\d+(_q\d)?\.jpg'"
+    with pytest.raises(DataError, match=re.escape(r"'regex:tile\d+'") + ".*" + example):
+        repo.split(dataset.id, group_by=r"regex:tile\d+")
+    with pytest.raises(DataError, match="Class 'crack' has no images in the val split"):
+        repo.split(dataset.id, group_by=r"regex:^(crack|\w+/\d+)")
+    with pytest.raises(ConfigError, match="not one of"):
+        repo.split(dataset.id, group_by="folders")
+
+
+def test_split_groups_fills_any_named_splits_by_group():
+    groups = [f"t{i // 6}" for i in range(120)] + [f"d{i // 6}" for i in range(36)]
+    classes = ["good"] * 120 + ["defect"] * 36
+    fractions = {"train": 0.55, "val": 0.15, "calibration": 0.15, "test": 0.15}
+    splits = split_groups(groups, classes, fractions, seed=1)
+    assert all(len({s for g, s in zip(groups, splits) if g == key}) == 1 for key in set(groups))
+    per = Counter(zip(classes, splits))
+    assert [per[("defect", s)] for s in fractions] == [18, 6, 6, 6]
+    assert [per[("good", s)] for s in fractions] == [66, 18, 18, 18]
+    assert split_groups(groups, classes, fractions, seed=1) == splits

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -215,8 +215,8 @@ def show(version: VersionArg, project: ProjectOption = None) -> None:
     if "split" in v.metadata:
         s = v.metadata["split"]
         console.print(
-            f"split: val {s['val']}, test {s['test']}, seed {s['seed']}; "
-            f"{s['near_duplicate_groups']} near-duplicate groups kept within one split"
+            f"split: val {s['val']}, test {s['test']}, seed {s['seed']}; {_group_summary(s)}",
+            highlight=False,
         )
 
 
@@ -261,17 +261,43 @@ def split(
     seed: Annotated[
         int, typer.Option(help="Shuffle seed; the same seed gives the same split.")
     ] = 0,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Images of one object stay in one split: 'regex:PATTERN' (first capture group "
+            "of the path), 'sequence:PATTERN:MAXGAP' (frame numbers at most MAXGAP apart in one "
+            "folder, e.g. 'sequence:num_(\\d+):400' for the magnetic tiles), "
+            "'csv:FILE:PATHCOLUMN:GROUPCOLUMN' or 'near-duplicates' (the default).",
+        ),
+    ] = None,
     project: ProjectOption = None,
 ) -> None:
-    """Stratified train/val/test split as a new child version; near-duplicates stay together."""
+    """Stratified train/val/test split as a new child version; every group stays in one split."""
     repo = _repo(project)
-    v = repo.split(version, val=val, test=test, seed=seed)
+    v = repo.split(version, val=val, test=test, seed=seed, group_by=group_by)
     counts = v.split_counts()
     console.print(
         f"[green]Split[/green] into version [bold]{v.short_id}[/bold] '{v.name}': "
-        + ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "val", "test"))
-        + f"; {v.metadata['split']['near_duplicate_groups']} near-duplicate groups kept together"
+        + ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "val", "test")),
+        highlight=False,
     )
+    console.print(_group_summary(v.metadata["split"]), highlight=False)
+
+
+def _group_summary(s: dict[str, Any]) -> str:
+    """What a split guarantees: groups by which key, how many straddle splits, and the leak rate."""
+    if "groups" not in s:
+        return f"{s['near_duplicate_groups']} near-duplicate groups kept within one split"
+    line = (
+        f"groups by {s['group_by']}: {s['groups']}, shared between splits: {s['groups_shared']} "
+        f"(leak rate {s['groups_shared'] / max(s['groups'], 1):.0%})"
+    )
+    if s["group_by"] != "near-duplicates":
+        line += (
+            f"; near-duplicate groups split by this key: {s['near_duplicate_groups_shared']} "
+            f"of {s['near_duplicate_groups']}"
+        )
+    return line
 
 
 @app.command()

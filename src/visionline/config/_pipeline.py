@@ -39,6 +39,11 @@ class SplitStep(_Strict):
     val: float = Field(0.15, gt=0, lt=1)
     test: float = Field(0.15, gt=0, lt=1)
     seed: int = 0
+    group_by: str | None = Field(
+        None,
+        description="group spec keeping one object's images in one split, e.g. "
+        "'sequence:num_(\\d+):400' or 'regex:PATTERN' (default: near-duplicates)",
+    )
 
 
 class TuneStep(_Strict):

@@ -7,6 +7,7 @@ from visionline.data._manifest import SPLITS, ImageRecord
 from visionline.data._ops import VerifyReport, VersionDiff
 from visionline.data._phash import DEFAULT_MAX_DISTANCE, phash
 from visionline.data._repo import DatasetRepo, DatasetVersion
+from visionline.data._split import split_groups
 from visionline.data._store import BlobStore
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "VersionDiff",
     "group_ids",
     "phash",
+    "split_groups",
 ]

@@ -287,12 +287,18 @@ class DatasetRepo:
         return ingest(self, Path(source), name, parent, label_map, masks, show_progress)
 
     def split(
-        self, version_id: str, val: float = 0.15, test: float = 0.15, seed: int = 0
+        self,
+        version_id: str,
+        val: float = 0.15,
+        test: float = 0.15,
+        seed: int = 0,
+        group_by: str | None = None,
     ) -> DatasetVersion:
-        """A new version (child of the input) with stratified, leak-free train/val/test splits."""
+        """A new version (child of the input) with stratified, leak-free train/val/test splits;
+        `group_by` is a group spec (see `group_ids`), else near-duplicates form the groups."""
         from visionline.data._split import split_version
 
-        return split_version(self, version_id, val, test, seed)
+        return split_version(self, version_id, val, test, seed, group_by)
 
     def diff(self, a: str, b: str) -> VersionDiff:
         from visionline.data._ops import diff_versions

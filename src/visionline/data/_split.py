@@ -1,31 +1,37 @@
-"""Deterministic, stratified train/val/test splits that keep near-duplicates together.
+"""Deterministic, stratified splits that keep every group of images inside one split.
 
-Images whose pHashes are within the near-duplicate distance form one group (connected
-components), and a group goes to one split as a whole: otherwise two frames of the same tile
-end up in train and test and the test score lies. Within each stratum (label + subtype) groups
-are shuffled with the seed, largest first, and each goes to the split furthest below its target.
+A group is the set of images that show one object: the user's key (`--group-by`, see
+`visionline.data._groups`) when given, else the pHash near-duplicate components. A group goes to
+one split as a whole: otherwise two frames of the same tile end up in train and test and the test
+score lies. Within each stratum (the group's majority label + subtype) every split first gets one
+of the smallest groups, so a class with enough groups appears in every split; the other groups,
+largest first (ties shuffled by the seed), go to the split furthest below its target.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from visionline.data._manifest import SPLITS, ImageRecord
+from visionline.data._groups import group_ids
+from visionline.data._manifest import ImageRecord
 from visionline.data._phash import (
     DEFAULT_MAX_DISTANCE,
     groups_from_pairs,
     near_duplicate_pairs,
     phash,
 )
-from visionline.errors import ConfigError
+from visionline.errors import ConfigError, DataError
 from visionline.preprocessing import decode_image
 
 if TYPE_CHECKING:
     from visionline.data._repo import DatasetRepo, DatasetVersion
+
+__all__ = ["split_groups"]
 
 
 def record_phashes(repo: DatasetRepo, records: list[ImageRecord]) -> dict[str, int]:
@@ -44,49 +50,111 @@ def record_phashes(repo: DatasetRepo, records: list[ImageRecord]) -> dict[str, i
     return {r.sha256: known[r.sha256] for r in records}
 
 
+def split_groups(
+    groups: Sequence[str],
+    classes: Sequence[str],
+    fractions: Mapping[str, float],
+    seed: int = 0,
+) -> list[str]:
+    """The split of each item, given its group key and class: every group inside one split.
+
+    `fractions` maps split names (in order of preference for ties) to shares summing to 1; a
+    split with share 0 gets nothing. Raises `DataError` if a class ends up with no images in a
+    split of positive share (too few groups of that class for the splits asked for).
+    """
+    members: dict[str, list[int]] = defaultdict(list)
+    for index, key in enumerate(groups):
+        members[key].append(index)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for key, indices in members.items():
+        votes = Counter(classes[i] for i in indices)
+        strata[min(votes, key=lambda c: (-votes[c], c))].append(key)
+
+    names = [s for s in fractions if fractions[s] > 0]
+    out = [""] * len(groups)
+    for stratum in sorted(strata):
+        keys = strata[stratum]
+        total = sum(len(members[k]) for k in keys)
+        target = {s: round(total * fractions[s]) for s in names[1:]}
+        target[names[0]] = total - sum(target.values())
+        filled = dict.fromkeys(names, 0)
+
+        def shuffle(key: str) -> str:
+            return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+        ordered = sorted(keys, key=lambda k: (-len(members[k]), shuffle(k)))
+        # One small group per split first (smallest share first), so no split lacks the class.
+        first = ordered[::-1][: len(names)] if len(ordered) >= len(names) else []
+        by_share = sorted(names, key=lambda s: (fractions[s], names.index(s)))
+        chosen = dict(zip(first, by_share))
+        for key in ordered:
+            split = chosen.get(key) or max(
+                names, key=lambda s: (target[s] - filled[s], fractions[s], -names.index(s))
+            )
+            filled[split] += len(members[key])
+            for i in members[key]:
+                out[i] = split
+        empty = [s for s in names if filled[s] == 0]
+        if empty:
+            raise DataError(
+                f"Class '{stratum}' has no images in the {empty[0]} split: its {total} images form "
+                f"{len(keys)} group(s) for {len(names)} splits; add images of that class, group "
+                f"more finely, or lower the {empty[0]} fraction to 0."
+            )
+    return out
+
+
+def _near_duplicate_groups(ordered: list[ImageRecord], hashes: dict[str, int]) -> list[int]:
+    pairs = near_duplicate_pairs([hashes[r.sha256] for r in ordered], DEFAULT_MAX_DISTANCE)
+    return groups_from_pairs(len(ordered), pairs)
+
+
 def assign_splits(
     records: list[ImageRecord],
     hashes: dict[str, int],
     val: float,
     test: float,
     seed: int,
-    max_distance: int = DEFAULT_MAX_DISTANCE,
-) -> tuple[list[ImageRecord], int]:
-    """Records with `split` set, and the number of near-duplicate groups (size > 1) kept together."""
+    group_by: str | None = None,
+) -> tuple[list[ImageRecord], dict[str, Any]]:
+    """Records with `split` set, and what the split guarantees (groups, groups shared, ...)."""
     ordered = sorted(records, key=lambda r: r.sha256)
-    pairs = near_duplicate_pairs([hashes[r.sha256] for r in ordered], max_distance)
-    group_of = groups_from_pairs(len(ordered), pairs)
-    members: dict[int, list[ImageRecord]] = defaultdict(list)
-    for record, group in zip(ordered, group_of):
-        members[group].append(record)
-
-    strata: dict[tuple[str, str], list[list[ImageRecord]]] = defaultdict(list)
-    for group in members.values():
-        votes = Counter((r.label, r.subtype or "") for r in group)
-        stratum = min(votes, key=lambda key: (-votes[key], key))
-        strata[stratum].append(group)
-
+    near = _near_duplicate_groups(ordered, hashes)
+    if group_by is None:
+        keys = [f"near-duplicates/{g}" for g in near]
+    else:
+        keys = group_ids(
+            [r.path for r in ordered],
+            group_by,
+            phashes=[hashes[r.sha256] for r in ordered],
+        )
     fractions = {"train": 1.0 - val - test, "val": val, "test": test}
-    out: list[ImageRecord] = []
-    for stratum in sorted(strata):
-        groups = strata[stratum]
-        total = sum(len(g) for g in groups)
-        target = {"val": round(total * val), "test": round(total * test)}
-        target["train"] = total - target["val"] - target["test"]
-        filled = dict.fromkeys(SPLITS, 0)
-        key = lambda g: (-len(g), hashlib.sha256(f"{seed}:{g[0].sha256}".encode()).hexdigest())
-        for group in sorted(groups, key=key):
-            split = max(
-                SPLITS,
-                key=lambda s: (target[s] - filled[s], fractions[s], -SPLITS.index(s)),
-            )
-            filled[split] += len(group)
-            out.extend(replace(r, split=split) for r in group)
-    return out, sum(1 for g in members.values() if len(g) > 1)
+    splits = split_groups(keys, [r.model_class for r in ordered], fractions, seed)
+    out = [replace(r, split=s) for r, s in zip(ordered, splits)]
+
+    splits_of: dict[str, set[str]] = defaultdict(set)
+    for key, split in zip(keys, splits):
+        splits_of[key].add(split)
+    near_splits: dict[int, set[str]] = defaultdict(set)
+    for g, split in zip(near, splits):
+        near_splits[g].add(split)
+    summary = {
+        "group_by": group_by or "near-duplicates",
+        "groups": len(splits_of),
+        "groups_shared": sum(1 for s in splits_of.values() if len(s) > 1),
+        "near_duplicate_groups": sum(1 for g, n in Counter(near).items() if n > 1),
+        "near_duplicate_groups_shared": sum(1 for s in near_splits.values() if len(s) > 1),
+    }
+    return out, summary
 
 
 def split_version(
-    repo: DatasetRepo, version_id: str, val: float, test: float, seed: int
+    repo: DatasetRepo,
+    version_id: str,
+    val: float,
+    test: float,
+    seed: int,
+    group_by: str | None = None,
 ) -> DatasetVersion:
     """A child version of `version_id` with every image assigned to train, val or test."""
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
@@ -95,7 +163,7 @@ def split_version(
         )
     version = repo.get(version_id)
     hashes = record_phashes(repo, version.records)
-    records, groups = assign_splits(version.records, hashes, val, test, seed)
+    records, summary = assign_splits(version.records, hashes, val, test, seed, group_by)
     metadata = {
         "labels": version.metadata.get("labels", {}),
         "validation": version.metadata.get("validation", {}),
@@ -104,7 +172,7 @@ def split_version(
             "test": test,
             "seed": seed,
             "near_duplicate_max_distance": DEFAULT_MAX_DISTANCE,
-            "near_duplicate_groups": groups,
-        },
+        }
+        | summary,
     }
     return repo.create_version(records, f"{version.name}-split", version.id, metadata)

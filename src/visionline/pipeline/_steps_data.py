@@ -74,5 +74,11 @@ def split(ctx: StepContext) -> dict[str, Artifact]:
     if all(r.split for r in version.records) and version.split_records("test"):
         return {"dataset": _dataset(version, kept_existing_split=True)}
     settings = ctx.settings
-    version = repo.split(version.id, val=settings["val"], test=settings["test"], seed=settings["seed"])
+    version = repo.split(
+        version.id,
+        val=settings["val"],
+        test=settings["test"],
+        seed=settings["seed"],
+        group_by=settings.get("group_by"),
+    )
     return {"dataset": _dataset(version, kept_existing_split=False)}
