@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from visionline.errors import ConfigError
+from visionline.serve._security import check_exposure, check_key, check_tls
 
 
 class Route(BaseModel):
@@ -55,8 +56,11 @@ class ServerConfig(BaseModel):
     request_timeout_s: float = Field(default=30.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     pubkey: Path | None = None
-    api_key: str | None = None
-    admin_key: str | None = None
+    inference_key: SecretStr | None = Field(default=None, description="Needed for inference and metadata.")
+    management_key: SecretStr | None = Field(default=None, description="Needed for the repository API.")
+    public_inference: bool = Field(default=False, description="Serve inference without a key off loopback.")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     version_policy: str = "latest:1"
     canary: list[Route] = Field(default_factory=list)
     shadow: list[Route] = Field(default_factory=list)
@@ -70,6 +74,28 @@ class ServerConfig(BaseModel):
     def _check_policy(cls, value: str) -> str:
         parse_version_policy(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> ServerConfig:
+        """Refuse to build a server that is open to the network by accident (see `_security`)."""
+        keys = {"inference": self.inference_key, "management": self.management_key}
+        for what, key in keys.items():
+            if key is not None:
+                check_key(key.get_secret_value(), what)
+        if self.inference_key is not None and self.management_key is not None and (
+            self.inference_key.get_secret_value() == self.management_key.get_secret_value()
+        ):
+            raise ConfigError("The management key must differ from the inference key; make a second key.")
+        if self.public_inference and self.inference_key is not None:
+            raise ConfigError("--public-inference and an inference key contradict each other; drop one.")
+        check_exposure(
+            self.host,
+            inference_key=self.inference_key is not None,
+            management_key=self.management_key is not None,
+            public_inference=self.public_inference,
+        )
+        check_tls(self.tls_cert, self.tls_key)
+        return self
 
 
 def parse_version_policy(text: str) -> tuple[str, int | list[int]]:

@@ -8,7 +8,6 @@ the c=1 p50 (benchmarks/serving.py). The handlers never touch the REST event loo
 
 from __future__ import annotations
 
-import hmac
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,11 +22,11 @@ from visionline.errors import DataError, IntegrityError, VisionlineError
 from visionline.serve._middleware import log_request
 from visionline.serve._protocol import DTYPES, Tensor, datatype_of, serialize_bytes, tensor_from_raw
 from visionline.serve._rest import EXTENSIONS, SERVER_NAME, status_for
-from visionline.serve._service import ROUTE_HEADER, AuthError, InferenceService
+from visionline.serve._security import KeyGuard, grpc_auth_interceptor
+from visionline.serve._service import ROUTE_HEADER, InferenceService
 
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
     404: grpc.StatusCode.NOT_FOUND,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -94,20 +93,9 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, service: InferenceService) -> None:
         self.service = service
         self.repo = service.repository
-        self.config = service.config
 
     def _fail(self, context: Any, exc: VisionlineError) -> None:
         context.abort(_CODES.get(status_for(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
-
-    def _auth(self, context: Any, key: str | None, what: str) -> None:
-        if not key:
-            return
-        metadata = dict(context.invocation_metadata() or ())
-        header = metadata.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else metadata.get("x-api-key", "")
-        if not hmac.compare_digest(str(given).encode(), key.encode()):
-            self.service.metrics.rejected.labels("unauthorized").inc()
-            raise AuthError(f"Missing or wrong {what}; send metadata 'authorization: Bearer KEY'.")
 
     def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -116,10 +104,6 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.repo.server_ready())
 
     def ModelReady(self, request: Any, context: Any) -> Any:
-        try:
-            self._auth(context, self.config.api_key, "API key")
-        except VisionlineError as exc:
-            self._fail(context, exc)
         return pb.ModelReadyResponse(ready=self.repo.is_ready(request.name, request.version or None))
 
     def ServerMetadata(self, request: Any, context: Any) -> Any:
@@ -129,7 +113,6 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def ModelMetadata(self, request: Any, context: Any) -> Any:
         try:
-            self._auth(context, self.config.api_key, "API key")
             served = self.repo.get(request.name, request.version or None)
         except VisionlineError as exc:
             self._fail(context, exc)
@@ -148,7 +131,6 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         started = time.perf_counter()
         metrics = self.service.metrics
         try:
-            self._auth(context, self.config.api_key, "API key")
             raw = list(request.raw_input_contents)
             if raw and len(raw) != len(request.inputs):
                 raise DataError("raw_input_contents must hold one entry per input.")
@@ -188,16 +170,11 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
     def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        try:
-            self._auth(context, self.config.admin_key, "admin key")
-        except VisionlineError as exc:
-            self._fail(context, exc)
         entry = pb.RepositoryIndexResponse.ModelIndex
         return pb.RepositoryIndexResponse(models=[entry(**row) for row in self.repo.index()])
 
     def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
         try:
-            self._auth(context, self.config.admin_key, "admin key")
             self.repo.load(request.model_name)
         except IntegrityError as exc:
             context.abort(
@@ -210,7 +187,6 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
         try:
-            self._auth(context, self.config.admin_key, "admin key")
             self.repo.unload(request.model_name)
         except VisionlineError as exc:
             self._fail(context, exc)
@@ -219,8 +195,10 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
 def create_grpc_server(service: InferenceService, address: str) -> tuple[grpc.Server, int]:
     """A gRPC server on `address` (port 0 picks a free one) with `grpc_threads` handlers; calls
-    beyond those wait, up to `max_queue_size` in all, then get RESOURCE_EXHAUSTED."""
+    beyond those wait, up to `max_queue_size` in all, then get RESOURCE_EXHAUSTED. Keys are
+    checked before a handler runs; with `tls_cert`/`tls_key` the port speaks TLS only."""
     config = service.config
+    auth = grpc_auth_interceptor(KeyGuard.for_config(config), service.metrics.rejected)
     server = grpc.server(
         ThreadPoolExecutor(config.grpc_threads, thread_name_prefix="grpc"),
         options=[
@@ -228,8 +206,12 @@ def create_grpc_server(service: InferenceService, address: str) -> tuple[grpc.Se
             ("grpc.max_send_message_length", config.max_body_bytes),
         ],
         maximum_concurrent_rpcs=config.grpc_threads + config.max_queue_size,
-        interceptors=[_AccessLog()],
+        interceptors=[_AccessLog(), auth],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(service), server)
-    port = server.add_insecure_port(address)
+    if config.tls_cert is None or config.tls_key is None:
+        port = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
+        port = server.add_secure_port(address, credentials)
     return server, port

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -28,7 +27,8 @@ from visionline.serve._protocol import (
     parse_http_request,
     wants_binary,
 )
-from visionline.serve._service import ROUTE_HEADER, AuthError, InferenceService, RequestTimeoutError
+from visionline.serve._security import KeyGuard, RestAuthMiddleware
+from visionline.serve._service import ROUTE_HEADER, InferenceService, RequestTimeoutError
 
 log = logging.getLogger("visionline.serve")
 
@@ -47,8 +47,6 @@ def _user_parameters(parameters: dict[str, Any] | None) -> dict[str, Any]:
 
 def status_for(exc: VisionlineError) -> int:
     """HTTP status for a domain error: client mistakes are 4xx, capacity problems 503/504."""
-    if isinstance(exc, AuthError):
-        return 401
     if isinstance(exc, BodyTooLargeError):
         return 413
     if isinstance(exc, NotFoundError):
@@ -63,8 +61,6 @@ def status_for(exc: VisionlineError) -> int:
 def _error(exc: VisionlineError) -> JSONResponse:
     status = status_for(exc)
     headers = {"Retry-After": str(OverloadedError.retry_after_s)} if status == 503 else None
-    if status == 401:
-        headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
 
@@ -91,14 +87,6 @@ _INFER_BODY = {
         "content": {"application/json": {"schema": _inline_refs(InferenceRequest.model_json_schema())}},
     }
 }
-
-
-def _key_ok(request: Request, expected: str | None) -> bool:
-    if not expected:
-        return True
-    header = request.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
@@ -149,16 +137,6 @@ def create_app(service: InferenceService) -> Any:
         where = ".".join(str(p) for p in first.get("loc", []))
         return JSONResponse({"error": f"Request field {where!r}: {first.get('msg')}; fix the request."}, 400)
 
-    def infer_auth(request: Request) -> None:
-        if not _key_ok(request, config.api_key):
-            metrics.rejected.labels("unauthorized").inc()
-            raise AuthError("Missing or wrong API key; send 'Authorization: Bearer KEY'.")
-
-    def admin_auth(request: Request) -> None:
-        if not _key_ok(request, config.admin_key):
-            metrics.rejected.labels("unauthorized").inc()
-            raise AuthError("Missing or wrong admin key; send 'Authorization: Bearer ADMIN_KEY'.")
-
     # --- health and metadata ------------------------------------------------------------------
     @app.get("/v2/health/live")
     async def live() -> dict:
@@ -170,8 +148,7 @@ def create_app(service: InferenceService) -> Any:
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     @app.get("/v2")
-    async def server_metadata(request: Request) -> dict:
-        infer_auth(request)
+    async def server_metadata() -> dict:
         from visionline import __version__
 
         return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
@@ -197,13 +174,11 @@ def create_app(service: InferenceService) -> Any:
         }
 
     @app.get("/v2/models/{model}")
-    async def get_model(model: str, request: Request) -> dict:
-        infer_auth(request)
+    async def get_model(model: str) -> dict:
         return model_metadata(model, None)
 
     @app.get("/v2/models/{model}/versions/{version}")
-    async def get_model_version(model: str, version: str, request: Request) -> dict:
-        infer_auth(request)
+    async def get_model_version(model: str, version: str) -> dict:
         return model_metadata(model, version)
 
     def readiness(model: str, version: str | None) -> JSONResponse:
@@ -213,18 +188,15 @@ def create_app(service: InferenceService) -> Any:
         return JSONResponse({"name": model, "ready": ok}, status_code=200 if ok else 503)
 
     @app.get("/v2/models/{model}/ready")
-    async def model_ready(model: str, request: Request) -> JSONResponse:
-        infer_auth(request)
+    async def model_ready(model: str) -> JSONResponse:
         return readiness(model, None)
 
     @app.get("/v2/models/{model}/versions/{version}/ready")
-    async def model_version_ready(model: str, version: str, request: Request) -> JSONResponse:
-        infer_auth(request)
+    async def model_version_ready(model: str, version: str) -> JSONResponse:
         return readiness(model, version)
 
     # --- inference ----------------------------------------------------------------------------
     async def infer(model: str, version: str | None, request: Request) -> Response:
-        infer_auth(request)
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
         if content_type not in ("application/json", "application/octet-stream", ""):
             raise DataError(f"Content-Type {content_type} is not supported; send application/json.")
@@ -288,7 +260,6 @@ def create_app(service: InferenceService) -> Any:
         """
         import numpy as np
 
-        infer_auth(request)
         started = time.perf_counter()
         images = np.empty(len(files), dtype=object)
         images[:] = [await f.read() for f in files]
@@ -321,15 +292,13 @@ def create_app(service: InferenceService) -> Any:
 
     # --- repository ---------------------------------------------------------------------------
     @app.post("/v2/repository/index")
-    async def repository_index(request: Request) -> list[dict]:
-        admin_auth(request)
+    async def repository_index() -> list[dict]:
         return repo.index()
 
     @app.post("/v2/repository/models/{model}/load")
-    async def repository_load(model: str, request: Request) -> JSONResponse:
+    async def repository_load(model: str) -> JSONResponse:
         import asyncio
 
-        admin_auth(request)
         try:
             state = await asyncio.get_running_loop().run_in_executor(None, repo.load, model)
         except IntegrityError as exc:
@@ -337,8 +306,7 @@ def create_app(service: InferenceService) -> Any:
         return JSONResponse({"name": model, "versions": list(state.versions), "state": state.state})
 
     @app.post("/v2/repository/models/{model}/unload")
-    async def repository_unload(model: str, request: Request) -> JSONResponse:
-        admin_auth(request)
+    async def repository_unload(model: str) -> JSONResponse:
         repo.unload(model)
         return JSONResponse({"name": model, "state": "UNAVAILABLE"})
 
@@ -358,4 +326,5 @@ def create_app(service: InferenceService) -> Any:
             response = _internal_error()
         await response(scope, receive, send)
 
-    return RequestContextMiddleware(_InferShortcut(app, infer_asgi), config.max_body_bytes)
+    guarded = RestAuthMiddleware(_InferShortcut(app, infer_asgi), KeyGuard.for_config(config), metrics.rejected)
+    return RequestContextMiddleware(guarded, config.max_body_bytes)

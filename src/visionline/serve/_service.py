@@ -38,10 +38,6 @@ class RequestTimeoutError(ServiceUnavailableError):
     """The request did not finish within the server's request timeout."""
 
 
-class AuthError(VisionlineError):
-    """A missing or wrong API key."""
-
-
 @dataclass
 class _Prepared:
     """One request on its way: the model batch, the batcher's result, and what the prediction
