@@ -55,3 +55,8 @@ class GateFailedError(VisionlineError):
     """A quality gate failed; the message lists which and why."""
 
     exit_code = 3
+
+
+class UnsafeFileError(DataError):
+    """A model or checkpoint file holding Python objects beyond tensors and plain data, refused
+    because unpickling such objects can run code."""

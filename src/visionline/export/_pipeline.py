@@ -48,9 +48,9 @@ class ExportResult:
 
 
 def _checkpoint_extras(path: Path) -> dict[str, Any]:
-    import torch
+    from visionline.train._model import read_torch_file
 
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = read_torch_file(path, "retrain it with this visionline version.")
     skip = {"format", "spec", "state_dict"}
     return {k: v for k, v in payload.items() if k not in skip and _jsonable(v)}
 

@@ -12,7 +12,7 @@ import torch
 from visionline.config import Project
 from visionline.errors import ConfigError, NotFoundError, TrainingError
 from visionline.train._config import TrainConfig
-from visionline.train._model import InspectionModel
+from visionline.train._model import InspectionModel, plain, read_torch_file
 
 if TYPE_CHECKING:
     from visionline.data import DatasetVersion
@@ -71,12 +71,7 @@ def prepare_out_dir(
 
 def load_state(path: Path, version: DatasetVersion) -> dict[str, Any]:
     """The state saved by `save_state`, refused when it belongs to another dataset version."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise TrainingError(
-            f"{path} cannot be read ({exc}); start afresh without --resume."
-        ) from exc
+    state = read_torch_file(path, "start afresh without --resume.")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise TrainingError(
             f"{path} is not a visionline training checkpoint; start afresh without --resume."
@@ -104,7 +99,10 @@ def save_state(
     bad_epochs: int,
     run_id: str | None,
 ) -> None:
-    """Everything `--resume` needs, written atomically (a crash never leaves half a file)."""
+    """Everything `--resume` needs, written atomically (a crash never leaves half a file).
+
+    Besides tensors and the optimiser's numbers only JSON types go in, so `load_state` reads the
+    file with `weights_only=True`."""
     payload = {
         "format": STATE_FORMAT,
         "epoch": epoch,
@@ -112,13 +110,17 @@ def save_state(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
-        "config": config.model_dump(mode="json"),
-        "dataset_version": version.id,
-        "history": history,
-        "best": best,
-        "best_epoch": best_epoch,
-        "bad_epochs": bad_epochs,
-        "run_id": run_id,
+        **plain(
+            {
+                "config": config.model_dump(mode="json"),
+                "dataset_version": version.id,
+                "history": history,
+                "best": best,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs,
+                "run_id": run_id,
+            }
+        ),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)

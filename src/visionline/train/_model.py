@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,7 @@ import torch
 from torch import nn
 
 from visionline.config import GOOD_CLASS
-from visionline.errors import NotFoundError, TrainingError
+from visionline.errors import NotFoundError, TrainingError, UnsafeFileError
 from visionline.preprocessing import Preprocessing
 
 CHECKPOINT_FORMAT = "visionline.model/1"
@@ -90,16 +93,59 @@ def build_model(spec: ModelSpec) -> InspectionModel:
     return InspectionModel(backbone, width, spec.num_classes, spec.dropout)
 
 
+def _scalar(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars and 0-d tensors
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not a plain metadata value")
+
+
+def plain(value: Any) -> Any:
+    """`value` as JSON types (numpy scalars become numbers), so a file holding it loads with
+    `weights_only=True`."""
+    return json.loads(json.dumps(value, default=_scalar))
+
+
+def read_torch_file(path: Path, fix: str) -> Any:
+    """`torch.load` restricted to tensors and plain data, so reading a file cannot run code.
+
+    A file holding any other pickled object (a model class, a numpy scalar, or a payload that
+    would execute something) is refused with `UnsafeFileError`, a damaged one with
+    `TrainingError`; `fix` ends either message.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            detail = str(exc).partition("WeightsUnpickler error:")[2].strip() or str(exc)
+            raise TrainingError(
+                f"{path} cannot be read as a PyTorch checkpoint ({detail.splitlines()[0][:160]}); "
+                f"{fix}"
+            ) from None
+        raise UnsafeFileError(
+            f"{path} holds a Python object ({found.group(1)}) besides tensors and plain data, "
+            f"which visionline refuses to unpickle because that can run code; {fix}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001  (torch raises many types for a damaged file)
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise TrainingError(
+            f"{path} cannot be read as a PyTorch checkpoint ({reason}); {fix}"
+        ) from None
+
+
 def save_model(path: Path, model: InspectionModel, spec: ModelSpec, **extra: Any) -> Path:
-    """Write weights + spec as one file, atomically, so a crash never leaves half a checkpoint."""
+    """Write weights + spec as one file, atomically, so a crash never leaves half a checkpoint.
+
+    Everything but the weights is stored as JSON types, so `load_model` reads it safely.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "spec": spec.to_dict(),
+        "spec": plain(spec.to_dict()),
         "state_dict": model.state_dict(),
     }
-    payload.update(extra)
+    payload.update(plain(extra))
     torch.save(payload, tmp)
     tmp.replace(path)
     return path
@@ -110,12 +156,7 @@ def load_model(path: Path | str) -> tuple[InspectionModel, ModelSpec]:
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"No model file at {path}; pass the path of a trained model.pt.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise TrainingError(
-            f"{path} is not a readable model file ({exc}); retrain or re-download it."
-        ) from exc
+    payload = read_torch_file(path, "retrain it with this visionline version or re-download it.")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(
             f"{path} is not a visionline model file; export it with visionline train."
