@@ -24,8 +24,8 @@ def train(
     backbone: Annotated[
         str | None,
         typer.Option(
-            help="efficientnet_lite0, mobilenetv3_small_100, mobilenetv3_large_100, resnet18, "
-            "resnet50 or convnext_atto."
+            help="efficientnet_lite0/1/2 (offline ImageNet weights), mobilenetv3_small_100, "
+            "mobilenetv3_large_100, resnet18, resnet50 or convnext_atto."
         ),
     ] = None,
     pretrained: Annotated[
