@@ -16,7 +16,6 @@ KD − plain differences in test defect recall and ROC AUC, averaged over the se
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _record import write_result
 
 from visionline.config import Project, dump_config, init_project, parse_config
 from visionline.data import DatasetRepo
@@ -35,8 +35,6 @@ from visionline.evaluate import (
 from visionline.synth import SynthConfig, generate_dataset
 from visionline.train import TrainConfig, fit, load_model
 from visionline.train._data import PixelCache, eval_batches, split_labels
-
-RESULT = Path(__file__).parent / "results" / "distill.json"
 
 
 def scores(model_path: Path, project: Project, version) -> dict[str, float]:
@@ -255,8 +253,22 @@ def main() -> None:
         args.batch_size,
         args.max_frr,
     )
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2))
+    teacher, plain, kd = result["teacher"], result["student"], result["student_kd"]
+    result["readme"] = [
+        {
+            "benchmark": "distill",
+            "measure": f"mobilenetv3_small student from scratch, test recall at ≤ "
+            f"{args.max_frr:.0%} FRR / ROC AUC ({args.images:,} apples, {args.size} px, "
+            f"{args.epochs} epochs, {len(args.seeds)} seeds)",
+            "visionline": f"with teacher (KD): {kd['test_defect_recall']:.3f} / "
+            f"{kd['test_roc_auc']:.3f} (teacher itself {teacher['test_defect_recall']:.3f} / "
+            f"{teacher['test_roc_auc']:.3f})",
+            "peer": f"without: {plain['test_defect_recall']:.3f} / {plain['test_roc_auc']:.3f}",
+            "result": f"{result['delta_test_defect_recall_pp']:+.1f} pp recall, "
+            f"{result['delta_test_roc_auc']:+.3f} AUC",
+        }
+    ]
+    path = write_result("distill", result)
     print(
         f"test defect recall at FRR<={result['max_false_reject_rate']:g} (val threshold): "
         f"teacher {result['teacher']['test_defect_recall']:.3f}, "
@@ -266,7 +278,7 @@ def main() -> None:
         f"accuracy {result['student']['test_accuracy']:.3f} -> "
         f"{result['student_kd']['test_accuracy']:.3f}; ROC AUC "
         f"{result['student']['test_roc_auc']:.3f} -> {result['student_kd']['test_roc_auc']:.3f}; "
-        f"wrote {RESULT}"
+        f"wrote {path}"
     )
 
 

@@ -6,7 +6,7 @@ interval has to carry validation uncertainty as well as the delivery's own noise
 decisions are simulated from validation counts (true TPR/FPR below); pass `--rates metrics.json`
 from `visionline eval` to use a real model's validated counts instead.
 
-Prints the table and writes benchmarks/results/estimate.json:
+Prints the table and writes benchmarks/results/estimate.json (through `_record.write_result`):
 MAE (pp) of the corrected estimate vs the raw flagged rate (the baseline), their ratio, and the
 coverage of the 90 % interval (target 85–95 %).
 
@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from _record import write_result
 
 from visionline.evaluate import ValidatedRates, estimate_prevalence
 
-RESULTS = Path(__file__).parent / "results" / "estimate.json"
 APPLES = 500
 CONFIDENCE = 0.90
 
@@ -131,25 +130,31 @@ def main() -> None:
         "coverage_in_85_95": 0.85 <= headline["coverage_90"] <= 0.95,
     }
     print(f"headline ({headline['scenario']}): {verdict}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
+    result = {
+        "benchmark": "estimate",
+        "baseline": "raw flagged rate per delivery",
+        "classifier": source,
+        "apples_per_delivery": APPLES,
+        "true_rate_range": [0.02, 0.25],
+        "confidence": CONFIDENCE,
+        "targets": {"mae_corrected_pp": 1.5, "coverage_90": [0.85, 0.95]},
+        "headline": verdict,
+        "scenarios": results,
+        "readme": [
             {
                 "benchmark": "estimate",
-                "baseline": "raw flagged rate per delivery",
-                "classifier": source,
-                "apples_per_delivery": APPLES,
-                "true_rate_range": [0.02, 0.25],
-                "confidence": CONFIDENCE,
-                "machine": platform.platform(),
-                "targets": {"mae_corrected_pp": 1.5, "coverage_90": [0.85, 0.95]},
-                "headline": verdict,
-                "scenarios": results,
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {RESULTS}")
+                "measure": f"per-delivery defect rate, {APPLES} apples, true rates 2–25%, "
+                f"{headline['scenario']}" + ("" if args.rates else " (simulated classifier)"),
+                "visionline": f"MAE {headline['mae_corrected_pp']:.2f} pp, 90% interval coverage "
+                f"{headline['coverage_90']:.1%}",
+                "peer": f"raw flag rate: MAE {headline['mae_raw_pp']:.2f} pp",
+                "result": f"{headline['mae_ratio_raw_over_corrected']:.1f}x lower error (targets "
+                f"≤ 1.5 pp {'✓' if verdict['mae_corrected_le_1_5pp'] else '✗'}, coverage 85–95% "
+                f"{'✓' if verdict['coverage_in_85_95'] else '✗'})",
+            }
+        ],
+    }
+    print(f"wrote {write_result('estimate', result)}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Self-contained: run it once on a machine with an NVIDIA GPU and `pip install onnxruntime-gpu
 onnxconverter-common timm torch`. Uses the offline ImageNet weights when visionline is installed,
 random weights otherwise (latency does not depend on the weights).
-Writes benchmarks/results/gpu_onnx.json.  Run: python benchmarks/gpu_onnx.py [--runs 100]
+Writes benchmarks/results/gpu_onnx.json through `_record.write_result` (run it from a checkout).  Run: python benchmarks/gpu_onnx.py [--runs 100]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _record import write_result
 
 
 def export(path: Path, size: int) -> str:
@@ -122,9 +123,18 @@ def main() -> int:
             results[f"fp16_vs_fp32_cuda_b{b}"] = (
                 r[f"fp32/cuda/b{b}"]["p50_ms"] / r[f"fp16/cuda/b{b}"]["p50_ms"]
             )
-    out = Path(__file__).parent / "results" / "gpu_onnx.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    results["readme"] = [
+        {
+            "benchmark": "gpu_onnx",
+            "measure": f"efficientnet_lite0 @{args.size} p50 latency, ONNX Runtime FP32, batch {b}",
+            "visionline": f"CUDA provider {r[f'fp32/cuda/b{b}']['p50_ms']:.2f} ms",
+            "peer": f"CPU provider {r[f'fp32/cpu/b{b}']['p50_ms']:.2f} ms",
+            "result": f"{results[f'cuda_vs_cpu_fp32_b{b}']:.1f}x",
+        }
+        for b in (1, 32)
+        if f"cuda_vs_cpu_fp32_b{b}" in results
+    ]
+    out = write_result("gpu_onnx", results)
     print(json.dumps({k: v for k, v in results.items() if k != "results"}, indent=2))
     print(f"wrote {out}")
     return 0

@@ -13,15 +13,14 @@ It exits with a clear message when no CUDA GPU is visible.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from _record import write_result
 from train_throughput import synthetic_project
-
-RESULT = Path(__file__).parent / "results" / "gpu_train.json"
 
 
 def main() -> None:
@@ -75,9 +74,17 @@ def main() -> None:
     results["speedup_cuda_over_cpu"] = round(
         results["cuda"]["images_per_s"] / results["cpu"]["images_per_s"], 2
     )
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"CUDA+AMP / CPU = {results['speedup_cuda_over_cpu']}x; wrote {RESULT}")
+    results["readme"] = [
+        {
+            "benchmark": "gpu_train",
+            "measure": f"training images/s, efficientnet_lite0 @{args.size}, bf16 AMP",
+            "visionline": f"{results['cuda']['images_per_s']:,.0f} img/s on {results['device_name']}",
+            "peer": f"{results['cpu']['images_per_s']:,.0f} img/s on its {os.cpu_count()} CPU cores",
+            "result": f"{results['speedup_cuda_over_cpu']:.1f}x",
+        }
+    ]
+    path = write_result("gpu_train", results)
+    print(f"CUDA+AMP / CPU = {results['speedup_cuda_over_cpu']}x; wrote {path}")
 
 
 if __name__ == "__main__":

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from _record import write_result
 from PIL import Image
 
 from visionline.synth import Subtype, SynthConfig, SynthLine
-
-RESULTS = Path(__file__).parent / "results" / "synth.json"
 
 
 def _timed(work) -> tuple[float, float]:
@@ -96,12 +92,16 @@ def main() -> None:
         "ratio_visionline_to_baseline_cpu": round(base_cpu / ours_cpu, 3),
         "target_images_per_s": 200,
         "meets_target_cpu": rate(ours_cpu) >= 200,
-        "machine": {
-            "python": platform.python_version(),
-            "processor": platform.machine(),
-            "cpus_visible": os.cpu_count(),
-            "load_average": os.getloadavg()[0],
-        },
+        "readme": [
+            {
+                "benchmark": "synth",
+                "measure": f"synthetic apples, {args.size} px, one core, CPU time",
+                "visionline": f"{rate(ours_cpu):,.0f} img/s (render + JPEG)",
+                "peer": f"Pillow JPEG of noise (the floor): {rate(base_cpu):,.0f} img/s",
+                "result": f"{base_cpu / ours_cpu:.3f}x (target ≥ 200 img/s "
+                f"{'✓' if rate(ours_cpu) >= 200 else '✗'})",
+            }
+        ],
     }
     print(
         f"synth {args.size}x{args.size}, {args.n} images, one core (CPU time):\n"
@@ -114,8 +114,7 @@ def main() -> None:
         f"  ratio visionline/baseline throughput: {result['ratio_visionline_to_baseline_cpu']:.3f}"
         f"  target >= 200 img/s: {'met' if result['meets_target_cpu'] else 'NOT met'}"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {write_result('synth', result)}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ recall (ImageNet / scratch).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -30,11 +29,11 @@ from visionline.data import DatasetRepo
 from visionline.train import TrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _record import write_result
 from distill import scores
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "magnetic-tile-defect"
-RESULT = Path(__file__).parent / "results" / "transfer.json"
 SUBTYPES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 PROJECT_YAML = f"""
 name: magnetic-tiles
@@ -146,14 +145,26 @@ def main() -> None:
     parser.add_argument("--augment", type=float, default=0.0)
     args = parser.parse_args()
     result = run(args.size, args.epochs, args.seed, args.augment)
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2))
     pre, scratch = result["imagenet"], result["scratch"]
+    ratio = result["ratio_test_defect_recall_imagenet_over_scratch"]
+    result["readme"] = [
+        {
+            "benchmark": "transfer",
+            "measure": f"magnetic tiles, test defect recall at ≤ 2% FRR (val threshold), "
+            f"efficientnet_lite0 @{args.size}, {args.epochs} epochs",
+            "visionline": f"offline ImageNet start: {pre['test_defect_recall']:.3f} "
+            f"(test FRR {pre['test_false_reject_rate']:.3f})",
+            "peer": f"from scratch: {scratch['test_defect_recall']:.3f} "
+            f"(test FRR {scratch['test_false_reject_rate']:.3f})",
+            "result": "–" if ratio is None else f"{ratio:.1f}x",
+        }
+    ]
+    path = write_result("transfer", result)
     print(
         f"test defect recall at FRR<=2% (val threshold): ImageNet {pre['test_defect_recall']:.3f} "
         f"vs scratch {scratch['test_defect_recall']:.3f} "
         f"(ratio {result['ratio_test_defect_recall_imagenet_over_scratch']}); accuracy "
-        f"{pre['test_accuracy']:.3f} vs {scratch['test_accuracy']:.3f}; wrote {RESULT}"
+        f"{pre['test_accuracy']:.3f} vs {scratch['test_accuracy']:.3f}; wrote {path}"
     )
 
 
