@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -32,14 +33,82 @@ fixtures = _serve_fixtures()
 onnx_model = fixtures.onnx_model
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VISIONLINE), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("VISIONLINE_")} | (env or {})
+    return subprocess.run(
+        [str(VISIONLINE), *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=environment
+    )
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+MANAGEMENT_KEY = "management-key-0123456789"
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["serve", ".", "--host", "0.0.0.0"], {}, "Listening on 0.0.0.0 needs a management key"),
+        (["serve", ".", "--host", "0.0.0.0"], {"VISIONLINE_ADMIN_KEY": MANAGEMENT_KEY}, "or pass --public-inference"),
+        (["serve", ".", "--management-key-file", "admin.key"], {"VISIONLINE_ADMIN_KEY": MANAGEMENT_KEY}, "given twice"),
+        (["serve", ".", "--inference-key-file", "none.key"], {}, "Cannot read the inference key file none.key"),
+        (["serve", ".", "--tls-cert", "server.crt"], {}, "--tls-cert and --tls-key go together"),
+    ],
+)
+def test_an_open_or_half_configured_server_refuses_to_start(tmp_path, args, env, message):
+    (tmp_path / "admin.key").write_text(MANAGEMENT_KEY + "\n")
+    result = run(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in " ".join(result.stderr.split())
+    assert len(result.stderr.strip().splitlines()) <= 3  # rich wraps at 80 columns
+
+
+def _serve_options(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict:
+    """`visionline serve ARGS` parsed by the real command, with `env` as the environment."""
+    import typer.main
+
+    from visionline.cli import app
+
+    for name in [n for n in os.environ if n.startswith("VISIONLINE_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    command = typer.main.get_command(app).commands["serve"]
+    return command.make_context("visionline serve", args).params
+
+
+def test_keys_come_from_files_or_environment_variables(tmp_path, monkeypatch):
+    from visionline.cli._serve import server_config
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "api-key").write_text("inference-key-0123456789\n")  # as `kubectl create secret` or an editor leaves it
+    (secrets / "admin-key").write_text(MANAGEMENT_KEY)
+    from_files = server_config(_serve_options(
+        [".", "--host", "0.0.0.0", "--inference-key-file", str(secrets / "api-key"),
+         "--management-key-file", str(secrets / "admin-key")], {}, monkeypatch,
+    ))
+    from_env_files = server_config(_serve_options(
+        [".", "--host", "0.0.0.0"],
+        {"VISIONLINE_API_KEY_FILE": str(secrets / "api-key"), "VISIONLINE_ADMIN_KEY_FILE": str(secrets / "admin-key")},
+        monkeypatch,
+    ))
+    from_env = server_config(_serve_options(
+        [".", "--host", "0.0.0.0"],
+        {"VISIONLINE_API_KEY": "inference-key-0123456789", "VISIONLINE_ADMIN_KEY": MANAGEMENT_KEY},
+        monkeypatch,
+    ))
+    for config in (from_files, from_env_files, from_env):
+        assert config.inference_key.get_secret_value() == "inference-key-0123456789"
+        assert config.management_key.get_secret_value() == MANAGEMENT_KEY
+    public = server_config(_serve_options(
+        [".", "--host", "0.0.0.0", "--public-inference"], {"VISIONLINE_ADMIN_KEY": MANAGEMENT_KEY}, monkeypatch,
+    ))
+    assert public.public_inference and public.inference_key is None
 
 
 @pytest.mark.parametrize(
@@ -64,7 +133,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
 def test_help_lists_the_options(tmp_path):
     result = run("serve", "--help", cwd=tmp_path)
     assert result.returncode == 0
-    for option in ("--max-batch-size", "--max-queue-delay-us", "--canary", "--shadow", "--poll-s", "--admin-key"):
+    for option in ("--max-batch-size", "--canary", "--shadow", "--poll-s", "--management-key-file", "--inference-key-file", "--public-inference", "--tls-cert"):
         assert option in result.stdout
 
 

@@ -7,6 +7,7 @@ test compares the files with the compose specification, with each other, and wit
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path, PurePosixPath
 
@@ -181,6 +182,24 @@ def test_visionline_commands_parse_as_the_real_cli(resolved, name):
         assert params["log_db"].startswith("postgresql://") and params["poll_s"] == 30
     if name == "dashboard":
         assert path == ["monitor", "serve"] and params["bundle"].parts[1] == "models"
+
+
+def test_server_runs_closed_with_both_keys_from_env_file(resolved, env_example, monkeypatch):
+    from visionline.cli._serve import server_config
+    from visionline.errors import ConfigError
+    from visionline.serve._security import is_loopback
+
+    server = resolved["services"]["server"]
+    for name in [n for n in os.environ if n.startswith("VISIONLINE_")]:
+        monkeypatch.delenv(name)
+    with pytest.raises(ConfigError, match="needs a management key"):
+        server_config(parse_visionline(_argv(server))[1])
+    for name, value in server["environment"].items():
+        monkeypatch.setenv(name, value)
+    config = server_config(parse_visionline(_argv(server))[1])
+    assert not is_loopback(config.host) and not config.public_inference
+    assert config.inference_key.get_secret_value() == env_example["VISIONLINE_API_KEY"]
+    assert config.management_key.get_secret_value() == env_example["VISIONLINE_ADMIN_KEY"]
 
 
 def test_mlflow_command_parses_as_the_installed_mlflow_cli(resolved):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 from pathlib import Path
 
 import pytest
 import yaml
+
+from visionline.errors import ConfigError
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "server"
 
@@ -62,3 +67,54 @@ def test_kubernetes_manifest_has_probes_service_and_hpa():
     hpa = kinds["HorizontalPodAutoscaler"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == kinds["Deployment"]["metadata"]["name"]
     assert hpa["minReplicas"] >= 1 and hpa["maxReplicas"] > hpa["minReplicas"]
+
+
+def _exec_form(path: Path, keyword: str) -> list[str]:
+    found = [arg for kw, arg in _instructions(path) if kw == keyword]
+    return json.loads(found[-1]) if found else []
+
+
+def _serve_config(argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
+    """What `visionline serve` would run with, given this command line and environment."""
+    import typer.main
+
+    from visionline.cli import app
+    from visionline.cli._serve import server_config
+
+    assert argv[:2] == ["visionline", "serve"], argv
+    for name in [n for n in os.environ if n.startswith("VISIONLINE_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    command = typer.main.get_command(app).commands["serve"]
+    return server_config(command.make_context("visionline serve", argv[2:]).params)
+
+
+KEYS_FROM_SECRETS = {"VISIONLINE_API_KEY": secrets.token_urlsafe(24), "VISIONLINE_ADMIN_KEY": secrets.token_urlsafe(24)}
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.jetson"])
+def test_server_images_refuse_to_run_open_and_start_with_keys_from_env(name, monkeypatch):
+    from visionline.serve._security import is_loopback
+
+    argv = _exec_form(DEPLOY / name, "ENTRYPOINT") + _exec_form(DEPLOY / name, "CMD")
+    with pytest.raises(ConfigError, match="needs a management key"):
+        _serve_config(argv, {}, monkeypatch)
+    config = _serve_config(argv, KEYS_FROM_SECRETS, monkeypatch)
+    assert not is_loopback(config.host)
+    assert config.inference_key.get_secret_value() == KEYS_FROM_SECRETS["VISIONLINE_API_KEY"]
+    assert config.management_key.get_secret_value() == KEYS_FROM_SECRETS["VISIONLINE_ADMIN_KEY"]
+
+
+def test_kubernetes_server_takes_both_keys_from_a_secret(monkeypatch):
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text()) if d]
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    for name in KEYS_FROM_SECRETS:
+        assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["name"], name
+    argv = _exec_form(DEPLOY / "Dockerfile", "ENTRYPOINT") + container["args"]
+    config = _serve_config(argv, KEYS_FROM_SECRETS, monkeypatch)
+    assert config.inference_key is not None and config.management_key is not None
+    assert not config.public_inference
+    with pytest.raises(ConfigError, match="needs a management key"):
+        _serve_config(argv, {}, monkeypatch)
