@@ -117,6 +117,24 @@ def test_unchanged_rerun_comes_from_the_cache(first):
 
 
 @pytest.mark.slow
+def test_a_code_change_outside_the_step_reruns_it(first, monkeypatch, tmp_path):
+    import shutil
+
+    from visionline.pipeline import _code
+
+    project, _ = first
+    changed = tmp_path / "visionline"
+    shutil.copytree(_code.PACKAGE_ROOT, changed, ignore=shutil.ignore_patterns("__pycache__"))
+    helper = changed / "data" / "_repo.py"  # DatasetRepo.verify, which the validate step calls
+    helper.write_text(helper.read_text() + "\n# a fix in a helper the step calls\n")
+    monkeypatch.setattr(_code, "PACKAGE_ROOT", changed)
+    assert {row.name: row.status for row in plan(project)}["validate"] == "stale"
+    assert statuses(run_pipeline(project, until="validate", progress=False))["validate"] == "done"
+    monkeypatch.undo()
+    assert statuses(run_pipeline(project, until="validate", progress=False))["validate"] == "cached"
+
+
+@pytest.mark.slow
 def test_a_changed_setting_reruns_that_step_and_what_follows(first):
     project, run = first
     project = configure(project.root, quantise={"calibration_images": 16})

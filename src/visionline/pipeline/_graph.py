@@ -107,11 +107,13 @@ class Step:
     resources: Callable[[PipelineConfig], dict[str, float]] = lambda _config: {"cpus": 1}
 
     def code_version(self) -> str:
-        """Changes when the step's own code or visionline's version changes."""
+        """Changes when the step's own code, any file of visionline, visionline's
+        version or the version of a library that shapes results (torch, timm, onnx...) changes."""
         from visionline import __version__
+        from visionline.pipeline._code import code_digest
 
-        source = inspect.getsource(self.func)
-        return f"{__version__}:{hashlib.sha256(source.encode()).hexdigest()[:16]}"
+        source = hashlib.sha256(inspect.getsource(self.func).encode()).hexdigest()[:16]
+        return f"{__version__}:{source}:{code_digest()[:16]}"
 
 
 def cache_key(step: Step, settings: dict[str, Any], inputs: dict[str, dict[str, Artifact]]) -> str:
