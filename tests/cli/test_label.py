@@ -148,9 +148,12 @@ def test_export_annotate_import_round_trip(version, project: Project, tmp_path: 
     for i, task in enumerate(tasks, start=1):
         task["id"] = i
         task["annotations"] = annotations.get(task["data"]["path"], [])
-    # d: no sha256, an absolute path to its original file → mapped back by its bytes
+    # d: no sha256, an absolute path to a copy inside the document root → mapped back by its bytes
+    d_copy = project.root / "originals" / "d.png"
+    d_copy.parent.mkdir()
+    d_copy.write_bytes(files["d"].read_bytes())
     d_task = next(t for t in tasks if t["data"]["path"] == "imgs/d.png")
-    d_task["data"] = {"image": str(files["d"]), "dataset_version": v1.id}
+    d_task["data"] = {"image": str(d_copy), "dataset_version": v1.id}
     d_task["annotations"] = [_choice("cut", 1), _choice("cut", 2)]
     # a new image that Label Studio served from the document root
     new_file = project.root / "incoming" / "f.png"
@@ -316,3 +319,31 @@ def test_push_and_pull_without_server_name_url_and_fix(version, project: Project
         project.root,
     )
     _one_line_error(pull, url, "label-studio start")
+
+
+def test_import_skips_bad_and_outside_files_with_reasons(version, project: Project, tmp_path) -> None:
+    _, v1, _ = version
+    root = project.root / "incoming"
+    root.mkdir()
+    (root / "ok.png").write_bytes(_png((1, 250, 3)))
+    (root / "bad.png").write_bytes(b"not an image")
+    export = tmp_path / "export.json"
+    export.write_text(
+        json.dumps(
+            [
+                {"data": {"image": f"/data/local-files/?d={name}"}, "annotations": [_choice("rot", 1)]}
+                for name in ("ok.png", "bad.png", "../../imgs/a.png")
+            ]
+        )
+    )
+    result = run(
+        "label", "import", export, "--parent", v1.short_id, "-p", project.root,
+        "--document-root", root,
+    )
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "skipped (outside the root, unreadable or not an image) │ 2" in out
+    assert "added (new images) │ 1" in out
+    assert "d=bad.png: " in out and "cannot be decoded" in out
+    assert "d=../../imgs/a.png: " in out and "lies outside the document root" in out
+    assert len(DatasetRepo(project).list()) == 2

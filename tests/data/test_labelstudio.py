@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import xml.etree.ElementTree as ET
@@ -428,3 +429,78 @@ def test_apply_export_adds_real_tiles_served_from_document_root(repo, tmp_path: 
     assert (tile.label, tile.subtype, tile.mode) == ("defect", "crack", "L")
     assert repo.blobs.get(tile.sha256) == crack[0].read_bytes()
     assert (added[free[0].name].label, added[free[0].name].subtype) == ("good", None)
+
+
+def _seed_version(repo, tmp_path: Path):
+    """A parent version holding one 8×8 image that no export below refers to."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, "PNG")
+    sha = repo.blobs.put(buffer.getvalue())
+    record = ImageRecord(
+        sha256=sha, path="seed.png", bytes=len(buffer.getvalue()), width=8, height=8,
+        mode="RGB", label="good", subtype=None, source="test", split=None,
+    )
+    return repo.create_version([record], name="seed", parent=None, metadata={})
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 24), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_apply_export_confines_paths_and_skips_bad_files_with_a_reason(repo, tmp_path: Path) -> None:
+    """`..`, absolute paths, file:// URLs and symlinks that leave the document root are not read;
+    undecodable files are not stored; each is skipped with its reason and the rest imports."""
+    from visionline.data._labelstudio import apply_export
+
+    parent = _seed_version(repo, tmp_path)
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "ok.png").write_bytes(_png((200, 0, 0)))
+    (root / "sub" / "ok2.png").write_bytes(_png((0, 200, 0)))
+    (root / "bad.png").write_bytes(b"GIF89a but not really an image")
+    (root / "cut.png").write_bytes(_png((0, 0, 200))[:60])
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(_png((9, 9, 9)))
+    (root / "link.png").symlink_to(secret)
+    tasks = [
+        _task(1, "/data/local-files/?d=ok.png", _annotation("crack")),
+        _task(2, (root / "sub" / "ok2.png").as_uri(), _annotation("good")),
+        _task(3, "/data/local-files/?d=../secret.png", _annotation("crack")),
+        _task(4, str(secret), _annotation("crack")),
+        _task(5, secret.as_uri(), _annotation("crack")),
+        _task(6, "/data/local-files/?d=link.png", _annotation("crack")),
+        _task(7, "/data/local-files/?d=bad.png", _annotation("crack")),
+        _task(8, "/data/local-files/?d=cut.png", _annotation("crack")),
+        _task(9, "/data/local-files/?d=sub", _annotation("crack")),
+        _task(10, "/data/local-files/?d=missing.png", _annotation("crack")),
+    ]
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+
+    result = apply_export(repo, parent, export, repo.config, name="confined", document_root=root)
+
+    assert result.n_added == 2
+    added = {
+        Path(r.path).name: (r.label, r.subtype)
+        for r in result.version.records
+        if r.source == "labelstudio"
+    }
+    assert added == {"ok.png": ("defect", "crack"), "ok2.png": ("good", None)}
+    reasons = dict(issue.split(": ", 1) for issue in result.skipped)
+    assert len(reasons) == 7
+    outside = ["/data/local-files/?d=../secret.png", str(secret), secret.as_uri(),
+               "/data/local-files/?d=link.png"]
+    for ref in outside:
+        assert "lies outside the document root" in reasons[ref], ref
+    assert "cannot be decoded" in reasons["/data/local-files/?d=bad.png"]
+    assert "cannot be decoded" in reasons["/data/local-files/?d=cut.png"]
+    assert "not a regular file" in reasons["/data/local-files/?d=sub"]
+    assert len(result.unmatched) == 1
+    assert result.unmatched[0].startswith("/data/local-files/?d=missing.png: not in version")
+    for path in (secret, root / "bad.png", root / "cut.png"):
+        assert not repo.blobs.exists(hashlib.sha256(path.read_bytes()).hexdigest()), path
+    assert result.version.metadata["skipped"] == 7
+    assert set(result.skipped) <= set(result.version.metadata["issues"])
+

@@ -165,6 +165,7 @@ def _print_import(result: LabelImport, parent_id: str) -> None:
     rows = [
         ("unchanged", result.n_unchanged),
         ("added (new images)", result.n_added),
+        ("skipped (outside the root, unreadable or not an image)", len(result.skipped)),
         ("not found", len(result.unmatched)),
         ("conflicting duplicates", len(result.conflicts)),
         ("unlabelled tasks", summary.n_unlabelled),
@@ -175,7 +176,7 @@ def _print_import(result: LabelImport, parent_id: str) -> None:
     for label, count in rows:
         table.add_row(label, str(count), style=None if count else "dim")
     console.print(table)
-    issues = summary.issues + result.unmatched + result.conflicts
+    issues = summary.issues + result.skipped + result.unmatched + result.conflicts
     for issue in issues[:20]:
         console.print(f"[yellow]issue:[/yellow] {issue}", highlight=False)
     if len(issues) > 20:

@@ -22,6 +22,8 @@ from visionline.config import GOOD_CLASS, ProjectConfig
 from visionline.errors import ConfigError, DataError, ImageError
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from visionline.data import DatasetRepo, DatasetVersion, ImageRecord
 
 FROM_NAME = "choice"
@@ -120,7 +122,7 @@ def image_ref_to_path(image: str, base_dir: Path) -> Path | None:
 
     `/data/local-files/?d=...` refs (also behind a host) resolve against `base_dir`, which is
     then Label Studio's document root; relative paths resolve against `base_dir` as well. The
-    path is not checked for existence.
+    path is not checked for existence, nor confined: `read_local_image` does that.
     """
     if not image or image.startswith(BLOB_PREFIX):
         return None
@@ -386,6 +388,7 @@ class LabelImport:
     n_added: int = 0
     unmatched: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # local files refused, each with the reason
     version: DatasetVersion | None = None
     records: list[ImageRecord] = field(default_factory=list)
 
@@ -394,14 +397,40 @@ class LabelImport:
         return sum(self.changes.values())
 
 
-def _new_record(data: bytes, sha: str, path: Path, decision: LabelDecision) -> ImageRecord:
-    from visionline.data import ImageRecord
+def read_local_image(path: Path, root: Path) -> tuple[bytes, Image.Image] | None:
+    """The bytes and decoded image of a file that an export names, or None when it is missing.
+
+    Raises `DataError` (with the fix) when the path, after `..` and symlinks are resolved, lies
+    outside the document `root`, is not a regular file, or is not a decodable image, so nothing
+    outside the root is read and nothing undecodable is stored.
+    """
     from visionline.preprocessing import decode_image
 
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise DataError(
+            f"{path} lies outside the document root {root}, so it was not read; move it under "
+            "that root or pass the root that holds it as --document-root."
+        )
+    if not resolved.exists():
+        return None
+    if not resolved.is_file():
+        raise DataError(f"{path} is not a regular file; point the task at an image file.")
     try:
-        image = decode_image(data)
+        data = resolved.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({exc.strerror}); check its permissions.") from exc
+    try:
+        return data, decode_image(data)
     except ImageError as exc:
         raise ImageError(f"{path}: {exc}") from exc
+
+
+def _new_record(
+    data: bytes, image: Image.Image, sha: str, path: Path, decision: LabelDecision
+) -> ImageRecord:
+    from visionline.data import ImageRecord
+
     return ImageRecord(
         sha256=sha,
         path=str(path),
@@ -428,8 +457,10 @@ def apply_export(
     """Make a child version of `parent` with the labels of a Label Studio export.
 
     Images map back to blobs by `data.sha256`, then by path (the manifest path, else the bytes
-    of the local file). Local images that `parent` lacks are stored and added with their labels.
-    Nothing is written when nothing changed (`result.version` stays None).
+    of the local file). Local images that `parent` lacks are stored and added with their labels,
+    if they lie inside the document root and decode; any other file is skipped with its reason
+    (`result.skipped`), so one bad file does not stop the import. Nothing is written when
+    nothing changed (`result.version` stays None).
     """
     summary = read_export(export, config)
     root = document_root or Path(os.environ.get(ENV_DOCUMENT_ROOT) or export.parent)
@@ -446,17 +477,21 @@ def apply_export(
         local = image_ref_to_path(decision.image, root)
         if sha is None:
             sha = by_path.get(decision.image) or (by_path.get(str(local)) if local else None)
-        if sha is None and local is not None and local.is_file():
-            data = local.read_bytes()
-            digest = hashlib.sha256(data).hexdigest()
-            if digest not in records:
-                stored = repo.blobs.put(data)
-                records[stored] = _new_record(data, stored, local, decision)
-                order.append(stored)
-                decided[stored] = decision
-                result.n_added += 1
+        if sha is None and local is not None:
+            try:
+                loaded = read_local_image(local, root)
+            except DataError as exc:
+                result.skipped.append(f"{decision.image}: {exc}")
                 continue
-            sha = digest
+            if loaded is not None:
+                data, image = loaded
+                sha = hashlib.sha256(data).hexdigest()
+                if sha not in records:
+                    records[sha] = _new_record(data, image, repo.blobs.put(data), local, decision)
+                    order.append(sha)
+                    decided[sha] = decision
+                    result.n_added += 1
+                    continue
         if sha is None:
             result.unmatched.append(
                 f"{decision.image}: not in version {parent.short_id} and not a readable local "
@@ -490,7 +525,8 @@ def apply_export(
             "unchanged": result.n_unchanged,
             "unmatched": len(result.unmatched),
             "conflicts": len(result.conflicts),
-            "issues": (summary.issues + result.unmatched + result.conflicts)[:50],
+            "skipped": len(result.skipped),
+            "issues": (summary.issues + result.skipped + result.unmatched + result.conflicts)[:50],
         }
         result.version = repo.create_version(
             result.records,
