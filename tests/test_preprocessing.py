@@ -1,4 +1,8 @@
 import io
+import struct
+import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -70,3 +74,54 @@ def test_invalid_spec_values_are_refused():
         Preprocessing(channel_order="RGBA")
     with pytest.raises(ImageError, match="size"):
         Preprocessing(size=4)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims `width`×`height` pixels: all a decompression bomb needs to be opened."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_concurrent_decodes_of_good_images_and_bombs_are_thread_safe():
+    """Threads decoding at once each get their own verdict, and no global state changes
+    (the old `warnings.catch_warnings` left the process's warning filters altered)."""
+    good = _png(32, 24)
+    bombs = [
+        _png_header(7_000, 7_000),  # over visionline's limit only
+        _png_header(10_000, 10_000),  # Pillow warns too
+        _png_header(20_000, 20_000),  # Pillow refuses on its own
+    ]
+    jobs = [good if i % 2 else bombs[i % 3] for i in range(600)]
+    filters, limit = list(warnings.filters), Image.MAX_IMAGE_PIXELS
+
+    def decode(data: bytes) -> tuple[int, int] | str:
+        try:
+            return decode_image(data).size
+        except ImageError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(decode, jobs))
+    for data, result in zip(jobs, results):
+        if data is good:
+            assert result == (32, 24)
+        else:
+            assert "above the limit" in result or "decompression bomb" in result, result
+    assert warnings.filters == filters and Image.MAX_IMAGE_PIXELS == limit
+
+
+def test_a_bomb_is_refused_even_when_warnings_are_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageError, match="above the limit|decompression bomb"):
+            decode_image(_png_header(10_000, 10_000), max_pixels=200_000_000)

@@ -1,46 +1,43 @@
 """Domain exceptions. Each message is one sentence that names the fix.
 
 The CLI turns any `VisionlineError` into that sentence and a non-zero exit; the server turns it
-into a 4xx. Nothing here imports anything heavy, so the edge runtime can use it too.
+into a 4xx. The base classes come from the edge runtime (`visionline_edge.errors`), so an error
+raised while verifying or running a bundle is one of these too. Nothing here imports anything heavy.
 """
 
 from __future__ import annotations
 
+from visionline_edge.errors import (
+    ConfigError,
+    DataError,
+    ImageError,
+    IntegrityError,
+    NotFoundError,
+    VisionlineError,
+)
 
-class VisionlineError(Exception):
-    """Base class: the message is shown to the user as is."""
-
-    exit_code = 1
-
-
-class ConfigError(VisionlineError):
-    """The project file or a command's options are wrong."""
-
-    exit_code = 2
+__all__ = [
+    "AmbiguousIdError",
+    "ConfigError",
+    "DataError",
+    "GateFailedError",
+    "ImageError",
+    "IntegrityError",
+    "NotFoundError",
+    "ProjectNotFoundError",
+    "ServiceUnavailableError",
+    "TrainingError",
+    "UnsafeFileError",
+    "VisionlineError",
+]
 
 
 class ProjectNotFoundError(ConfigError):
     """No `visionline.yaml` above the working directory."""
 
 
-class NotFoundError(VisionlineError):
-    """A dataset version, blob, model or run that does not exist."""
-
-
 class AmbiguousIdError(VisionlineError):
     """A short id prefix that matches more than one object."""
-
-
-class DataError(VisionlineError):
-    """Input data that cannot be used: missing files, bad manifests, wrong splits."""
-
-
-class ImageError(DataError):
-    """An image that cannot be decoded, is truncated, or is too large."""
-
-
-class IntegrityError(DataError):
-    """Stored bytes whose hash no longer matches their address, or a tampered bundle."""
 
 
 class ServiceUnavailableError(VisionlineError):

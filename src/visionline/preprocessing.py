@@ -8,7 +8,6 @@ numpy and Pillow because the edge runtime has nothing else.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Sequence
@@ -103,19 +102,27 @@ class Preprocessing:
         return cls(**fields)
 
 
+def _check_pixels(image: Image.Image, max_pixels: int) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"Image is {width}x{height} pixels, above the limit of {max_pixels:,}; "
+            "resize it or raise the pixel limit."
+        )
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode encoded image bytes fully, refusing corrupt, truncated or oversized input."""
+    """Decode encoded image bytes fully, refusing corrupt, truncated or oversized input.
+
+    Safe to call from many threads at once (the server does): the pixel count is checked
+    explicitly between reading the header and decoding, and no process-wide state such as the
+    warning filters (`warnings.catch_warnings` is not thread-safe) is touched.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"Image is {width}x{height} pixels, above the limit of {max_pixels:,}; "
-                    "resize it or raise the pixel limit."
-                )
-            image.load()
+        image = Image.open(io.BytesIO(data))
+        _check_pixels(image, max_pixels)
+        image.load()
+        _check_pixels(image, max_pixels)  # a few formats (ICO, ICNS) pick their largest frame
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

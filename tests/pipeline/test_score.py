@@ -18,7 +18,7 @@ from visionline.pipeline._score import bundle_rates, resolve_bundle, score, summ
 def test_folder_rows_match_the_edge_runtime_and_bad_images_become_error_rows(
     score_bundle, score_images, tmp_path
 ):
-    from visionline.export.runtime import load_bundle
+    from visionline_edge import load_bundle
 
     result = score(
         score_images, score_bundle, out=tmp_path / "rows.parquet", workers=2, batch_size=4

@@ -50,7 +50,7 @@ def test_readiness_only_after_warm_up(repo, onnx_model):
     assert not repository.server_ready()
     repository.load_all()
     assert repository.server_ready() and repository.get("apples").runner.ready
-    from visionline.export.runtime import load_bundle
+    from visionline_edge import load_bundle
     from visionline.serve import ModelRunner
 
     runner = ModelRunner(load_bundle(repo / "apples" / "1"))
@@ -95,7 +95,7 @@ def test_signature_is_required_when_a_key_is_given(tmp_path, onnx_model, signing
         load_runner(root / "apples" / "2", pubkey=public)
     other_private, _ = generate_keys(tmp_path / "other")
     write_bundle(onnx_model, root / "apples" / "3", "3", key=other_private)
-    with pytest.raises(IntegrityError, match="does not match key"):
+    with pytest.raises(IntegrityError, match="does not trust"):
         load_runner(root / "apples" / "3", pubkey=public)
 
 

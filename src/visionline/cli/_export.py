@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from visionline.cli._common import ProjectOption, console
+from visionline.cli._trust import PubkeyOption, RequireSignatureOption, TrustStoreOption
 from visionline.errors import ConfigError, ProjectNotFoundError
 from visionline.export._options import Calibration
 
@@ -221,21 +222,27 @@ def keys_generate(
 @bundle_app.command("verify")
 def bundle_verify(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory or .tar.gz.")],
-    pubkey: Annotated[
-        Path | None,
-        typer.Option("--pubkey", help="Public key; without it only file hashes are checked."),
-    ] = None,
+    pubkey: PubkeyOption = None,
+    trust_store: TrustStoreOption = None,
+    require_signature: RequireSignatureOption = False,
 ) -> None:
-    """Check every file's sha256 and the Ed25519 signature of bundle.json."""
-    from visionline.export.runtime import key_id, read_public_key, verify_bundle
+    """Check that every file is listed in bundle.json with its sha256 and nothing else is there,
+    and (with trusted keys) that a trusted key signed bundle.json."""
+    from visionline_edge import verify_bundle
 
-    manifest = verify_bundle(bundle, pubkey)
-    what = f"signature by key {key_id(read_public_key(pubkey))} and " if pubkey else ""
+    manifest = verify_bundle(
+        bundle, pubkey, trust_store=trust_store, require_signature=require_signature
+    )
+    signer = manifest["_signed_by"]
+    what = f"signature by trusted key {signer} and " if signer else ""
     console.print(
         f"[green]OK[/green] {manifest['name']} {manifest['version']}: {what}{len(manifest['files'])} file hashes verified"
     )
-    if pubkey is None:
-        console.print("[yellow]note:[/yellow] no --pubkey given, so authenticity was not checked.")
+    if signer is None:
+        console.print(
+            "[yellow]note:[/yellow] no trusted key given, so authenticity was not checked; "
+            "pass --trust-store DIR or --pubkey FILE."
+        )
 
 
 def register(app: typer.Typer) -> None:

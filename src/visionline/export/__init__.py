@@ -1,7 +1,8 @@
 """Edge optimisation: ONNX export with parity, INT8/FP16, pruning, benchmarks, signed bundles, Triton.
 
-Names are imported lazily so that `visionline.export.runtime` (the edge runtime, which needs only
-onnxruntime, numpy and Pillow) loads without torch or onnx.
+Names are imported lazily, so importing the package costs nothing until a name is used. The edge
+runtime names (`load_bundle`, `verify_bundle`, `EdgeModel`, ...) come from `visionline_edge`, the
+runtime that devices install on their own.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ _EXPORTS = {
     "parse_triton_config": "_triton",
     "bench": "_bench",
     "BenchReport": "_bench",
-    "EdgeModel": "runtime",
-    "EdgePrediction": "runtime",
-    "load_bundle": "runtime",
-    "verify_bundle": "runtime",
-    "image_quality": "runtime",
+    "EdgeModel": "visionline_edge",
+    "EdgePrediction": "visionline_edge",
+    "load_bundle": "visionline_edge",
+    "verify_bundle": "visionline_edge",
+    "image_quality": "visionline_edge",
 }
 
 __all__ = [
@@ -70,5 +71,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(import_module(f"visionline.export.{_EXPORTS[name]}"), name)
+        module = _EXPORTS[name]
+        path = module if module == "visionline_edge" else f"visionline.export.{module}"
+        return getattr(import_module(path), name)
     raise AttributeError(f"module 'visionline.export' has no attribute {name!r}")

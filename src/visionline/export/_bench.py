@@ -106,7 +106,7 @@ def bench(
     """Measure every available backend of `target` (a bundle or a model.pt) in one run."""
     from rich.progress import Progress
 
-    from visionline.export.runtime import verify_bundle
+    from visionline_edge import verify_bundle
 
     target = Path(target)
     notes: list[str] = []

@@ -1,4 +1,7 @@
-"""Edge bundles: model files + runtime + reference statistics, a sha256 manifest, a signature, a tarball."""
+"""Edge bundles: model files + reference statistics, a sha256 manifest, a signature, a tarball.
+
+A bundle carries no code: the device verifies and runs it with its installed `visionline-edge`.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import visionline
-from visionline.export.runtime import MANIFEST, SIGNATURE
-
-BUNDLE_FORMAT = "visionline.bundle/1"
-RUNTIME_DIR = "runtime"
-_RUNTIME_INIT = (
-    '"""visionline edge runtime: `from visionline.export.runtime import load_bundle`."""\n'
-)
+from visionline_edge import BUNDLE_FORMAT, MANIFEST, SIGNATURE
 
 
 @contextmanager
@@ -37,21 +33,6 @@ def staged_directory(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-
-
-def install_runtime(bundle_dir: Path) -> list[str]:
-    """Copy the pure runtime modules into the bundle so the edge box needs no visionline install."""
-    package = Path(visionline.__file__).parent
-    target = bundle_dir / RUNTIME_DIR / "visionline"
-    (target / "export").mkdir(parents=True, exist_ok=True)
-    (target / "__init__.py").write_text(
-        f'{_RUNTIME_INIT}\n__version__ = "{visionline.__version__}"\n'
-    )
-    (target / "export" / "__init__.py").write_text(_RUNTIME_INIT)
-    for name in ("errors.py", "preprocessing.py"):
-        shutil.copyfile(package / name, target / name)
-    shutil.copyfile(package / "export" / "runtime.py", target / "export" / "runtime.py")
-    return sorted(p.relative_to(bundle_dir).as_posix() for p in target.rglob("*.py"))
 
 
 def _sha256(path: Path) -> str:

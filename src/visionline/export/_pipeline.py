@@ -95,16 +95,11 @@ def export_model(
 
     from visionline.evaluate import threshold_for_false_reject_rate
     from visionline.export import _data, _onnx, _prune, _quantize
-    from visionline.export._bundle import (
-        archive_bundle,
-        finalize_bundle,
-        install_runtime,
-        staged_directory,
-    )
+    from visionline.export._bundle import archive_bundle, finalize_bundle, staged_directory
     from visionline.export._gate import accuracy_gate, operating_metrics
     from visionline.export._stats import reference_statistics
-    from visionline.export.runtime import image_quality
     from visionline.train import load_model
+    from visionline_edge import image_quality
 
     if signing_key is not None and not signing_key.is_file():
         raise ConfigError(
@@ -263,7 +258,6 @@ def export_model(
             reference = reference_statistics(
                 stage / "reference", scores, ref_probs, ref_emb, quality, config.seed
             )
-        install_runtime(stage)
         for entry in models.values():
             entry["bytes"] = (stage / entry["file"]).stat().st_size
         embedding_dim = int(model.head.in_features)
@@ -308,7 +302,10 @@ def export_model(
             },
             "model_spec": {**spec.to_dict(), "backbone_embedding_dim": embedding_dim},
             "export_config": config.model_dump(mode="json"),
-            "runtime": "PYTHONPATH=runtime python -c 'from visionline.export.runtime import load_bundle'",
+            "edge_runtime": {
+                "distribution": "visionline-edge",
+                "verify": "visionline-edge verify BUNDLE --trust-store DIR",
+            },
         }
         finalize_bundle(stage, manifest, signing_key)
     archive = archive_bundle(out_dir, out_dir.with_name(out_dir.name + ".tar.gz"))

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from visionline.errors import ConfigError, NotFoundError
-from visionline.export.runtime import SIGNATURE, key_id
+from visionline_edge import SIGNATURE, SIGNATURE_FORMAT, key_id, signed_message
 
 PRIVATE_KEY_FILE = "visionline-signing.key"
 PUBLIC_KEY_FILE = "visionline-signing.pub"
@@ -62,18 +62,20 @@ def load_private_key(path: Path):  # -> Ed25519PrivateKey
 
 
 def sign_file(manifest_path: Path, key_path: Path) -> Path:
-    """Sign the exact bytes of a manifest; the signature goes next to it as `bundle.sig`."""
+    """Sign the exact bytes of a manifest (after the edge runtime's context prefix, see
+    `visionline_edge.signed_message`); the signature goes next to it as `bundle.sig`."""
     from cryptography.hazmat.primitives import serialization
 
     key = load_private_key(key_path)
     public = key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
-    signature = key.sign(manifest_path.read_bytes())
+    signature = key.sign(signed_message(manifest_path.read_bytes()))
     path = manifest_path.parent / SIGNATURE
     path.write_text(
         json.dumps(
             {
+                "format": SIGNATURE_FORMAT,
                 "algorithm": "ed25519",
                 "key_id": key_id(public),
                 "signature": base64.b64encode(signature).decode(),

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from visionline.export.runtime import QUALITY_STATS
+from visionline_edge import QUALITY_STATS
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 EMBEDDING_SAMPLE = 256

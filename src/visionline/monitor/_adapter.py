@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from visionline.errors import DataError, NotFoundError
-from visionline.export.runtime import QUALITY_STATS, image_quality
+from visionline_edge import QUALITY_STATS, image_quality
 
 __all__ = [
     "QUALITY_STATS",

@@ -218,7 +218,7 @@ class _BatchScorer:
 
     def __init__(self, manifest: dict[str, Any], blob_store: str | None = None) -> None:
         from visionline.data import BlobStore
-        from visionline.export.runtime import EdgeModel
+        from visionline_edge import EdgeModel
 
         self.model = EdgeModel(manifest, threads=1)
         self.blobs = BlobStore(blob_store) if blob_store else None
@@ -515,7 +515,7 @@ def score(
 
     The executor, and for Ray the cluster address, default to the project's `pipeline:` settings.
     """
-    from visionline.export.runtime import verify_bundle
+    from visionline_edge import verify_bundle
 
     try:
         chosen = Executor(executor) if executor is not None else None

@@ -56,7 +56,7 @@ class ModelRunner:
         """The model batch plus each image's quality statistics (brightness, contrast, sharpness,
         colourfulness) on the same resized pixels the bundle's drift reference was computed on.
         Only the prediction log needs them, and they cost a tenth of a request's time."""
-        from visionline.export.runtime import image_quality
+        from visionline_edge import image_quality
 
         preprocessing = self.model.preprocessing
         pixels = self._pixels(images)

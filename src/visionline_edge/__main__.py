@@ -1,0 +1,5 @@
+"""`python -m visionline_edge`: the same as the `visionline-edge` command."""
+
+from visionline_edge.cli import main
+
+raise SystemExit(main())
