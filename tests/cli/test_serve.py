@@ -120,6 +120,8 @@ def test_keys_come_from_files_or_environment_variables(tmp_path, monkeypatch):
         (["serve", ".", "--version-policy", "newest"], "latest:N, all or specific"),
         (["serve", ".", "--max-batch-size", "0"], "--max-batch-size"),
         (["serve", ".", "--pubkey", "nokey.pub"], "No public key at nokey.pub"),
+        (["serve", ".", "--require-signature"], "no key is trusted; pass --trust-store DIR"),
+        (["serve", ".", "--trust-store", "nostore"], "No trust store at nostore"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):

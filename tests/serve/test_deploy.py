@@ -118,3 +118,23 @@ def test_kubernetes_server_takes_both_keys_from_a_secret(monkeypatch):
     assert not config.public_inference
     with pytest.raises(ConfigError, match="needs a management key"):
         _serve_config(argv, {}, monkeypatch)
+
+
+def test_kubernetes_and_compose_servers_load_only_bundles_signed_by_a_trusted_key(monkeypatch):
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text()) if d]
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    entrypoint = _exec_form(DEPLOY / "Dockerfile", "ENTRYPOINT")
+    config = _serve_config(entrypoint + container["args"], KEYS_FROM_SECRETS, monkeypatch)
+    assert config.require_signature and config.trust_store is not None
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    mount = mounts[str(config.trust_store)]
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"]
+
+    compose = yaml.safe_load((DEPLOY.parent / "plant" / "docker-compose.yaml").read_text())
+    server = compose["services"]["server"]
+    config = _serve_config(entrypoint + server["command"], KEYS_FROM_SECRETS, monkeypatch)
+    assert config.require_signature and config.trust_store is not None
+    assert any(v.endswith(f":{config.trust_store}:ro") for v in server["volumes"])

@@ -99,6 +99,27 @@ def test_signature_is_required_when_a_key_is_given(tmp_path, onnx_model, signing
         load_runner(root / "apples" / "3", pubkey=public)
 
 
+def test_require_signature_serves_only_bundles_a_trusted_key_signed(tmp_path, onnx_model, signing_keys):
+    import shutil
+
+    private, public = signing_keys
+    store = tmp_path / "trusted-keys"
+    store.mkdir()
+    shutil.copyfile(public, store / "plant.pub")
+    root = tmp_path / "repo"
+    write_bundle(onnx_model, root / "apples" / "1", "1", key=private)
+    write_bundle(onnx_model, root / "apples" / "2", "2")
+    repository = _repository(root, trust_store=store, require_signature=True, version_policy="all")
+    with pytest.raises(IntegrityError, match="is not signed"):
+        repository.load("apples")
+    rows = {r["version"]: r for r in repository.index()}
+    assert rows["2"]["state"] == "UNAVAILABLE" and "not signed" in rows["2"]["reason"]
+    assert load_runner(root / "apples" / "1", trust_store=store, require_signature=True).ready
+    with pytest.raises(ConfigError, match="no key is trusted"):
+        load_runner(root / "apples" / "1", require_signature=True)
+    repository.close()
+
+
 def test_polling_picks_up_a_new_version_and_skips_a_broken_one(repo, onnx_model):
     repository = _repository(repo)
     repository.load_all()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from visionline.cli._common import ProjectOption, load_project
+from visionline.cli._trust import PubkeyOption, RequireSignatureOption, TrustStoreOption
 from visionline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ def serve(
     preprocess_threads: Annotated[int, typer.Option(help="Requests decoded at once, REST and gRPC together.")] = 2,
     grpc_threads: Annotated[int, typer.Option(help="gRPC requests handled at once (each decodes its own).")] = 16,
     version_policy: Annotated[str, typer.Option(help="latest:N, all or specific:1,3.")] = "latest:1",
-    pubkey: Annotated[Path | None, typer.Option(help="Ed25519 public key: only bundles signed by it load.")] = None,
+    pubkey: PubkeyOption = None,
+    trust_store: TrustStoreOption = None,
+    require_signature: RequireSignatureOption = False,
     inference_key: Annotated[
         str | None,
         typer.Option(envvar="VISIONLINE_API_KEY", show_default=False, help="Key for inference and metadata; prefer the env var or a file (a command line is visible to other users)."),
@@ -90,13 +93,13 @@ def serve(
     """
     from visionline.serve import InferenceServer
     from visionline.serve._security import is_loopback
+    from visionline_edge import resolve_trust
 
     if not repository.is_dir():
         raise ConfigError(
             f"Model repository {repository} does not exist; pass a REPO/<model>/<version>/ folder."
         )
-    if pubkey is not None and not pubkey.is_file():
-        raise ConfigError(f"No public key at {pubkey}; pass the .pub file from 'visionline keys generate'.")
+    resolve_trust(pubkey, trust_store, require_signature)  # a bad key or empty store fails at start
     config = server_config(ctx.params)
     _setup_logging(log_format)
     logger = None if no_log else _prediction_logger(project, log_db, sample_rate)
@@ -142,6 +145,8 @@ def server_config(options: Mapping[str, Any]) -> ServerConfig:
             grpc_threads=options["grpc_threads"],
             version_policy=options["version_policy"],
             pubkey=options["pubkey"],
+            trust_store=options["trust_store"],
+            require_signature=options["require_signature"],
             inference_key=_key(options["inference_key"], options["inference_key_file"], "inference"),
             management_key=_key(options["management_key"], options["management_key_file"], "management"),
             public_inference=options["public_inference"],

@@ -56,6 +56,8 @@ class ServerConfig(BaseModel):
     request_timeout_s: float = Field(default=30.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     pubkey: Path | None = None
+    trust_store: Path | None = Field(default=None, description="Folder (or PEM file) of trusted public keys.")
+    require_signature: bool = Field(default=False, description="Load only bundles signed by a trusted key.")
     inference_key: SecretStr | None = Field(default=None, description="Needed for inference and metadata.")
     management_key: SecretStr | None = Field(default=None, description="Needed for the repository API.")
     public_inference: bool = Field(default=False, description="Serve inference without a key off loopback.")

@@ -113,6 +113,8 @@ class ModelRepository:
         runner = load_runner(
             path,
             pubkey=self.config.pubkey,
+            trust_store=self.config.trust_store,
+            require_signature=self.config.require_signature,
             threads=self.config.intra_op_threads,
             max_pixels=self.config.max_pixels,
             warm_up_batch_sizes=sorted({1, self.config.max_batch_size}),

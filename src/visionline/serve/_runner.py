@@ -1,7 +1,7 @@
 """The one place where the server touches a model: a verified edge bundle run by ONNX Runtime.
 
 Everything else in `visionline.serve` sees a `ModelRunner`: batches in, named arrays out. The
-bundle is opened with the edge runtime (`visionline.export.runtime.load_bundle`), so the server
+bundle is opened with the edge runtime (`visionline_edge.load_bundle`), so the server
 checks the same checksums and signature and applies the same preprocessing as an edge box.
 """
 
@@ -112,15 +112,24 @@ def load_runner(
     path: Path,
     *,
     pubkey: Path | None = None,
+    trust_store: Path | None = None,
+    require_signature: bool = False,
     threads: int = 0,
     max_pixels: int | None = None,
     warm_up_batch_sizes: Sequence[int] = (1,),
 ) -> ModelRunner:
-    """Verify → load → warm up → self-test. Raises on any failure, so the caller keeps the old one."""
-    from visionline.export import load_bundle
+    """Verify (with the edge runtime's checks) → load → warm up → self-test. Raises on any
+    failure, so the caller keeps the old one."""
+    from visionline_edge import load_bundle
 
     try:
-        edge_model = load_bundle(path, pubkey=pubkey, threads=threads or None)
+        edge_model = load_bundle(
+            path,
+            pubkey=pubkey,
+            threads=threads or None,
+            trust_store=trust_store,
+            require_signature=require_signature,
+        )
     except VisionlineError:
         raise
     except Exception as exc:  # onnxruntime and json raise their own types for broken files
