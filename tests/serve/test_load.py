@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from serve_support import image_bytes, write_bundle
 
 VISIONLINE = Path(sys.executable).parent / "visionline"
 TOTAL, CONCURRENCY = 20_000, 16
+MANAGEMENT_KEY = "management-key-0123456789"
 
 
 def _free_port() -> int:
@@ -61,7 +63,7 @@ async def _hammer(url: str, repo: Path, onnx_model: Path) -> tuple[Counter, Coun
         while sent < TOTAL // 2:
             await asyncio.sleep(0.05)
         await asyncio.to_thread(write_bundle, onnx_model, repo / "apples" / "2", "2")
-        response = await client.post("/v2/repository/models/apples/load", headers={"Authorization": "Bearer admin"})
+        response = await client.post("/v2/repository/models/apples/load", headers={"Authorization": f"Bearer {MANAGEMENT_KEY}"})
         assert response.status_code == 200, response.text
         swapped.set()
 
@@ -78,9 +80,9 @@ def test_20000_requests_with_a_hot_swap_and_no_failure(tmp_path, onnx_model):
     write_bundle(onnx_model, repo / "apples" / "1", "1")
     port = _free_port()
     process = subprocess.Popen(
-        [str(VISIONLINE), "serve", str(repo), "--http-port", str(port), "--no-grpc", "--admin-key", "admin",
+        [str(VISIONLINE), "serve", str(repo), "--http-port", str(port), "--no-grpc",
          "--max-batch-size", "16", "--max-queue-size", "1024", "--log-format", "text"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "VISIONLINE_ADMIN_KEY": MANAGEMENT_KEY},
     )
     url = f"http://127.0.0.1:{port}"
     try:
