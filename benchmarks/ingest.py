@@ -189,14 +189,18 @@ def main() -> None:
     api_ratio = median["dvc_in_process"] / median["visionline_in_process"]
     vl_rate = args.images / median["visionline_in_process"]
 
-    def row(way: str, peer: str, ratio: float) -> dict[str, str]:
+    cpu = {way: statistics.median(c for _, c in r) for way, r in runs.items()}
+
+    def row(how: str, way: str, ratio: float) -> dict[str, str]:
+        ours, theirs = f"visionline_{way}", f"dvc_{way}"
         return {
             "benchmark": "ingest",
-            "measure": f"{args.images:,} small JPEGs, {way}",
-            "visionline": f"{args.images / median['visionline_' + peer]:,.0f} img/s "
-            "(hash, full decode, pHash, store, manifest)",
-            "peer": f"dvc add: {args.images / median['dvc_' + peer]:,.0f} img/s (md5 + copy)",
-            "result": f"{ratio:.2f}x",
+            "measure": f"{args.images:,} small JPEGs, {how}; wall (CPU seconds)",
+            "visionline": f"{args.images / median[ours]:,.0f} img/s ({cpu[ours]:.1f} CPU s; "
+            "hash, full decode, pHash, store, manifest)",
+            "peer": f"dvc add: {args.images / median[theirs]:,.0f} img/s ({cpu[theirs]:.1f} CPU s; "
+            "md5 + copy)",
+            "result": f"{ratio:.2f}x wall, {cpu[theirs] / cpu[ours]:.2f}x CPU",
         }
 
     result = {
