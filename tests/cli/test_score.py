@@ -45,6 +45,7 @@ def test_score_prints_a_summary_and_writes_rows(score_bundle, score_images, tmp_
         (["IMAGES", "--bundle", "missing-bundle"], ["No bundle at missing-bundle"]),
         (["IMAGES"], ["No --bundle given"]),
         (["IMAGES", "--bundle", "BUNDLE", "--executor", "spark"], ["Unknown executor 'spark'"]),
+        (["IMAGES", "--bundle", "BUNDLE", "--require-signature"], ["no key is trusted", "--trust-store"]),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(score_bundle, score_images, tmp_path, args, needles):

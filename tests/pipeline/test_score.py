@@ -183,3 +183,15 @@ def test_pubkey_refuses_an_unsigned_bundle(score_bundle, score_images, tmp_path)
     with pytest.raises(IntegrityError, match="not signed"):
         score(score_images, score_bundle, pubkey=public, out=tmp_path / "rows.parquet")
     assert not (tmp_path / "rows.parquet").exists()
+
+
+def test_require_signature_needs_trusted_keys_and_a_signed_bundle(score_bundle, score_images, tmp_path):
+    from visionline.export import generate_keys
+
+    out = tmp_path / "rows.parquet"
+    with pytest.raises(ConfigError, match="no key is trusted"):
+        score(score_images, score_bundle, require_signature=True, out=out)
+    _, public = generate_keys(tmp_path / "trusted-keys")
+    with pytest.raises(IntegrityError, match="not signed"):
+        score(score_images, score_bundle, trust_store=public.parent, require_signature=True, out=out)
+    assert not out.exists()

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from visionline.cli._common import ProjectOption, console, err_console
+from visionline.cli._trust import PubkeyOption, RequireSignatureOption, TrustStoreOption
 from visionline.config import Project
 from visionline.errors import ProjectNotFoundError
 
@@ -64,9 +65,9 @@ def score_command(
         int | None, typer.Option(help="Worker processes; default: one per CPU core.")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 32,
-    pubkey: Annotated[
-        Path | None, typer.Option(help="Ed25519 public key: score only a bundle signed by it.")
-    ] = None,
+    pubkey: PubkeyOption = None,
+    trust_store: TrustStoreOption = None,
+    require_signature: RequireSignatureOption = False,
     project: ProjectOption = None,
 ) -> None:
     """Score every image with an edge bundle in parallel; write one row per image and a summary."""
@@ -84,6 +85,8 @@ def score_command(
         workers=workers,
         batch_size=batch_size,
         pubkey=pubkey,
+        trust_store=trust_store,
+        require_signature=require_signature,
         show_progress=True,
     )
     s = result.summary

@@ -508,12 +508,16 @@ def score(
     workers: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     pubkey: Path | None = None,
+    trust_store: Path | None = None,
+    require_signature: bool = False,
     ray_address: str | None = None,
     show_progress: bool = False,
 ) -> ScoreResult:
     """Score every image of a folder or dataset version with a bundle; write rows and a summary.
 
     The executor, and for Ray the cluster address, default to the project's `pipeline:` settings.
+    The bundle is verified by the edge runtime first (with `pubkey`/`trust_store`, its signature
+    too; `require_signature` refuses to score without trusted keys).
     """
     from visionline_edge import verify_bundle
 
@@ -533,7 +537,9 @@ def score(
     path = resolve_bundle(bundle, project)
     found = _resolve_source(source, project, split)
     output = _output_path(out, project, found.name)
-    manifest = verify_bundle(path, pubkey)
+    manifest = verify_bundle(
+        path, pubkey, trust_store=trust_store, require_signature=require_signature
+    )
     if chosen is Executor.RAY:
         raw, used = _run_ray(found, manifest, workers, batch_size, address, show_progress)
     else:
