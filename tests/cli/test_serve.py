@@ -36,7 +36,7 @@ onnx_model = fixtures.onnx_model
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("VISIONLINE_")} | (env or {})
     return subprocess.run(
-        [str(VISIONLINE), *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=environment
+        [str(VISIONLINE), *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=environment, check=False
     )
 
 

@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -133,9 +134,9 @@ def test_grpc_keys_follow_the_same_rules(repo):
         for headers in (inference, management, {"x-api-key": INFERENCE_KEY}):
             assert g.infer("apples", [_grpc_image()], headers=headers).as_numpy("probabilities").shape == (1, 3)
         assert g.get_model_metadata("apples", headers=inference).name == "apples"
-        for call in (g.get_model_repository_index, lambda headers: g.unload_model("apples", headers=headers)):
-            assert _grpc_status(lambda: call(headers=None)) == "StatusCode.UNAUTHENTICATED"
-            assert _grpc_status(lambda: call(headers=inference)) == "StatusCode.PERMISSION_DENIED"
+        for call in (g.get_model_repository_index, partial(g.unload_model, "apples")):
+            assert _grpc_status(partial(call, headers=None)) == "StatusCode.UNAUTHENTICATED"
+            assert _grpc_status(partial(call, headers=inference)) == "StatusCode.PERMISSION_DENIED"
         g.unload_model("apples", headers=management)
         assert not g.is_model_ready("apples", headers=inference)
         g.load_model("apples", headers=management)
