@@ -327,9 +327,11 @@ def main() -> None:
     print("ORT profile, kernel ms per run:  FP32    INT8  speed-up")
     for kind, row in profile.items():
         print(f"  {kind:28s} {row['fp32']:6.2f}  {row['int8']:6.2f}  {row['speedup']:5.2f}×")
+    result["readme"] = readme_rows(result)
+    for row in result["readme"]:
+        print(" | ".join(row.values()))
     if args.smoke:
         return
-    result["readme"] = readme_rows(result)
     print("wrote", write_result("edge", result))
 
 
