@@ -127,3 +127,44 @@ def test_dashboard_in_headless_chromium(populated, tmp_path):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def test_charts_escape_names_and_titles():
+    from visionline.monitor._charts import histogram_chart, interval_chart, line_chart
+
+    charts = [
+        line_chart({HOSTILE: [(0, 1.0), (1, 2.0)]}, HOSTILE, hline=1.5, y_label=HOSTILE),
+        interval_chart([HOSTILE], [0.1], [0.05], [0.2], HOSTILE),
+        histogram_chart([0.0, 0.5, 1.0], {HOSTILE: [0.4, 0.6]}, HOSTILE),
+        line_chart({}, HOSTILE),
+    ]
+    for chart in charts:
+        assert "<script" not in chart and "&lt;script&gt;alert(1)&lt;/script&gt;" in chart
+
+
+@pytest.mark.slow
+def test_a_script_in_a_delivery_id_shows_as_text_in_chromium(tmp_path):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    db = MonitorDB(f"sqlite:///{tmp_path}/log.db")
+    items = make_predictions(60, seed=4)
+    for item in items[:20]:
+        item.delivery_id = HOSTILE
+    with PredictionLogger(db, None, sample_rate=0.0) as logger:
+        logger.log(items)
+    html = TestClient(create_app(db)).get("/").text
+    page = tmp_path / "dashboard.html"
+    page.write_text(html, encoding="utf-8")
+    with headless_chromium() as driver:
+        driver.get(page.as_uri())
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert.text  # noqa: B018  (reading it is what raises)
+        assert driver.execute_script("return document.scripts.length") == 0
+        cells = driver.find_elements(By.CSS_SELECTOR, "#delivery-table td:first-child")
+        shown = [cell for cell in cells if cell.text == HOSTILE]
+        assert len(shown) == 1 and shown[0].is_displayed()
+        assert HOSTILE in driver.find_element(By.TAG_NAME, "body").text

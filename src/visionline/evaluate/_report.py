@@ -1,9 +1,9 @@
-"""A self-contained HTML evaluation report: every plot embedded as a base64 PNG, no network."""
+"""A self-contained HTML evaluation report (templates/report.html.j2): every plot embedded as a
+base64 PNG, no network."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 from collections.abc import Sequence
@@ -14,16 +14,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from PIL import Image
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1100px}
-h1{margin-bottom:0}.meta{color:#666}table{border-collapse:collapse;margin:1rem 0}
-td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}th{background:#f4f4f4}
-td:first-child,th:first-child{text-align:left}.pass{color:#127a12;font-weight:bold}
-.fail{color:#b00020;font-weight:bold}.warn{background:#fff4ce;padding:.5rem;border-left:4px solid #e0a800}
-.grid{display:flex;flex-wrap:wrap;gap:.6rem}.grid figure{margin:0;width:140px;font-size:.8rem}
-.grid img{width:140px;height:140px;object-fit:contain;background:#000}img.plot{max-width:100%}
-"""
 
 
 def _figure_png(fig: Any) -> str:
@@ -117,12 +107,6 @@ def _reliability_plot(reliability: dict[str, Any]) -> str:
     return _figure_png(fig)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def render_report(
     metrics: dict[str, Any],
     scores: np.ndarray,
@@ -132,21 +116,13 @@ def render_report(
     meta: dict[str, str],
 ) -> str:
     """The report as one HTML string; `metrics` is the dict that goes into metrics.json."""
+    from visionline._templates import render
+
     names = metrics["class_names"]
     threshold = metrics["threshold"]
     intervals = metrics["intervals"]
     operating = metrics.get("operating_point", {})
     gates = metrics.get("gates")
-    parts = [
-        f"<h1>{html.escape(title)}</h1>",
-        "<p class='meta'>"
-        + " · ".join(
-            f"{html.escape(k)}: <code>{html.escape(str(v))}</code>" for k, v in meta.items()
-        )
-        + "</p>",
-    ]
-    if operating.get("warning"):
-        parts.append(f"<p class='warn'>{html.escape(operating['warning'])}</p>")
     headline = [
         ("False-reject rate", "false_reject_rate", _pct),
         ("Escape rate", "escape_rate", _pct),
@@ -155,91 +131,59 @@ def render_report(
         ("ROC-AUC", "roc_auc", _num),
         ("PR-AUC", "pr_auc", _num),
     ]
-    rows = [
-        [
-            label,
-            f"<span id='m-{key}'>{fmt(metrics[key])}</span>",
-            f"{fmt(intervals[key][0])} – {fmt(intervals[key][1])}",
-        ]
-        for label, key, fmt in headline
-    ]
-    rows.append(["ECE", f"<span id='m-ece'>{_num(metrics['ece'])}</span>", ""])
-    parts.append("<h2>Headline</h2>")
-    parts.append(_table(["metric", "value", f"{metrics['confidence']:.0%} bootstrap CI"], rows))
-    parts.append(
-        f"<p>Threshold <b id='m-threshold'>{threshold:.4f}</b> set on {operating.get('n_good', '?')} "
-        f"good validation images for a false-reject budget of "
-        f"{_pct(operating.get('target_false_reject_rate', float('nan')))}; exact upper bound on the "
-        f"validation false-reject rate: {_pct(operating.get('false_reject_upper_bound', float('nan')))}"
-        f". Test: {metrics['n_good']} good, {metrics['n_defect']} defective images.</p>"
-    )
-    if gates:
-        gate_rows = [
-            [
-                html.escape(gate["name"]),
-                _pct(gate["value"]) if gate["unit"] == "%" else _num(gate["value"]),
-                ("≤ " if gate["direction"] == "max" else "≥ ")
-                + (_pct(gate["limit"]) if gate["unit"] == "%" else _num(gate["limit"])),
-                "<span class='pass'>pass</span>"
-                if gate["passed"]
-                else f"<span class='fail'>fail</span> {html.escape(gate['reason'])}",
-            ]
+
+    def gate_number(gate: dict[str, Any], key: str) -> str:
+        return _pct(gate[key]) if gate["unit"] == "%" else _num(gate[key])
+
+    return render(
+        "report.html.j2",
+        title=title,
+        meta={str(k): str(v) for k, v in meta.items()},
+        warning=operating.get("warning"),
+        confidence=f"{metrics['confidence']:.0%}",
+        headline=[
+            {
+                "label": label,
+                "key": key,
+                "value": fmt(metrics[key]),
+                "interval": f"{fmt(intervals[key][0])} – {fmt(intervals[key][1])}",
+            }
+            for label, key, fmt in headline
+        ],
+        ece=_num(metrics["ece"]),
+        threshold=f"{threshold:.4f}",
+        n_good_val=operating.get("n_good", "?"),
+        target_frr=_pct(operating.get("target_false_reject_rate", float("nan"))),
+        frr_upper=_pct(operating.get("false_reject_upper_bound", float("nan"))),
+        n_good=metrics["n_good"],
+        n_defect=metrics["n_defect"],
+        gates=[
+            {
+                "name": gate["name"],
+                "value": gate_number(gate, "value"),
+                "goal": ("≤ " if gate["direction"] == "max" else "≥ ") + gate_number(gate, "limit"),
+                "passed": gate["passed"],
+                "reason": gate["reason"],
+            }
             for gate in gates["gates"]
         ]
-        parts.append(
-            "<h2>Quality gates</h2>" + _table(["gate", "value", "goal", "result"], gate_rows)
-        )
-    class_rows = [
-        [
-            html.escape(name),
-            _num(v["precision"]),
-            _num(v["recall"]),
-            _num(v["f1"]),
-            str(v["support"]),
-        ]
-        for name, v in metrics["per_class"].items()
-    ]
-    parts.append(
-        "<h2>Per class</h2>" + _table(["class", "precision", "recall", "F1", "support"], class_rows)
-    )
-    sub_rows = [[html.escape(k), _pct(v)] for k, v in metrics["subtype_recall"].items()]
-    parts.append(
-        "<h3>Detection recall per defect subtype</h3>" + _table(["subtype", "flagged"], sub_rows)
-    )
-    parts.append("<h2>Confusion matrices</h2>")
-    parts.append(
-        f"<img class='plot' alt='confusion matrix' src='data:image/png;base64,"
-        f"{_confusion_plot(np.asarray(metrics['confusion_matrix']), names, 'classes at the threshold')}'>"
-    )
-    parts.append(
-        f"<img class='plot' alt='good/defect confusion matrix' src='data:image/png;base64,"
-        f"{_confusion_plot(np.asarray(metrics['binary_confusion_matrix']), ['good', 'defect'], 'good / defect')}'>"
-    )
-    curves = _curves_plot(labels != 0, scores)
-    if curves:
-        parts.append(
-            f"<h2>ROC and PR</h2><img class='plot' alt='ROC and PR curves' src='data:image/png;base64,{curves}'>"
-        )
-    parts.append(
-        "<h2>Score distributions</h2><img class='plot' alt='score histograms' "
-        f"src='data:image/png;base64,{_histogram_plot(scores, labels, names, threshold)}'>"
-    )
-    parts.append(
-        "<h2>Calibration</h2><img class='plot' alt='reliability diagram' "
-        f"src='data:image/png;base64,{_reliability_plot(metrics['reliability'])}'>"
-    )
-    if worst:
-        figures = "".join(
-            f"<figure><img class='worst' alt='misclassified' src='data:image/png;base64,{_image_png(image)}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-            for image, caption in worst
-        )
-        parts.append(f"<h2>Worst mistakes</h2><div class='grid'>{figures}</div>")
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
-        + "\n".join(parts)
-        + "</body></html>"
+        if gates
+        else [],
+        per_class=[
+            [name, _num(v["precision"]), _num(v["recall"]), _num(v["f1"]), str(v["support"])]
+            for name, v in metrics["per_class"].items()
+        ],
+        subtypes=[[k, _pct(v)] for k, v in metrics["subtype_recall"].items()],
+        confusion=_confusion_plot(
+            np.asarray(metrics["confusion_matrix"]), names, "classes at the threshold"
+        ),
+        binary_confusion=_confusion_plot(
+            np.asarray(metrics["binary_confusion_matrix"]), ["good", "defect"], "good / defect"
+        ),
+        curves=_curves_plot(labels != 0, scores),
+        histogram=_histogram_plot(scores, labels, names, threshold),
+        reliability=_reliability_plot(metrics["reliability"]),
+        worst=[(_image_png(image), caption) for image, caption in worst],
     )
 
 

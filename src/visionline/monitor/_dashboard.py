@@ -1,14 +1,14 @@
 """The monitoring dashboard: a FastAPI app with one self-contained HTML page and its JSON endpoints.
 
-The page is rendered on the server with inline SVG charts (no CDN, no JavaScript), so it works on
-an offline plant network and every number on it comes straight from the prediction log.
+The page is rendered on the server from a Jinja2 template with autoescaping and inline SVG charts
+(no CDN, no JavaScript), so it works on an offline plant network, every number on it comes
+straight from the prediction log, and a logged id can never inject markup.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from html import escape
 from typing import Any
 
 import numpy as np
@@ -150,136 +150,97 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
-CSS = """
-body{font-family:system-ui,sans-serif;margin:20px;color:#111;background:#fafafa}
-h1{font-size:20px}h2{font-size:16px;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
-td:first-child,th:first-child{text-align:left}.cards{display:flex;gap:16px}
-.card{background:#fff;border:1px solid #ddd;padding:10px 16px;border-radius:6px}
-.card b{font-size:22px;display:block}.ok{color:#16a34a}.bad{color:#dc2626;font-weight:600}
-.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;font-size:11px}
-.grid img{width:96px;height:96px;object-fit:cover;border:1px solid #ccc}
-.row{display:flex;flex-wrap:wrap;gap:24px}.note{font-size:12px;color:#555;max-width:900px}
-"""
-
-
 def render_page(data: DashboardData, by: str = "delivery_id") -> str:
-    """The whole dashboard as one HTML document."""
+    """The whole dashboard as one HTML document (templates/dashboard.html.j2)."""
+    from visionline._templates import render
+
     summary = data.summary()
-    deliveries = data.deliveries(by)
-    suppliers = data.deliveries("supplier_id")
     drift = data.drift()
     confidence = data.confidence()
-    flagged = data.flagged()
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>visionline monitor</title>",
-        "<meta http-equiv='refresh' content='60'>",
-        f"<style>{CSS}</style></head><body><h1>visionline monitor</h1>",
-        "<div class='cards'>",
-        f"<div class='card'>predictions<b id='total-predictions'>{summary['predictions']}</b></div>",
-        f"<div class='card'>flagged<b id='total-flagged'>{summary['flagged']}</b></div>",
-        f"<div class='card'>drift alarms<b id='total-alarms'>{summary['alarms']}</b></div>",
-        "</div>",
-    ]
-    # deliveries
-    parts.append("<h2>Deliveries: corrected defect rate with 90% interval</h2><div class='row'>")
+    groups = []
     for rows, key, label in (
-        (deliveries, "delivery_id", "delivery"),
-        (suppliers, "supplier_id", "supplier"),
+        (data.deliveries(by), "delivery_id", "delivery"),
+        (data.deliveries("supplier_id"), "supplier_id", "supplier"),
     ):
-        est = [r.get("estimate", r["raw_rate"]) for r in rows]
-        parts.append(
-            "<div>"
-            + interval_chart(
-                [str(r[key]) for r in rows],
-                est,
-                [r.get("low", r["raw_rate"]) for r in rows],
-                [r.get("high", r["raw_rate"]) for r in rows],
-                f"defect rate per {label}",
-            )
-            + f"<table id='{label}-table'><tr><th>{label}</th><th>images</th><th>flagged</th>"
-            "<th>raw</th><th>estimate</th><th>interval</th></tr>"
+        chart = interval_chart(
+            [str(r[key]) for r in rows],
+            [r.get("estimate", r["raw_rate"]) for r in rows],
+            [r.get("low", r["raw_rate"]) for r in rows],
+            [r.get("high", r["raw_rate"]) for r in rows],
+            f"defect rate per {label}",
         )
-        for r in rows:
-            interval = f"{_pct(r.get('low'))} – {_pct(r.get('high'))}" if "low" in r else "–"
-            parts.append(
-                f"<tr data-{label}='{escape(str(r[key]))}'><td>{escape(str(r[key]))}</td>"
-                f"<td class='n'>{r['n']}</td><td class='flagged'>{r['flagged']}</td>"
-                f"<td>{_pct(r['raw_rate'])}</td><td class='estimate'>{_pct(r.get('estimate'))}</td>"
-                f"<td>{interval}</td></tr>"
-            )
-        parts.append("</table></div>")
-    parts.append("</div>")
-    if data.rates is None:
-        parts.append(
-            "<p class='note'>No validated rates: showing raw flagged shares. Start the dashboard "
-            "with --bundle to correct them.</p>"
-        )
-    # drift
-    parts.append(
-        "<h2>Drift</h2><table id='drift-status'><tr><th>detector</th><th>window</th>"
-        "<th>statistic</th><th>Holm-adjusted p</th><th>status</th></tr>"
-    )
-    for name, st in drift["status"].items():
-        cls, word = ("bad", "DRIFT") if st["drifted"] else ("ok", "ok")
-        parts.append(
-            f"<tr data-detector='{escape(name)}'><td>{escape(name)}</td><td>{st['window']}</td>"
-            f"<td>{st['statistic']:.4g}</td><td>{st['adjusted_p']:.3g}</td>"
-            f"<td class='{cls}'>{word}</td></tr>"
-        )
-    parts.append("</table>")
+        table = [
+            {
+                "name": str(r[key]),
+                "n": r["n"],
+                "flagged": r["flagged"],
+                "raw": _pct(r["raw_rate"]),
+                "estimate": _pct(r.get("estimate")),
+                "interval": f"{_pct(r.get('low'))} – {_pct(r.get('high'))}" if "low" in r else "–",
+            }
+            for r in rows
+        ]
+        groups.append({"label": label, "chart": chart, "rows": table})
     series = {k: [(w, neg_log10(p)) for w, p in v] for k, v in drift["series"].items()}
     alpha_line = neg_log10(DriftConfig().alpha) if series else None
-    parts.append(
-        line_chart(
+    return render(
+        "dashboard.html.j2",
+        summary=summary,
+        groups=groups,
+        corrected=data.rates is not None,
+        detectors=[
+            {
+                "name": name,
+                "window": st["window"],
+                "statistic": f"{st['statistic']:.4g}",
+                "adjusted_p": f"{st['adjusted_p']:.3g}",
+                "drifted": st["drifted"],
+            }
+            for name, st in drift["status"].items()
+        ],
+        drift_chart=line_chart(
             series, "drift: -log10(adjusted p) per window", hline=alpha_line, y_label="-log10 p"
-        )
+        ),
+        alarms=[
+            {
+                "when": _when(a["ts"]),
+                "model": a["model"],
+                "version": a["version"],
+                "window": a["window"],
+                "detectors": ", ".join(a["detectors"]),
+                "cause": a["cause"],
+            }
+            for a in drift["alarms"][:20]
+        ],
+        confidence_chart=histogram_chart(
+            confidence["edges"], confidence["series"], "defect score histogram"
+        ),
+        flagged=[
+            {
+                "sha": f["image_sha256"],
+                "id": f["id"][:8],
+                "decision": f["decision"],
+                "score": f"{f['defect_score']:.2f}",
+            }
+            for f in data.flagged()
+        ],
+        versions=[
+            {
+                "model": v["model"],
+                "version": v["version"],
+                "predictions": v["predictions"],
+                "flagged": v["flagged"],
+                "last_seen": _when(v["last_ts"]),
+                "accuracy": _pct(v["expected_accuracy"]),
+                "frr": _pct(v["expected_false_reject_rate"]),
+                "escape": _pct(v["expected_escape_rate"]),
+            }
+            for v in summary["versions"]
+        ],
+        assumptions=CBPE_ASSUMPTIONS,
+        rendered=_when(time.time()),
+        source=data.db.safe_url,
     )
-    parts.append(
-        "<table id='alarms'><tr><th>time</th><th>model</th><th>window</th>"
-        "<th>detectors</th><th>likely cause</th></tr>"
-    )
-    for a in drift["alarms"][:20]:
-        parts.append(
-            f"<tr><td>{_when(a['ts'])}</td><td>{escape(a['model'])} v{escape(str(a['version']))}</td>"
-            f"<td>{a['window']}</td><td>{escape(', '.join(a['detectors']))}</td>"
-            f"<td style='text-align:left'>{escape(a['cause'])}</td></tr>"
-        )
-    parts.append("</table>")
-    # confidence
-    parts.append("<h2>Defect score: production (latest) vs reference</h2>")
-    parts.append(
-        histogram_chart(confidence["edges"], confidence["series"], "defect score histogram")
-    )
-    # flagged images
-    parts.append("<h2>Recent flagged images</h2><div class='grid' id='flagged'>")
-    for f in flagged:
-        parts.append(
-            f"<figure><img src='/images/{f['image_sha256']}' alt='flagged {f['id'][:8]}'>"
-            f"<figcaption>{escape(str(f['decision']))} {f['defect_score']:.2f}<br>{f['id'][:8]}"
-            "</figcaption></figure>"
-        )
-    parts.append("</div>")
-    # versions
-    parts.append(
-        "<h2>Model versions</h2><table id='versions'><tr><th>model</th><th>version</th>"
-        "<th>predictions</th><th>flagged</th><th>last seen</th><th>expected accuracy</th>"
-        "<th>expected FRR</th><th>expected escape</th></tr>"
-    )
-    for v in summary["versions"]:
-        parts.append(
-            f"<tr data-version='{escape(str(v['version']))}'><td>{escape(v['model'])}</td>"
-            f"<td>{escape(str(v['version']))}</td><td class='n'>{v['predictions']}</td>"
-            f"<td>{v['flagged']}</td><td>{_when(v['last_ts'])}</td>"
-            f"<td>{_pct(v['expected_accuracy'])}</td><td>{_pct(v['expected_false_reject_rate'])}</td>"
-            f"<td>{_pct(v['expected_escape_rate'])}</td></tr>"
-        )
-    parts.append(f"</table><p class='note'>{escape(CBPE_ASSUMPTIONS)}</p>")
-    parts.append(
-        f"<p class='note'>Rendered {_when(time.time())} UTC from {escape(data.db.safe_url)}.</p>"
-    )
-    parts.append("</body></html>")
-    return "".join(parts)
 
 
 def create_app(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 from typing import TYPE_CHECKING
 
@@ -55,48 +54,37 @@ def _drift_sentence(drift: dict) -> str:
     )
 
 
-def write_demo_report(result: DemoResult) -> None:
-    """Write `reports/demo.html`: self-contained, no network needed to open it."""
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(cell))}</td>"
-            for cell in (
+def demo_page(result: DemoResult) -> str:
+    """The summary page as HTML (templates/demo.html.j2): self-contained, no network needed."""
+    from visionline._templates import render
+
+    return render(
+        "demo.html.j2",
+        model=result.project.config.name,
+        model_version=result.model_version,
+        run_id=str(result.run_id),
+        dataset_version=result.dataset_version[:12],
+        gates_passed=result.gates_passed,
+        p50=f"{result.latency_ms['p50']:.1f}",
+        p95=f"{result.latency_ms['p95']:.1f}",
+        drift=_drift_sentence(result.drift),
+        retraining=result.retraining.get("sentence", ""),
+        triggers=result.retraining.get("triggers", []),
+        plot=_delivery_plot(result),
+        deliveries=[
+            (
                 r["delivery"], r["supplier"], f"v{r['version']}", r["n"], f"{r['raw_rate']:.1%}",
                 f"{r['estimate']:.1%}", f"{r['low']:.1%} – {r['high']:.1%}", f"{r['true_rate']:.1%}",
             )
-        )
-        + "</tr>"
-        for r in result.deliveries
+            for r in result.deliveries
+        ],
+        eval_report=str(result.eval_report) if result.eval_report else None,
+        eval_report_uri=result.eval_report.as_uri() if result.eval_report else None,
+        timings=[(step, f"{seconds:.1f}") for step, seconds in result.timings.items()],
     )
-    timings = "".join(
-        f"<tr><td>{html.escape(step)}</td><td>{seconds:.1f} s</td></tr>"
-        for step, seconds in result.timings.items()
-    )
-    eval_link = (
-        f'<p>Evaluation report: <a href="{result.eval_report.as_uri()}">{html.escape(str(result.eval_report))}</a></p>'
-        if result.eval_report
-        else ""
-    )
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>visionline demo</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}td,th{{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:right}}</style>
-</head><body>
-<h1>visionline demo: bad apples per delivery</h1>
-<p>Model <b>{html.escape(result.project.config.name)} v{html.escape(result.model_version)}</b>,
-MLflow run <code>{html.escape(str(result.run_id))}</code>, dataset version
-<code>{html.escape(result.dataset_version[:12])}</code>; quality gates
-<b>{"passed" if result.gates_passed else "FAILED"}</b>.</p>
-<p>Serving latency over HTTP: p50 {result.latency_ms["p50"]:.1f} ms, p95 {result.latency_ms["p95"]:.1f} ms.</p>
-<h2>Drift</h2><p>{html.escape(_drift_sentence(result.drift))}</p>
-<h2>Continuous training</h2><p>{html.escape(result.retraining.get("sentence", ""))}</p>
-<ul>{"".join(f"<li>{html.escape(t)}</li>" for t in result.retraining.get("triggers", []))}</ul>
-<h2>Defect rate per delivery</h2>
-<img alt="defect rate per delivery" src="data:image/png;base64,{_delivery_plot(result)}">
-<table><tr><th>delivery</th><th>supplier</th><th>model</th><th>apples</th><th>flagged</th><th>estimate</th><th>90% CI</th><th>true</th></tr>{rows}</table>
-{eval_link}
-<h2>Steps</h2><table>{timings}</table>
-</body></html>
-"""
+
+
+def write_demo_report(result: DemoResult) -> None:
+    """Write `reports/demo.html`."""
     result.report_path.parent.mkdir(parents=True, exist_ok=True)
-    result.report_path.write_text(page)
+    result.report_path.write_text(demo_page(result), encoding="utf-8")
