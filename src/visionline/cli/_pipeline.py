@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from visionline.cli._common import ProjectOption, console, load_project
+from visionline.cli._trust import RequireSignatureOption, TrustStoreOption
 from visionline.config import Executor
 
 app = typer.Typer(
@@ -47,17 +48,24 @@ def run_command(
     executor: Annotated[
         Executor | None, typer.Option(help="local or ray (default: pipeline.executor).")
     ] = None,
+    trust_store: TrustStoreOption = None,
+    require_signature: RequireSignatureOption = False,
     project_dir: ProjectOption = None,
 ) -> None:
-    """Run the enabled steps; unchanged steps come from the cache."""
+    """Run the enabled steps; unchanged steps come from the cache. The deploy step installs only
+    a bundle the edge runtime verified (signed by a trusted key with --require-signature)."""
     from visionline.cli._eval import quiet_mlflow
     from visionline.pipeline import run_pipeline
 
     quiet_mlflow()
     project = load_project(project_dir)
+    deploy: dict[str, Any] = {"require_signature": True} if require_signature else {}
+    if trust_store is not None:
+        deploy["trust_store"] = str(trust_store.resolve())
     run = run_pipeline(
         project, data=data, source=source, force=force or [], resume=resume, until=until,
         executor=executor.value if executor else None, console=console,
+        overrides={"deploy": deploy} if deploy else None,
     )
     counts: dict[str, int] = {}
     for record in run.steps.values():

@@ -92,6 +92,12 @@ class DeployStep(_Strict):
     repository: str = Field("model-repository", description="server model repository folder")
     server: str | None = Field(None, description="URL of a running server to hot-swap, e.g. http://127.0.0.1:8000")
     only_champion: bool = Field(True, description="deploy only a model the registry promoted")
+    trust_store: str | None = Field(
+        None, description="folder of trusted .pub keys (or one .pub file); relative to the project"
+    )
+    require_signature: bool = Field(
+        False, description="deploy only a bundle signed by a key in trust_store"
+    )
 
 
 class RetrainSettings(_Strict):

@@ -102,7 +102,7 @@ pipeline:
   quantise: {{calibration_images: 100}}
   benchmark: {{runs: 20}}
   bundle: {{signing_key: keys/visionline-signing.key}}
-  deploy: {{only_champion: false}}
+  deploy: {{only_champion: false, trust_store: keys/visionline-signing.pub, require_signature: true}}
   retrain: {{min_new_labels: {min(50, settings.feedback)}, epochs: {settings.retrain_epochs}}}
 """
 

@@ -206,7 +206,13 @@ def deploy(ctx: StepContext) -> dict[str, Artifact]:
         }
     repository = ctx.project.root / ctx.settings["repository"]
     target = repository / name / version
-    install_bundle(bundle_artifact.resolve(ctx.project), target)
+    store = ctx.settings.get("trust_store")
+    install_bundle(
+        bundle_artifact.resolve(ctx.project),
+        target,
+        trust_store=(ctx.project.root / store) if store else None,
+        require_signature=bool(ctx.settings.get("require_signature")),
+    )
     server = ctx.settings.get("server")
     if server:
         hot_swap(server, name, version)
@@ -218,16 +224,27 @@ def deploy(ctx: StepContext) -> dict[str, Artifact]:
     }
 
 
-def install_bundle(bundle_dir: Path, target: Path) -> None:
-    """Copy the bundle in beside the target and rename it into place (see `staged_directory`)."""
+def install_bundle(
+    bundle_dir: Path,
+    target: Path,
+    *,
+    trust_store: Path | None = None,
+    require_signature: bool = False,
+) -> None:
+    """Copy the bundle in beside the target, verify the copy with the edge runtime (and its
+    signature against `trust_store`), and only then rename it into place (see `staged_directory`):
+    a bundle that fails verification never reaches the model repository."""
+    from visionline.export._bundle import staged_directory
+    from visionline_edge import verify_bundle
+
     if (target / "bundle.json").is_file() and file_digest(target / "bundle.json") == file_digest(
         bundle_dir / "bundle.json"
     ):
+        verify_bundle(target, trust_store=trust_store, require_signature=require_signature)
         return
-    from visionline.export._bundle import staged_directory
-
     with staged_directory(target) as stage:
         shutil.copytree(bundle_dir, stage, dirs_exist_ok=True)
+        verify_bundle(stage, trust_store=trust_store, require_signature=require_signature)
 
 
 def hot_swap(server: str, name: str, version: str, timeout_s: float = 120.0) -> None:
