@@ -1,8 +1,12 @@
 # Two commands: `make demo` and `make test`. Both create .venv with pip when it is missing.
+# `make demo` installs only what visionline needs to run; `make test` adds the test tools and the
+# s3, label and ray extras. A stamp per set records what is installed, so demo-then-test installs
+# just the rest, and test-then-demo installs nothing.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed
 
 .PHONY: demo test install clean
 
@@ -10,16 +14,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e .
+	touch $(DEMO_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e ".[dev,s3,label,ray]"
-	touch $(STAMP)
+	touch $(DEMO_STAMP) $(TEST_STAMP)
 
-install: $(STAMP)
+install: $(TEST_STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/visionline demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
