@@ -38,7 +38,24 @@ _EXPORTS = {
     "image_quality": "_quality",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BUNDLE_FORMAT",
+    "EdgeModel",
+    "EdgePrediction",
+    "ImagePrediction",
+    "MANIFEST",
+    "QUALITY_STATS",
+    "SIGNATURE",
+    "SIGNATURE_FORMAT",
+    "image_quality",
+    "key_id",
+    "load_bundle",
+    "read_public_key",
+    "resolve_trust",
+    "signed_message",
+    "trusted_keys",
+    "verify_bundle",
+]
 
 
 def __getattr__(name: str) -> Any:

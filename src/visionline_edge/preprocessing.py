@@ -9,9 +9,10 @@ pixels. It lives in the edge runtime (`visionline_edge`), which has only numpy a
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -111,7 +112,7 @@ class Preprocessing:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         fields = {k: v for k, v in data.items() if k != "layout"}
         return cls(**fields)
 

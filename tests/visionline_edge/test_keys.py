@@ -43,7 +43,7 @@ def test_a_non_ed25519_key_is_refused_naming_its_file(tmp_path) -> None:
 
 
 def test_a_trust_store_folder_or_file_gives_every_key(tmp_path) -> None:
-    (pem_a, raw_a), (pem_b, raw_b), (pem_c, raw_c) = _pem(), _pem(), _pem()
+    (pem_a, raw_a), (pem_b, raw_b), (pem_c, _) = _pem(), _pem(), _pem()
     store = tmp_path / "store"
     store.mkdir()
     (store / "line-1.pub").write_bytes(pem_a)
