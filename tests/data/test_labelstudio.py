@@ -338,7 +338,7 @@ class _FakeLabelStudio:
 def _server(fake: _FakeLabelStudio):
     import httpx
 
-    from visionline.data._labelstudio import LabelStudioServer
+    from visionline.data._labelstudio_server import LabelStudioServer
 
     client = httpx.Client(transport=httpx.MockTransport(fake))
     return LabelStudioServer("http://ls.test:8080/", "token", httpx_client=client)

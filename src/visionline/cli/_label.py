@@ -254,7 +254,8 @@ def push(
     project_dir: ProjectOption = None,
 ) -> None:
     """Create a Label Studio project for a dataset version and import its tasks."""
-    from visionline.data._labelstudio import LabelStudioServer, label_config_xml
+    from visionline.data._labelstudio import label_config_xml
+    from visionline.data._labelstudio_server import LabelStudioServer
 
     project = load_project(project_dir)
     found, tasks, n_predicted, name = _tasks(
@@ -285,7 +286,7 @@ def pull(
     project_dir: ProjectOption = None,
 ) -> None:
     """Export a Label Studio project and import its annotations as a new dataset version."""
-    from visionline.data._labelstudio import LabelStudioServer
+    from visionline.data._labelstudio_server import LabelStudioServer
 
     project = load_project(project_dir)
     tasks = LabelStudioServer(url, api_key).export(project_id)
