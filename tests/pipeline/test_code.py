@@ -14,14 +14,16 @@ TRAIN = next(s for s in STEPS if s.name == "train")
 INPUTS = {"split": {"dataset": Artifact("dataset", "a" * 64)}}
 
 
-def _copy(tmp_path: Path, name: str) -> Path:
-    copy = tmp_path / name / "visionline"
-    shutil.copytree(_code.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+def _copy(tmp_path: Path, name: str, package: int = 0) -> Path:
+    copy = tmp_path / name / _code.SOURCE_ROOTS[package].name
+    shutil.copytree(_code.SOURCE_ROOTS[package], copy, ignore=shutil.ignore_patterns("__pycache__"))
     return copy
 
 
-def _key_with_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> str:
-    monkeypatch.setattr(_code, "PACKAGE_ROOT", root)
+def _key_with_root(monkeypatch: pytest.MonkeyPatch, root: Path, package: int = 0) -> str:
+    roots = list(_code.SOURCE_ROOTS)
+    roots[package] = root
+    monkeypatch.setattr(_code, "SOURCE_ROOTS", tuple(roots))
     return cache_key(TRAIN, {"epochs": 1}, INPUTS)
 
 
@@ -32,13 +34,22 @@ def test_an_unchanged_copy_of_the_code_keeps_the_key(monkeypatch, tmp_path) -> N
 
 def test_a_changed_helper_outside_the_step_changes_the_key(monkeypatch, tmp_path) -> None:
     original = cache_key(TRAIN, {"epochs": 1}, INPUTS)
-    changed = _copy(tmp_path, "loop")
+    changed, template = _copy(tmp_path, "loop"), _copy(tmp_path, "data")
     loop = changed / "train" / "_loop.py"
     loop.write_text(loop.read_text() + "\nFIXED = True\n")
+    (template / "templates" / "new.html.j2").write_text("<p>{{ x }}</p>")
     assert _key_with_root(monkeypatch, changed) != original
-    template = _copy(tmp_path, "data")
-    (template / "evaluate" / "new-template.html").write_text("<p>{{ x }}</p>")
     assert _key_with_root(monkeypatch, template) != original
+
+
+def test_the_edge_runtime_is_part_of_the_code(monkeypatch, tmp_path) -> None:
+    original = cache_key(TRAIN, {"epochs": 1}, INPUTS)
+    assert [root.name for root in _code.SOURCE_ROOTS] == ["visionline", "visionline_edge"]
+    same, changed = _copy(tmp_path, "same", package=1), _copy(tmp_path, "changed", package=1)
+    decoding = changed / "preprocessing.py"
+    decoding.write_text(decoding.read_text() + "\n# a decoding fix\n")
+    assert _key_with_root(monkeypatch, same, package=1) == original
+    assert _key_with_root(monkeypatch, changed, package=1) != original
 
 
 def test_a_new_library_version_changes_the_key(monkeypatch, tmp_path) -> None:

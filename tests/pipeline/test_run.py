@@ -124,10 +124,10 @@ def test_a_code_change_outside_the_step_reruns_it(first, monkeypatch, tmp_path):
 
     project, _ = first
     changed = tmp_path / "visionline"
-    shutil.copytree(_code.PACKAGE_ROOT, changed, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(_code.SOURCE_ROOTS[0], changed, ignore=shutil.ignore_patterns("__pycache__"))
     helper = changed / "data" / "_repo.py"  # DatasetRepo.verify, which the validate step calls
     helper.write_text(helper.read_text() + "\n# a fix in a helper the step calls\n")
-    monkeypatch.setattr(_code, "PACKAGE_ROOT", changed)
+    monkeypatch.setattr(_code, "SOURCE_ROOTS", (changed, *_code.SOURCE_ROOTS[1:]))
     assert {row.name: row.status for row in plan(project)}["validate"] == "stale"
     assert statuses(run_pipeline(project, until="validate", progress=False))["validate"] == "done"
     monkeypatch.undo()

@@ -1,5 +1,6 @@
-"""What a cached step result depends on besides its settings and inputs: visionline's code and
-the versions of the libraries that shape its numbers.
+"""What a cached step result depends on besides its settings and inputs: visionline's code (with
+the edge runtime `visionline_edge`, which decodes images and runs bundles) and the versions of the
+libraries that shape its numbers.
 
 The whole package is hashed rather than the modules a step imports: the stages import each other
 lazily and by computed name (`import_module`), and importing any pipeline step runs
@@ -11,15 +12,24 @@ is the safe side to err on.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-import visionline
+PACKAGES = ("visionline", "visionline_edge")
 
-PACKAGE_ROOT = Path(visionline.__file__).resolve().parent
-"""The source tree that is hashed (tests point it at a modified copy)."""
+
+def _package_root(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+SOURCE_ROOTS = tuple(root for root in map(_package_root, PACKAGES) if root is not None)
+"""The source trees that are hashed (tests point one at a modified copy)."""
 
 LIBRARIES = (
     "torch",
@@ -61,16 +71,17 @@ def _source_files(root: Path) -> list[Path]:
 
 
 @cache
-def _digest(root: Path) -> str:
+def _digest(roots: tuple[Path, ...]) -> str:
     digest = hashlib.sha256()
-    for path in _source_files(root):
-        digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for number, root in enumerate(roots):
+        for path in _source_files(root):
+            digest.update(f"{number}:{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
     digest.update(json.dumps(library_versions(), sort_keys=True).encode())
     return digest.hexdigest()
 
 
 def code_digest() -> str:
-    """sha256 of visionline's files and `library_versions()`, computed once per process (the
-    code of a running process does not change)."""
-    return _digest(PACKAGE_ROOT)
+    """sha256 of the files of `SOURCE_ROOTS` and of `library_versions()`, computed once per
+    process (the code of a running process does not change)."""
+    return _digest(SOURCE_ROOTS)
