@@ -106,6 +106,25 @@ def test_augmentation_keeps_shape_and_dtype_and_varies() -> None:
     assert torch.equal(plain[2][0], torch.from_numpy(pixels[2]).permute(2, 0, 1))
 
 
+def test_texture_augmentation_only_flips_turns_and_relights() -> None:
+    """No crop, blur or free rotation: with almost no jitter every output is one of the 8
+    symmetries of the square."""
+    torch.manual_seed(0)
+    image = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 16, 16), dtype=np.uint8))
+    symmetries = [torch.rot90(image, k, (1, 2)) for k in range(4)]
+    symmetries += [s.flip(2) for s in symmetries]
+    augment = build_augment(1e-6, 16, "texture")
+    outputs = [augment(image) for _ in range(40)]
+    matched = {  # factors of 1 +- 4e-7 still round a level or two down
+        next(i for i, s in enumerate(symmetries) if (o.int() - s.int()).abs().max() <= 2)
+        for o in outputs
+    }
+    assert len(matched) >= 6
+    relit = build_augment(1.0, 16, "texture")(image)
+    assert relit.shape == image.shape and relit.dtype == torch.uint8
+    assert sorted(relit.flatten().tolist()) != sorted(image.flatten().tolist())
+
+
 def test_rare_classes_weigh_more() -> None:
     weights = inverse_frequency_weights(np.array([0] * 8 + [1] * 2), 3)
     assert weights[1] > weights[0]

@@ -7,7 +7,14 @@ from visionline.train._backbones import (
     load_pretrained,
     resolve_backbone,
 )
-from visionline.train._config import Balance, Device, Schedule, TrainConfig, load_train_config
+from visionline.train._config import (
+    AugmentPolicy,
+    Balance,
+    Device,
+    Schedule,
+    TrainConfig,
+    load_train_config,
+)
 from visionline.train._distill import DistillationLoss, distillation_hook, kd_loss, load_teacher
 from visionline.train._loop import EpochCallback, TeacherHook, TrainResult, evaluate_split, fit
 from visionline.train._model import (
@@ -29,6 +36,7 @@ from visionline.train._tune import (
 )
 
 __all__ = [
+    "AugmentPolicy",
     "Backbone",
     "Balance",
     "Device",

@@ -29,6 +29,18 @@ class Balance(str, Enum):
     SAMPLER = "sampler"
 
 
+class AugmentPolicy(str, Enum):
+    """Which augmentations run (their strength is `augment`).
+
+    `general`: random resized crop, flips, small rotation, colour jitter and blur. `texture`: flips,
+    quarter turns and brightness/contrast only, for surfaces without a canonical orientation whose
+    defects are small or thin (a crop can cut a defect at the border, blur can erase a crack).
+    """
+
+    GENERAL = "general"
+    TEXTURE = "texture"
+
+
 class Device(str, Enum):
     """Where training runs; `auto` picks CUDA when present."""
 
@@ -64,6 +76,7 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     balance: Balance = Balance.CLASS_WEIGHT
     augment: float = Field(0.5, ge=0, le=1, description="augmentation strength; 0 turns it off")
+    augment_policy: AugmentPolicy = AugmentPolicy.GENERAL
     image_size: int | None = Field(None, ge=16, le=1024, description="default: the project goal")
     resize_mode: ResizeMode = ResizeMode.STRETCH
     dropout: float = Field(0.2, ge=0, lt=1)

@@ -117,17 +117,37 @@ class PixelCache:
         return pixels
 
 
-def build_augment(strength: float, size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+class QuarterTurn(torch.nn.Module):
+    """Rotate a (..., H, W) tensor by a random multiple of 90 degrees: exact, no filled corners."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(image, int(torch.randint(4, (1,))), dims=(-2, -1))
+
+
+def build_augment(
+    strength: float, size: int, policy: str = "general"
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """Per-image torchvision v2 augmentation of a uint8 (C, H, W) tensor; None when strength is 0.
 
-    Flips, a small rotation, colour jitter, a random resized crop and a blur, all scaled by
-    `strength` in [0, 1]. Inspection images have no canonical up, so both flips apply. Hue jitter
-    is left out: it costs more than the rest together on the CPU, and colour is a variety cue.
+    `general`: flips, a small rotation, colour jitter, a random resized crop and a blur, all scaled
+    by `strength` in [0, 1]. Inspection images have no canonical up, so both flips apply. Hue
+    jitter is left out: it costs more than the rest together on the CPU, and colour is a variety
+    cue. `texture`: flips, quarter turns and brightness/contrast jitter, nothing that can crop or
+    blur away a small defect.
     """
     if strength <= 0:
         return None
     from torchvision.transforms import v2
 
+    if policy == "texture":
+        return v2.Compose(
+            [
+                v2.RandomHorizontalFlip(),
+                v2.RandomVerticalFlip(),
+                QuarterTurn(),
+                v2.ColorJitter(brightness=0.4 * strength, contrast=0.4 * strength),
+            ]
+        )
     return v2.Compose(
         [
             v2.RandomResizedCrop(size, scale=(1.0 - 0.5 * strength, 1.0), antialias=True),

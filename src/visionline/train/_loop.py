@@ -319,7 +319,9 @@ def _fit(
             )
 
         dataset = AugmentedPixels(
-            train_pixels, train_y, build_augment(config.augment, config.image_size)
+            train_pixels,
+            train_y,
+            build_augment(config.augment, config.image_size, config.augment_policy.value),
         )
         per_rank = math.ceil(len(dataset) / ctx.world_size)
         drop_last = per_rank > config.batch_size
