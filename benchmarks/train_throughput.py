@@ -7,7 +7,7 @@ live loss, progress bar); checkpointing, validation and MLflow happen outside th
 both cases. The two run interleaved `--repeats` times (at least 3); the figure of
 merit is the median of the per-repeat ratios fit/bare (target ≥ 0.9), next to each side's median.
 
-    .venv/bin/python benchmarks/train_throughput.py [--images 512] [--size 128] [--repeats 3]
+    .venv/bin/python benchmarks/train_throughput.py [--images 512] [--size 128] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -109,10 +109,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for both sides (default: torch's); 1 keeps a busy shared box steady",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if args.repeats < 3:
         raise SystemExit("Use --repeats 3 or more: the result is a median of repeats.")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         project, version = synthetic_project(Path(tmp) / "proj", args.images, args.size)
