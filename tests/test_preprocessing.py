@@ -125,3 +125,13 @@ def test_a_bomb_is_refused_even_when_warnings_are_errors():
         warnings.simplefilter("error")
         with pytest.raises(ImageError, match="above the limit|decompression bomb"):
             decode_image(_png_header(10_000, 10_000), max_pixels=200_000_000)
+
+
+def test_autocontrast_stretches_a_dim_image_and_is_recorded():
+    dim = Image.fromarray(np.tile(np.linspace(100, 140, 32, dtype=np.uint8), (32, 1)))
+    plain = Preprocessing(size=32, resize_mode=ResizeMode.LETTERBOX)
+    stretched = Preprocessing(size=32, resize_mode=ResizeMode.LETTERBOX, autocontrast=True)
+    assert np.ptp(stretched.to_uint8(dim)) > 200 > np.ptp(plain.to_uint8(dim))
+    assert Preprocessing.from_dict(stretched.to_dict()) == stretched
+    older = {k: v for k, v in plain.to_dict().items() if k != "autocontrast"}
+    assert Preprocessing.from_dict(older) == plain  # manifests written before the field

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from visionline.cli._anomaly import app as anomaly_app
 from visionline.cli._common import err_console
 from visionline.cli._data import app as data_app
 from visionline.cli._demo import demo
@@ -43,6 +44,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(label_app, name="label")
 app.command()(train)
 app.command("tune")(tune_command)
+app.add_typer(anomaly_app, name="anomaly")
 app.command("eval")(eval_command)
 app.add_typer(models_app, name="models")
 app.command("promote")(promote_command)

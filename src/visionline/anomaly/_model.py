@@ -1,0 +1,167 @@
+"""The fitted detector: frozen patch features, a memory bank of good patches, and what travels
+with it (`AnomalySpec`: backbone, stages, preprocessing, threshold)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visionline.anomaly._features import PatchFeatures, build_features
+from visionline.anomaly._search import nearest
+from visionline.errors import NotFoundError, TrainingError
+from visionline.preprocessing import Preprocessing
+
+ANOMALY_FORMAT = "visionline.anomaly/1"
+MODEL_KIND = "anomaly"
+
+
+@dataclass
+class AnomalySpec:
+    """What a fitted anomaly detector is; the image score is a distance, higher = more anomalous."""
+
+    backbone: str
+    stages: list[int]
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    pretrained: str = "imagenet"
+    neighbourhood: int = 3
+    reweight_neighbours: int = 9
+    smoothing_sigma: float = 4.0
+    threshold: float = math.inf
+    """Image scores strictly above it are flagged; set on validation good images."""
+    kind: str = MODEL_KIND
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "backbone": self.backbone,
+            "stages": list(self.stages),
+            "preprocessing": self.preprocessing.to_dict(),
+            "pretrained": self.pretrained,
+            "neighbourhood": self.neighbourhood,
+            "reweight_neighbours": self.reweight_neighbours,
+            "smoothing_sigma": self.smoothing_sigma,
+            "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnomalySpec:
+        values = dict(data)
+        values["preprocessing"] = Preprocessing.from_dict(values["preprocessing"])
+        return cls(**values)
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """A normalised 1-D Gaussian of radius 4σ (σ in pixels of the model input)."""
+    radius = max(1, round(4 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+class PatchCore(nn.Module):
+    """Images (N, 3, S, S) → (image scores (N,), anomaly maps (N, 1, S, S)). Takes batches."""
+
+    def __init__(
+        self,
+        features: PatchFeatures,
+        bank: torch.Tensor,
+        bank_neighbours: torch.Tensor,
+        smoothing_sigma: float = 4.0,
+    ):
+        super().__init__()
+        self.features = features
+        self.register_buffer("bank", bank.float().contiguous())
+        self.register_buffer("bank_sq", (self.bank * self.bank).sum(dim=1))
+        self.register_buffer("bank_neighbours", bank_neighbours.long())
+        self.smoothing_sigma = smoothing_sigma
+        kernel = gaussian_kernel(smoothing_sigma) if smoothing_sigma > 0 else torch.ones(1)
+        self.register_buffer("kernel", kernel, persistent=False)
+
+    @property
+    def bank_size(self) -> int:
+        return int(self.bank.shape[0])
+
+    def patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, h, w) distance of every patch to its nearest good patch, and the image scores."""
+        maps = self.features(images)
+        n, d, h, w = maps.shape
+        patches = maps.permute(0, 2, 3, 1).reshape(n * h * w, d)
+        distances, indices = nearest(patches, self.bank, self.bank_sq)
+        distances = distances.reshape(n, h * w)
+        indices = indices.reshape(n, h * w)
+        worst, where = distances.max(dim=1)
+        worst_patch = patches.reshape(n, h * w, d)[torch.arange(n), where]
+        support = self.bank[self.bank_neighbours[indices[torch.arange(n), where]]]
+        spread = (worst_patch.unsqueeze(1) - support).pow(2).sum(dim=2).sqrt()
+        weight = 1.0 - torch.softmax(spread, dim=1)[:, 0]
+        return distances.reshape(n, h, w), weight * worst
+
+    def smooth(self, patch_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Patch distances (N, h, w) → a smoothed anomaly map (N, 1, H, W) at input resolution."""
+        up = F.interpolate(patch_map.unsqueeze(1), size=size, mode="bilinear", align_corners=False)
+        if self.kernel.numel() == 1:
+            return up
+        radius = self.kernel.numel() // 2
+        horizontal = self.kernel.view(1, 1, 1, -1)
+        vertical = self.kernel.view(1, 1, -1, 1)
+        up = F.conv2d(F.pad(up, (radius, radius, 0, 0), mode="replicate"), horizontal)
+        return F.conv2d(F.pad(up, (0, 0, radius, radius), mode="replicate"), vertical)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        patch_map, scores = self.patch_scores(images)
+        return scores, self.smooth(patch_map, (images.shape[-2], images.shape[-1]))
+
+
+def build_patchcore(spec: AnomalySpec, bank: torch.Tensor, neighbours: torch.Tensor) -> PatchCore:
+    """A detector for `spec` around a given bank, with the backbone's pretrained weights."""
+    features = build_features(spec.backbone, spec.pretrained, spec.stages, spec.neighbourhood)
+    return PatchCore(features, bank, neighbours, spec.smoothing_sigma)
+
+
+def save_anomaly_model(path: Path, model: PatchCore, spec: AnomalySpec, **extra: Any) -> Path:
+    """Weights, bank and spec as one file, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    payload = {"format": ANOMALY_FORMAT, "spec": spec.to_dict(), "state_dict": model.state_dict()}
+    payload.update(extra)
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def is_anomaly_checkpoint(path: Path | str) -> bool:
+    """Whether `path` holds a detector written by `save_anomaly_model`."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (any unreadable file is simply not one)
+        return False
+    return isinstance(payload, dict) and payload.get("format") == ANOMALY_FORMAT
+
+
+def load_anomaly_model(path: Path | str) -> tuple[PatchCore, AnomalySpec]:
+    """Load a detector file, in eval mode on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(
+            f"No anomaly model at {path}; pass a file written by 'visionline anomaly fit'."
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainingError(f"{path} is not a readable model file ({exc}); refit it.") from exc
+    if not isinstance(payload, dict) or payload.get("format") != ANOMALY_FORMAT:
+        raise TrainingError(
+            f"{path} is not a visionline anomaly model; fit one with 'visionline anomaly fit'."
+        )
+    spec = AnomalySpec.from_dict(payload["spec"])
+    state = payload["state_dict"]
+    features = build_features(spec.backbone, "none", spec.stages, spec.neighbourhood)
+    model = PatchCore(features, state["bank"], state["bank_neighbours"], spec.smoothing_sigma)
+    model.load_state_dict(state)
+    return model.eval(), spec

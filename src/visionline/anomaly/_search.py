@@ -1,0 +1,43 @@
+"""Exact nearest-neighbour distances to the memory bank by chunked matrix products.
+
+||q - b||² = ||q||² - 2 q·b + ||b||²: one matmul per chunk of queries, so memory stays at
+chunk × bank floats whatever the number of patches, and the same arithmetic exports to ONNX.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DEFAULT_CHUNK = 4096
+
+
+def squared_distances(
+    queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor
+) -> torch.Tensor:
+    """(Q, B) squared Euclidean distances, clamped at zero against rounding."""
+    query_sq = (queries * queries).sum(dim=1, keepdim=True)
+    return (query_sq - 2.0 * queries @ bank.T + bank_sq).clamp_min(0.0)
+
+
+def nearest(
+    queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, chunk: int = DEFAULT_CHUNK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance to, and index of, each query's nearest bank row."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or queries.shape[0] <= chunk:
+        distances, indices = squared_distances(queries, bank, bank_sq).min(dim=1)
+        return distances.sqrt(), indices
+    parts = [squared_distances(part, bank, bank_sq).min(dim=1) for part in queries.split(chunk)]
+    distances = torch.cat([p.values for p in parts])
+    indices = torch.cat([p.indices for p in parts])
+    return distances.sqrt(), indices
+
+
+def bank_neighbours(bank: torch.Tensor, k: int, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """(B, k) indices of each bank row's k nearest bank rows, itself first."""
+    k = min(k, bank.shape[0])
+    bank_sq = (bank * bank).sum(dim=1)
+    parts = [
+        squared_distances(part, bank, bank_sq).topk(k, dim=1, largest=False).indices
+        for part in bank.split(chunk)
+    ]
+    return torch.cat(parts)

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from visionline.anomaly import (
+    AnomalyConfig,
+    fit_detector,
+    load_anomaly_model,
+    save_anomaly_model,
+    score_images,
+)
+from visionline.anomaly._pixel import content_region
+from visionline.errors import ConfigError, DataError, TrainingError
+from visionline.preprocessing import ResizeMode
+
+from .conftest import tile
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    config = AnomalyConfig(image_size=128, batch_size=8, max_bank=256, coreset_ratio=0.1)
+    goods = [tile(seed)[0] for seed in range(6)]
+    return fit_detector(goods, len(goods), config)
+
+
+def test_defects_score_above_every_good_image_and_the_map_points_at_them(fitted):
+    model, spec, stats = fitted
+    goods = [tile(100 + seed)[0] for seed in range(4)]
+    defects = [tile(200 + seed, defect=True) for seed in range(4)]
+    good_scores, _ = score_images(model, spec.preprocessing, goods)
+    defect_scores, maps = score_images(model, spec.preprocessing, [d[0] for d in defects])
+    assert defect_scores.min() > good_scores.max()
+    from visionline.anomaly import mask_in_model_frame
+
+    for amap, (_, mask) in zip(maps, defects):
+        inside = mask_in_model_frame(np.asarray(mask) > 127, spec.preprocessing)
+        peak = np.unravel_index(np.argmax(amap), amap.shape)
+        assert inside[peak]
+    assert stats.bank_size == 154 and stats.feature_dim == 40 + 112  # 10% of 6 × 16 × 16
+
+
+def test_the_spec_records_letterbox_autocontrast_and_the_offline_statistics(fitted):
+    _, spec, _ = fitted
+    prep = spec.preprocessing
+    assert prep.resize_mode is ResizeMode.LETTERBOX and prep.autocontrast and prep.size == 128
+    assert prep.mean == (0.498, 0.498, 0.498)
+    region = content_region(96, 72, prep)
+    assert region.sum() == 128 * 96 and region[16:112].all() and not region[:16].any()
+
+
+def test_a_saved_model_scores_the_same_after_loading(fitted, tmp_path):
+    model, spec, _ = fitted
+    spec.threshold = 1.25
+    path = save_anomaly_model(tmp_path / "model.pt", model, spec)
+    loaded, loaded_spec = load_anomaly_model(path)
+    images = [tile(7, defect=True)[0], tile(8)[0]]
+    before, before_maps = score_images(model, spec.preprocessing, images)
+    after, after_maps = score_images(loaded, loaded_spec.preprocessing, images)
+    assert loaded_spec.threshold == 1.25 and loaded_spec.preprocessing == spec.preprocessing
+    np.testing.assert_allclose(after, before, rtol=1e-5)
+    np.testing.assert_allclose(after_maps, before_maps, rtol=1e-4, atol=1e-5)
+    assert torch.equal(loaded.bank, model.bank)
+
+
+def test_fitting_without_good_images_names_the_fix():
+    with pytest.raises(DataError, match="No good images"):
+        fit_detector([], 0, AnomalyConfig(image_size=64))
+
+
+@pytest.mark.parametrize("size", [100, 32])
+def test_an_image_size_the_backbone_cannot_take_is_refused(size):
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        fit_detector([tile(0)[0]], 1, AnomalyConfig(image_size=size))
+
+
+def test_a_bank_beyond_the_memory_budget_is_refused_before_any_work():
+    config = AnomalyConfig(image_size=64, max_memory_gb=0.001, max_candidates=100_000)
+    with pytest.raises(TrainingError, match="more than the .* GiB allowed"):
+        fit_detector([tile(0)[0]] * 200, 200, config)
+
+
+def test_backbones_without_staged_features_are_refused_by_the_config():
+    with pytest.raises(ValueError, match="efficientnet_lite"):
+        AnomalyConfig(backbone="resnet18")
