@@ -114,5 +114,5 @@ def test_checkpoint_weights_start_a_new_model(tmp_path) -> None:
     with pytest.raises(NotFoundError, match="neither 'imagenet', 'none'"):
         load_pretrained(other.backbone, "resnet18", str(tmp_path / "missing.pt"))
     (tmp_path / "junk.pt").write_bytes(np.arange(10, dtype=np.uint8).tobytes())
-    with pytest.raises(TrainingError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(TrainingError, match="cannot be read as a PyTorch checkpoint"):
         load_pretrained(other.backbone, "resnet18", str(tmp_path / "junk.pt"))

@@ -187,12 +187,9 @@ def load_pretrained(backbone_module: nn.Module, backbone: str, pretrained: str) 
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise TrainingError(
-            f"{path} is not a readable PyTorch checkpoint ({exc}); pass a model.pt."
-        ) from exc
+    from visionline.train._model import read_torch_file
+
+    payload = read_torch_file(path, "pass a model.pt written by visionline train or a state dict.")
     if not isinstance(payload, dict):
         raise TrainingError(f"{path} holds no state dict; pass a model.pt written by visionline train.")
     return payload
