@@ -5,6 +5,7 @@ and visionline itself (and torch) is not there to import."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,12 +19,13 @@ from visionline.export import ExportConfig, export_model, generate_keys
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
+_HOST_PYTHON = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
 
 
 def _run(*args: str | Path, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run(
         [str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+        env={k: v for k, v in os.environ.items() if k not in _HOST_PYTHON},
     )
     if check:
         assert done.returncode == 0, done.stderr[-2000:]
