@@ -10,7 +10,8 @@ FP32 and INT8 with exact 95 % intervals, and the INT8 - FP32 change with a paire
 interval over the test images plus the count of apples whose verdict flipped, next to the speed-up.
 INT8's own val threshold is reported too (what re-fitting the threshold would give).
 
-Speed: batch 1, 2 threads, backends timed in interleaved rounds in one process; neither ONNX
+Speed: batch 1, 2 threads, backends timed in 60 rounds of 5 runs each in one process, in an order
+that rotates; a speed-up is the median of the per-round ratios of median latencies. Neither ONNX
 Runtime's nor PyTorch's (OpenMP) threads spin while idle, so one backend's idle threads do not
 steal the cores from the one being timed. A profiled pass splits FP32 and INT8 kernel time by convolution kind, which shows
 where INT8 gains (1×1 convolutions) and where it does not (depthwise, the 3-channel stem).
@@ -170,7 +171,7 @@ def _conv_kind(in_channels: int, out_channels: int) -> str:
 
 
 def conv_profile(fp32: Path, int8: Path, one: np.ndarray, runs: int) -> dict[str, dict]:
-    """Kernel ms per run by convolution kind, FP32 vs INT8.
+    """Kernel ms per run by convolution kind, FP32 vs INT8 (each layer's median over the runs).
 
     Both graphs run their 49 convolutions in the same order (FP32 as NCHWc Conv, INT8 as NHWC
     QLinearConv), so the k-th convolution of each is the same layer; the FP32 shapes (channels
@@ -180,10 +181,15 @@ def conv_profile(fp32: Path, int8: Path, one: np.ndarray, runs: int) -> dict[str
     other: dict[str, float] = {}
     kinds_by_layer: list[str] = []
     for name, events in _kernel_events({"fp32": fp32, "int8": int8}, one, runs).items():
-        convs = [e for e in events if e["args"]["op_name"] in ("Conv", "QLinearConv")]
-        layers = len(convs) // runs
-        per_layer[name] = [sum(e["dur"] for e in convs[k::layers]) for k in range(layers)]
-        other[name] = sum(e["dur"] for e in events) - sum(per_layer[name])
+        is_conv = [e["args"]["op_name"] in ("Conv", "QLinearConv") for e in events]
+        convs = [e for e, conv in zip(events, is_conv) if conv]
+        layers, per_run = len(convs) // runs, len(events) // runs
+        # medians over runs, so a run slowed by another process does not skew a layer's time
+        per_layer[name] = [float(np.median([e["dur"] for e in convs[k::layers]])) * runs for k in range(layers)]
+        other[name] = float(np.median([
+            sum(e["dur"] for e, conv in zip(events[j * per_run:(j + 1) * per_run], is_conv[j * per_run:]) if not conv)
+            for j in range(runs)
+        ])) * runs
         if name == "fp32":
             for event in convs[:layers]:
                 in_shape = next(iter(event["args"]["input_type_shape"][0].values()))
@@ -203,8 +209,9 @@ def conv_profile(fp32: Path, int8: Path, one: np.ndarray, runs: int) -> dict[str
     return kinds
 
 
-def latencies(model, fp32: Path, int8: Path, one: np.ndarray, rounds: int, runs: int) -> dict[str, list[float]]:
-    """Batch-1 milliseconds per backend, the backends taking turns round by round."""
+def latencies(model, fp32: Path, int8: Path, one: np.ndarray, rounds: int, runs: int) -> dict[str, list[list[float]]]:
+    """Batch-1 milliseconds per backend and round: in every round each backend runs `runs` times,
+    in an order that rotates, so the backends compared ran seconds apart under the same load."""
     wrapped = _wrapper(model, 1.0)
     sessions = {name: onnx_session(path, THREADS, spinning=False) for name, path in (("onnx_fp32", fp32), ("onnx_int8", int8))}
     backends = {
@@ -212,18 +219,33 @@ def latencies(model, fp32: Path, int8: Path, one: np.ndarray, rounds: int, runs:
         "onnx_fp32": lambda: sessions["onnx_fp32"].run(None, {"image": one}),
         "onnx_int8": lambda: sessions["onnx_int8"].run(None, {"image": one}),
     }
-    times: dict[str, list[float]] = {k: [] for k in backends}
+    names = list(backends)
+    times: dict[str, list[list[float]]] = {k: [] for k in backends}
     with torch.inference_mode():
         for fn in backends.values():
             for _ in range(5):
                 fn()
-        for _ in range(rounds):
-            for key, fn in backends.items():
+        for r in range(rounds):
+            for key in names[r % 3:] + names[: r % 3]:
+                block = []
                 for _ in range(runs):
                     start = time.perf_counter()
-                    fn()
-                    times[key].append((time.perf_counter() - start) * 1000)
+                    backends[key]()
+                    block.append((time.perf_counter() - start) * 1000)
+                times[key].append(block)
     return times
+
+
+def speedups(times: dict[str, list[list[float]]]) -> dict[str, dict]:
+    """Median and spread of the per-round ratios of median latencies (a burst of load from other
+    processes spoils a round, not the median), and the ratio of the pooled medians."""
+    def ratio(slow: str, fast: str) -> dict:
+        per_round = [np.median(a) / np.median(b) for a, b in zip(times[slow], times[fast])]
+        pooled = np.median(np.concatenate(times[slow])) / np.median(np.concatenate(times[fast]))
+        return {"median_of_rounds": float(np.median(per_round)), "rounds_q25_q75": [float(q) for q in np.percentile(per_round, [25, 75])],
+                "of_pooled_p50": float(pooled)}
+
+    return {"onnx_fp32_vs_pytorch": ratio("pytorch_eager", "onnx_fp32"), "onnx_int8_vs_fp32": ratio("onnx_fp32", "onnx_int8")}
 
 
 def _pct(x: float) -> str:
@@ -239,15 +261,15 @@ def readme_rows(result: dict) -> list[dict[str, str]]:
         return f"[{scale * pair[0]:.1f}, {scale * pair[1]:.1f}]"
 
     return [
-        {"benchmark": "Edge", "measure": f"batch-1 p50 latency, fine-tuned efficientnet_lite0 @{size}px, 2 threads",
+        {"benchmark": "edge", "measure": f"batch-1 p50 latency, fine-tuned efficientnet_lite0 @{size}px, 2 threads",
          "visionline": f"ONNX INT8 {lat['onnx_int8']['p50']:.1f} ms",
          "peer": f"ONNX FP32 {lat['onnx_fp32']['p50']:.1f} ms · PyTorch eager {lat['pytorch_eager']['p50']:.1f} ms",
          "result": f"INT8 {result['ratios']['onnx_int8_vs_fp32_p50']:.2f}x FP32; FP32 {result['ratios']['onnx_fp32_vs_pytorch_p50']:.2f}x eager"},
-        {"benchmark": "Edge", "measure": f"test defect recall, threshold set on val at {TARGET_FRR:.0%} FRR (n={f['n_defect']})",
+        {"benchmark": "edge", "measure": f"test defect recall, threshold set on val at {TARGET_FRR:.0%} FRR (n={f['n_defect']})",
          "visionline": f"INT8 {_pct(i['defect_recall'])} {ci(i['defect_recall_ci95'])}",
          "peer": f"FP32 {_pct(f['defect_recall'])} {ci(f['defect_recall_ci95'])}",
          "result": f"{d['defect_recall_pp']:+.1f} pp {ci(d['defect_recall_pp_ci95'], 1)}"},
-        {"benchmark": "Edge", "measure": f"test false-reject rate, same threshold (n={f['n_good']} good)",
+        {"benchmark": "edge", "measure": f"test false-reject rate, same threshold (n={f['n_good']} good)",
          "visionline": f"INT8 {_pct(i['false_reject_rate'])} {ci(i['false_reject_rate_ci95'])}",
          "peer": f"FP32 {_pct(f['false_reject_rate'])} {ci(f['false_reject_rate_ci95'])}",
          "result": f"{d['false_reject_rate_pp']:+.1f} pp {ci(d['false_reject_rate_pp_ci95'], 1)}"},
@@ -259,14 +281,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="synthetic apples, split 50/25/25")
     parser.add_argument("--size", type=int, default=128, help="image size for training and inference")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--runs", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=5, help="runs of each backend per round")
     parser.add_argument("--profile-runs", type=int, default=100)
     parser.add_argument("--bootstrap", type=int, default=2000, help="resamples for the change intervals")
     parser.add_argument("--smoke", action="store_true", help="a tiny run to check the set-up; writes nothing")
     args = parser.parse_args()
     if args.smoke:
-        args.images, args.epochs, args.rounds, args.runs, args.profile_runs, args.bootstrap = 200, 1, 2, 3, 3, 50
+        args.images, args.epochs, args.rounds, args.runs, args.profile_runs, args.bootstrap = 200, 1, 3, 2, 3, 50
     elif dirty := uncommitted_code():
         raise SystemExit("Commit these files before a recorded run: " + ", ".join(dirty))
     torch.set_num_threads(THREADS)
@@ -289,11 +311,12 @@ def main() -> None:
         profile = conv_profile(fp32, int8, one, args.profile_runs)
         counts = {s: len(x[s][1]) for s in x}
 
-    latency = {k: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "runs": len(v)}
-               for k, v in times.items()}
+    latency = {k: {"p50": float(np.percentile(np.concatenate(v), 50)), "p95": float(np.percentile(np.concatenate(v), 95)),
+                   "runs": sum(map(len, v))} for k, v in times.items()}
+    speed = speedups(times)
     ratios = {
-        "onnx_fp32_vs_pytorch_p50": latency["pytorch_eager"]["p50"] / latency["onnx_fp32"]["p50"],
-        "onnx_int8_vs_fp32_p50": latency["onnx_fp32"]["p50"] / latency["onnx_int8"]["p50"],
+        "onnx_fp32_vs_pytorch_p50": speed["onnx_fp32_vs_pytorch"]["median_of_rounds"],
+        "onnx_int8_vs_fp32_p50": speed["onnx_int8_vs_fp32"]["median_of_rounds"],
     }
     change = acc["int8_minus_fp32_test"]
     result = {
@@ -306,6 +329,7 @@ def main() -> None:
         "int8": "static QDQ, per-channel symmetric int8 weights, uint8 activations, MinMax on 128 train images; head + softmax kept float",
         "latency_ms": latency,
         "ratios": ratios,
+        "speedups": speed,
         "sizes_bytes": sizes,
         "profile_ms_per_run": profile,
         "accuracy": acc,
@@ -317,8 +341,8 @@ def main() -> None:
     }
     for key, value in latency.items():
         print(f"{key:14s} p50 {value['p50']:7.2f} ms  p95 {value['p95']:7.2f} ms")
-    print(f"ONNX FP32 vs PyTorch eager: {ratios['onnx_fp32_vs_pytorch_p50']:.2f}×  (target ≥ 2)")
-    print(f"ONNX INT8 vs ONNX FP32:     {ratios['onnx_int8_vs_fp32_p50']:.2f}×  (target ≥ 1.6)")
+    print(f"ONNX FP32 vs PyTorch eager: {ratios['onnx_fp32_vs_pytorch_p50']:.2f}×  (target ≥ 2) {speed['onnx_fp32_vs_pytorch']}")
+    print(f"ONNX INT8 vs ONNX FP32:     {ratios['onnx_int8_vs_fp32_p50']:.2f}×  (target ≥ 1.6) {speed['onnx_int8_vs_fp32']}")
     for precision in ("fp32", "int8"):
         t = acc[precision]["test"]
         print(f"test {precision}: recall {t['defect_recall']:.3f} {t['defect_recall_ci95']}, "
