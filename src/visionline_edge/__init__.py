@@ -40,13 +40,13 @@ _EXPORTS = {
 
 __all__ = [
     "BUNDLE_FORMAT",
-    "EdgeModel",
-    "EdgePrediction",
-    "ImagePrediction",
     "MANIFEST",
     "QUALITY_STATS",
     "SIGNATURE",
     "SIGNATURE_FORMAT",
+    "EdgeModel",
+    "EdgePrediction",
+    "ImagePrediction",
     "image_quality",
     "key_id",
     "load_bundle",

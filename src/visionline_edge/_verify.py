@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import tarfile
 import tempfile
@@ -49,21 +50,23 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_bundle(path: Path) -> Path:
-    """A bundle directory; a .tar.gz is unpacked into a private temporary directory first."""
+def open_bundle(path: Path) -> tuple[Path, Path | None]:
+    """The bundle directory, and the private temporary folder a .tar.gz was unpacked into (or
+    None for a directory)."""
     if path.is_dir():
-        return path
+        return path, None
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
         target = Path(tempfile.mkdtemp(prefix="visionline-bundle-"))
         try:
             with tarfile.open(path, "r:gz") as archive:
                 archive.extractall(target, filter="data")
         except (tarfile.TarError, OSError) as exc:
+            shutil.rmtree(target, ignore_errors=True)
             raise IntegrityError(
                 f"{path} is not a readable bundle archive ({exc}); export it again."
             ) from exc
         entries = list(target.iterdir())
-        return entries[0] if len(entries) == 1 and entries[0].is_dir() else target
+        return (entries[0] if len(entries) == 1 and entries[0].is_dir() else target), target
     raise NotFoundError(f"No bundle at {path}; pass a bundle directory or its .tar.gz.")
 
 
@@ -190,12 +193,28 @@ def verify_bundle(
     With trusted keys (`pubkey`, `trust_store`) bundle.json must carry a signature by one of
     them; `require_signature` refuses to run without such keys. Every file except bundle.json and
     bundle.sig must be listed with its sha256, and every listed file must be present and match.
-    The manifest comes back with `_root` (the directory checked) and `_signed_by` (a key id or
-    None). Raises `IntegrityError` with one sentence naming the offending file or key.
+    The manifest comes back with `_root` (the directory checked), `_signed_by` (a key id or
+    None) and `_unpacked` (the temporary folder an archive was unpacked into, else None; the
+    caller may remove it when done). Raises `IntegrityError` with one sentence naming the
+    offending file or key; a refused archive leaves no unpacked files behind.
     """
     keys = resolve_trust(pubkey, trust_store, require_signature)
     label = str(path)
-    root = open_bundle(Path(path))
+    root, unpacked = open_bundle(Path(path))
+    try:
+        manifest = _verified_manifest(root, keys, label)
+    except BaseException:
+        if unpacked is not None:
+            shutil.rmtree(unpacked, ignore_errors=True)
+        raise
+    manifest["_root"] = str(root)
+    manifest["_unpacked"] = str(unpacked) if unpacked else None
+    return manifest
+
+
+def _verified_manifest(root: Path, keys: dict[str, bytes], label: str) -> dict[str, Any]:
+    """The checks of `verify_bundle`, in order: what is on disk, the signature, the manifest,
+    then every listed file."""
     present, folders = _scan(root, label)
     if MANIFEST not in present:
         raise NotFoundError(
@@ -221,7 +240,6 @@ def verify_bundle(
             raise IntegrityError(
                 f"{MANIFEST} of {label} names a model file that it does not list; {_REEXPORT}."
             )
-    manifest["_root"] = str(root)
     manifest["_signed_by"] = signed_by
     return manifest
 

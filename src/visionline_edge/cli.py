@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -96,6 +97,7 @@ def _verify(args: argparse.Namespace) -> int:
     from visionline_edge._verify import verify_bundle
 
     manifest = verify_bundle(args.bundle, **_verify_options(args))
+    _remove_unpacked(manifest)
     files = len(manifest["files"])
     signer = manifest["_signed_by"]
     how = f"signed by trusted key {signer}" if signer else "UNSIGNED (hashes only)"
@@ -117,6 +119,7 @@ def _score(args: argparse.Namespace) -> int:
     model = load_bundle(
         args.bundle, precision=args.precision, threads=args.threads or None, **_verify_options(args)
     )
+    _remove_unpacked(model.manifest)  # the model is in memory now
     failed = flagged = 0
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start : start + args.batch_size]
@@ -146,6 +149,11 @@ def _score(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _remove_unpacked(manifest: dict[str, Any]) -> None:
+    if manifest["_unpacked"]:
+        shutil.rmtree(manifest["_unpacked"], ignore_errors=True)
 
 
 def _decode(path: Path, max_pixels: int) -> Any:

@@ -195,3 +195,19 @@ def test_require_signature_needs_trusted_keys_and_a_signed_bundle(score_bundle, 
     with pytest.raises(IntegrityError, match="not signed"):
         score(score_images, score_bundle, trust_store=public.parent, require_signature=True, out=out)
     assert not out.exists()
+
+
+def test_an_archived_bundle_scores_and_leaves_no_unpacked_copy(
+    score_bundle, score_images, tmp_path, monkeypatch
+):
+    import tempfile
+
+    from visionline.export._bundle import archive_bundle
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    archive = archive_bundle(score_bundle, tmp_path / "bundle.tar.gz")
+    result = score(score_images, archive, out=tmp_path / "rows.parquet", workers=1)
+    assert result.summary.images > 0 and result.summary.failed < result.summary.images
+    assert list(scratch.iterdir()) == []

@@ -69,3 +69,18 @@ def test_score_refuses_before_running_anything_from_a_tampered_bundle(capsys, bu
     assert code == 1 and out == "" and "bundle.json" in err and "changed after key" in err
     code, _, err = _run(capsys, "score", bundle, tmp_path / "nope.png", "--pubkey", keys[1])
     assert code == 2 and "No image or folder at" in err
+
+
+def test_an_archive_leaves_no_unpacked_copy_behind(capsys, bundle, keys, tmp_path, monkeypatch):
+    import tempfile
+
+    from visionline.export._bundle import archive_bundle
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    archive = archive_bundle(bundle, tmp_path / "apples.tar.gz")
+    (tmp_path / "a.png").write_bytes(png((250, 250, 250)))
+    assert _run(capsys, "verify", archive, "--pubkey", keys[1])[0] == 0
+    assert _run(capsys, "score", archive, tmp_path / "a.png", "--pubkey", keys[1])[0] == 0
+    assert list(scratch.iterdir()) == []

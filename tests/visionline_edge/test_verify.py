@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 from edge_support import make_bundle
@@ -26,6 +28,7 @@ def test_a_good_signed_bundle_passes_with_a_trust_store_or_one_key(bundle, trust
     assert set(manifest["files"]) == {"model.onnx", "reference/scores.npy"}
     assert verify_bundle(bundle, keys[1])["threshold"] == 0.5
     assert verify_bundle(bundle)["_signed_by"] is None  # hashes only
+    assert manifest["_unpacked"] is None  # a directory is checked in place
 
 
 def test_a_good_archive_passes(bundle, trust_store, tmp_path):
@@ -168,3 +171,19 @@ def test_a_missing_bundle_or_manifest_is_not_found(tmp_path):
 def test_a_copy_keeps_verifying(signed_bundle, trust_store, tmp_path):
     copy = shutil.copytree(signed_bundle, tmp_path / "elsewhere" / "apples" / "1")
     assert verify_bundle(copy, trust_store=trust_store)["version"] == "1"
+
+
+def test_an_archive_is_unpacked_privately_and_a_refused_one_leaves_nothing(
+    bundle, tmp_path, monkeypatch
+):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    manifest = verify_bundle(archive_bundle(bundle, tmp_path / "good.tar.gz"))
+    unpacked = Path(manifest["_unpacked"])
+    assert unpacked.parent == scratch and Path(manifest["_root"]).is_relative_to(unpacked)
+    shutil.rmtree(unpacked)
+    (bundle / "planted.py").write_text("x = 1\n")
+    with pytest.raises(IntegrityError, match="planted.py"):
+        verify_bundle(archive_bundle(bundle, tmp_path / "bad.tar.gz"))
+    assert list(scratch.iterdir()) == []

@@ -12,6 +12,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -540,11 +541,15 @@ def score(
     manifest = verify_bundle(
         path, pubkey, trust_store=trust_store, require_signature=require_signature
     )
-    if chosen is Executor.RAY:
-        raw, used = _run_ray(found, manifest, workers, batch_size, address, show_progress)
-    else:
-        used = workers or os.cpu_count() or 1
-        raw = _run_local(found, manifest, used, batch_size, show_progress)
+    try:
+        if chosen is Executor.RAY:
+            raw, used = _run_ray(found, manifest, workers, batch_size, address, show_progress)
+        else:
+            used = workers or os.cpu_count() or 1
+            raw = _run_local(found, manifest, used, batch_size, show_progress)
+    finally:  # a .tar.gz bundle was unpacked for the workers; they are done with it
+        if manifest["_unpacked"]:
+            shutil.rmtree(manifest["_unpacked"], ignore_errors=True)
     rows = _frame(raw, list(manifest["classes"]))
     summary = summarise(rows, bundle_rates(manifest), good_class=manifest["classes"][0])
     name = f"{manifest['name']} v{manifest['version']}"
