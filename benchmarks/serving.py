@@ -4,7 +4,9 @@ Three servers run the same ONNX file with ONNX Runtime (same intra-op threads) o
 - `visionline serve` (REST + gRPC, dynamic batching, decoding in its preprocess pool);
 - Triton Inference Server 2.51 from the `nvidia-pytriton` wheel: its HTTP/gRPC front ends and
   dynamic batcher (same max batch and queue delay as visionline) in front of its Python backend,
-  which runs an ONNX Runtime session (the wheel ships no ONNX Runtime backend; see _triton_model);
+  which runs an ONNX Runtime session (the wheel ships no ONNX Runtime backend; see _triton_model),
+  once with one model instance and once with two ("Triton x2": two stub processes, so decoding
+  and inference can overlap as visionline's decode threads and model thread do);
 - KServe 0.21 `ModelServer` (no batcher of its own).
 Triton and KServe live in venvs of their own that this script builds (benchmarks/_peers.py).
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -47,7 +50,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "magnetic-tile-defect"
 RESULTS = ROOT / "benchmarks" / "results"
 CLASSES = ["good", "bruise", "rot"]
-SERVERS = ("visionline", "Triton", "KServe")
 PROTOCOLS = ("REST", "gRPC")
 INPUTS = ("image bytes", "FP32 tensor")
 MAX_BATCH, DELAY_US = 16, 2000
@@ -236,7 +238,7 @@ def systems_for(server: str, ports: tuple[int, int], image: bytes, tensor: np.nd
     """The four client set-ups (REST/gRPC x image/tensor) of one server."""
     image_raw = len(image).to_bytes(4, "little") + image
     tensor_raw, tensor_shape = tensor.tobytes(), list(tensor.shape)
-    tensor_model = "apples_tensor" if server == "Triton" else "apples"
+    tensor_model = "apples_tensor" if server.startswith("Triton") else "apples"
     image_body = rest_base64(image) if server == "KServe" else rest_binary("BYTES", [1, 1], image_raw)
     return {
         label(server, "REST", "image bytes"): http_factory(ports[0], "apples", *image_body),
@@ -279,21 +281,29 @@ def measure(make_call, c: int, window: float) -> tuple[list[float], float, list[
     return [x for part in latencies for x in part], elapsed, errors
 
 
+def triton_name(instances: int) -> str:
+    return "Triton" if instances == 1 else f"Triton x{instances}"
+
+
 def start_peers(args, work: Path, onnx: Path) -> tuple[dict[str, tuple[int, int]], dict[str, dict], list]:
-    """Start Triton and KServe; a peer that cannot run here is recorded with the reason."""
+    """Start Triton (once per instance count asked for) and KServe; a peer that cannot run here is
+    recorded with the reason."""
     ports, peers, processes = {}, {}, []
     venvs = Path(args.venvs)
-    for server in ("Triton", "KServe"):
+    for server in [*map(triton_name, args.triton_instances), "KServe"]:
         wanted = (free_port(), free_port())
         try:
-            if server == "Triton":
+            if server.startswith("Triton"):
+                instances = int(server.partition(" x")[2] or 1)
                 python = _peers.triton_python(venvs)
-                repo = _peers.triton_repository(work, onnx, args.size, args.threads, MAX_BATCH, DELAY_US,
-                                                args.triton_instances, len(CLASSES))
-                processes.append(_peers.start_triton(python, repo, wanted, work))
+                home = work / server.replace(" ", "-")
+                home.mkdir()
+                repo = _peers.triton_repository(home, onnx, args.size, args.threads, MAX_BATCH, DELAY_US,
+                                                instances, len(CLASSES))
+                processes.append(_peers.start_triton(python, repo, wanted, home))
                 peers[server] = {"available": True, "wheel": f"nvidia-pytriton {_peers.version_in(python, 'nvidia-pytriton')}",
                                  "server": "tritonserver 2.51.0 (the wheel's binary), Python backend + ONNX Runtime "
-                                 f"{_peers.version_in(python, 'onnxruntime')}", "instances": args.triton_instances,
+                                 f"{_peers.version_in(python, 'onnxruntime')}", "instances": instances,
                                  "dynamic_batching": {"max_batch_size": MAX_BATCH, "max_queue_delay_us": DELAY_US}}
             else:
                 python = _peers.kserve_python(venvs)
@@ -330,13 +340,14 @@ def plot(report: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     groups = [(p, k) for k in INPUTS for p in PROTOCOLS]
-    width = 0.8 / len(SERVERS)
-    for s, server in enumerate(SERVERS):
+    names = report["server_order"]
+    width = 0.8 / len(names)
+    for s, server in enumerate(names):
         for ax, (c, key) in zip(axes, ((8, "throughput_rps"), (1, "p50_ms"))):
             values = [report["servers"].get(label(server, p, k), {}).get(str(c), {}).get(key, 0) for p, k in groups]
             ax.bar(np.arange(len(groups)) + s * width, values, width, label=server)
     for ax, title in zip(axes, ("c=8 throughput (req/s, 1 image each)", "c=1 p50 latency (ms)")):
-        ax.set_xticks(np.arange(len(groups)) + width, [f"{p}\n{k}" for p, k in groups], fontsize=8)
+        ax.set_xticks(np.arange(len(groups)) + width * (len(names) - 1) / 2, [f"{p}\n{k}" for p, k in groups], fontsize=8)
         ax.set_title(title)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -352,7 +363,7 @@ def comparisons(report: dict, per_round: dict) -> dict[str, dict]:
     for kind in INPUTS:
         for protocol in PROTOCOLS:
             ours = label("visionline", protocol, kind)
-            for peer in SERVERS[1:]:
+            for peer in report["server_order"][1:]:
                 theirs = label(peer, protocol, kind)
                 if theirs not in servers:
                     continue
@@ -379,7 +390,7 @@ def readme_rows(report: dict) -> list[dict[str, str]]:
     for kind in INPUTS:
         for protocol in PROTOCOLS:
             ours = label("visionline", protocol, kind)
-            peers = [p for p in SERVERS[1:] if f"{ours} vs {p}" in comp]
+            peers = [p for p in report["server_order"][1:] if f"{ours} vs {p}" in comp]
             encoding = " (KServe: base64 JSON)" if kind == "image bytes" and protocol == "REST" else ""
             rows.append({
                 "benchmark": "serving",
@@ -390,7 +401,7 @@ def readme_rows(report: dict) -> list[dict[str, str]]:
             })
     for protocol in PROTOCOLS:
         ours = label("visionline", protocol, "image bytes")
-        peers = [p for p in SERVERS[1:] if f"{ours} vs {p}" in comp]
+        peers = [p for p in report["server_order"][1:] if f"{ours} vs {p}" in comp]
         rows.append({
             "benchmark": "serving",
             "measure": f"c=1 p50 latency, image bytes, {protocol}",
@@ -408,11 +419,13 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8", help="comma-separated closed-loop client counts")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads, same for all")
-    parser.add_argument("--triton-instances", type=int, default=1, help="Triton model instances (Python stub processes)")
+    parser.add_argument("--triton-instances", default="1,2",
+                        help="Triton model instances (Python stub processes); one Triton server per count")
     parser.add_argument("--venvs", default="/tmp/visionline-bench-venvs", help="where the peers' venvs are built")
     parser.add_argument("--smoke", action="store_true", help="one short round to check the set-up; writes nothing")
     args = parser.parse_args()
     concurrency = sorted({int(c) for c in args.concurrency.split(",")} | {1, 8})
+    args.triton_instances = sorted({int(n) for n in args.triton_instances.split(",")})
     if args.smoke:
         args.window, args.rounds = 0.3, 1
     import visionline.cli
@@ -420,6 +433,7 @@ def main() -> None:
 
     if not args.smoke and (dirty := uncommitted_code()):
         raise SystemExit("Commit these files before a recorded run: " + ", ".join(dirty))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops its servers
     work = Path(tempfile.mkdtemp(prefix="vl-serving-bench-"))
     image = load_images(2)[0]
     bundle = build_bundle(args.size, work)
@@ -446,6 +460,7 @@ def main() -> None:
         ))
         _peers.wait_ready(f"http://127.0.0.1:{http_port}/v2/health/ready", processes[0], log)
         ports, report["peers"], peer_processes = start_peers(args, work, bundle / "model.onnx")
+        report["server_order"] = ["visionline", *ports]
         processes += peer_processes
         systems = systems_for("visionline", (http_port, grpc_port), image, tensor)
         for server, server_ports in ports.items():
@@ -462,7 +477,7 @@ def main() -> None:
             for c in concurrency:
                 for protocol, kind in groups[r % len(groups):] + groups[: r % len(groups)]:
                     # the servers compared run back to back, in an order that rotates every round
-                    present = [s for s in SERVERS if label(s, protocol, kind) in systems]
+                    present = [s for s in report["server_order"] if label(s, protocol, kind) in systems]
                     for server in present[r % len(present):] + present[: r % len(present)]:
                         name = label(server, protocol, kind)
                         lat, elapsed, errs = measure(systems[name], c, args.window)
@@ -504,7 +519,8 @@ def main() -> None:
         "The README's former headline (11.5x KServe) compared visionline given a 25 KB JPEG with KServe given a ~1 MB JSON FP32 tensor body; it is replaced by these like-for-like pairs.",
         "KServe refuses the binary extension for BYTES inputs over REST (HTTP 500 'Failed to encode'), so its REST image-bytes figure uses base64 JSON; over gRPC and for FP32 tensors all three servers get identical bytes.",
         "KServe 0.21 accepts binary FP32 tensors over REST but turns them into a Python list on arrival (InferRequest.from_bytes calls set_data_from_numpy(binary_data=False)), so a binary tensor costs it about what JSON does; over gRPC it reads the raw bytes with numpy.",
-        "Triton: the nvidia-pytriton wheel ships tritonserver with only the Python backend (no ONNX Runtime backend), so Triton runs the ONNX model in an ONNX Runtime session inside its Python-backend stub process; its dynamic batcher merges requests into one session call.",
+        "Triton: the nvidia-pytriton wheel ships tritonserver with only the Python backend (no ONNX Runtime backend), so Triton runs the ONNX model in an ONNX Runtime session inside its Python-backend stub process; its dynamic batcher merges requests into one session call. The model repository of `visionline export --triton` names the onnxruntime backend of a full Triton install, which this wheel cannot load.",
+        "Triton runs twice: with one model instance (one stub process decodes and infers in turn) and with two (Triton x2), since visionline decodes in 2 threads while its model thread runs.",
         "KServe 0.21 ModelServer has no dynamic batcher; each request is one session call.",
         "Shared 2-core VM (other sessions' tests and training ran at the same time; see the load average): ratios are medians over rounds of back-to-back windows; the per-round ratios show the spread.",
     ]
