@@ -184,5 +184,6 @@ def _log_artifacts(out: Path, model: PatchCore) -> None:
     mlflow.pytorch.log_model(
         model,
         name="model",
+        serialization_format="pickle",  # the pt2 format needs a traceable single-output model
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"timm=={timm.__version__}"],
     )
