@@ -18,6 +18,11 @@ from visionline.anomaly._model import (
     load_anomaly_model,
     save_anomaly_model,
 )
+from visionline.anomaly._onnx import (
+    check_anomaly_parity,
+    export_anomaly_onnx,
+    onnx_anomaly_predict,
+)
 from visionline.anomaly._pixel import aupro, binary_mask, mask_in_model_frame, pixel_auroc
 from visionline.anomaly._run import AnomalyFitResult, fit_anomaly
 
@@ -33,8 +38,10 @@ __all__ = [
     "aupro",
     "binary_mask",
     "build_features",
+    "check_anomaly_parity",
     "check_image_size",
     "evaluate_anomaly",
+    "export_anomaly_onnx",
     "fit_anomaly",
     "fit_detector",
     "greedy_coreset",
@@ -42,6 +49,7 @@ __all__ = [
     "load_anomaly_config",
     "load_anomaly_model",
     "mask_in_model_frame",
+    "onnx_anomaly_predict",
     "pixel_auroc",
     "pixel_metrics",
     "preprocessing_for",

@@ -95,12 +95,12 @@ class PatchCore(nn.Module):
         distances, indices = nearest(patches, self.bank, self.bank_sq)
         distances = distances.reshape(n, h * w)
         indices = indices.reshape(n, h * w)
-        worst, where = distances.max(dim=1)
-        worst_patch = patches.reshape(n, h * w, d)[torch.arange(n), where]
-        support = self.bank[self.bank_neighbours[indices[torch.arange(n), where]]]
-        spread = (worst_patch.unsqueeze(1) - support).pow(2).sum(dim=2).sqrt()
+        worst, where = distances.max(dim=1, keepdim=True)
+        worst_patch = patches.reshape(n, h * w, d).gather(1, where.unsqueeze(2).expand(-1, 1, d))
+        support = self.bank[self.bank_neighbours[indices.gather(1, where).squeeze(1)]]
+        spread = (worst_patch - support).pow(2).sum(dim=2).sqrt()
         weight = 1.0 - torch.softmax(spread, dim=1)[:, 0]
-        return distances.reshape(n, h, w), weight * worst
+        return distances.reshape(n, h, w), weight * worst.squeeze(1)
 
     def smooth(self, patch_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Patch distances (N, h, w) → a smoothed anomaly map (N, 1, H, W) at input resolution."""

@@ -1,0 +1,111 @@
+"""ONNX export of a detector with the memory bank and the nearest-neighbour search inside the
+graph: image → (score, decision at the bundle threshold, anomaly map), plus the parity gate
+against PyTorch on the same images."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from visionline.anomaly._model import AnomalySpec, PatchCore
+from visionline.errors import GateFailedError
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("score", "decision", "anomaly_map")
+SCORE_TOLERANCE = 1e-3
+"""Relative: scores are distances of order 1-100, compared against the largest test score."""
+MAP_TOLERANCE = 1e-3
+
+
+class _Exported(nn.Module):
+    def __init__(self, model: PatchCore, threshold: float):
+        super().__init__()
+        self.model = model
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        score, anomaly_map = self.model(image)
+        return score, score > self.threshold, anomaly_map
+
+
+def export_anomaly_onnx(model: PatchCore, spec: AnomalySpec, path: Path, opset: int = 17) -> Path:
+    """Write the detector (bank, search, reweighting, smoothing) as one ONNX graph."""
+    from visionline.export._onnx import optimize_onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_suffix(".raw.onnx")
+    size = spec.preprocessing.size
+    dummy = torch.zeros(2, 3, size, size)
+    dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Exported(model.eval(), spec.threshold).eval(),
+            (dummy,),
+            str(raw),
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dynamic,
+            dynamo=False,
+        )
+    optimize_onnx(raw, path)
+    raw.unlink()
+    return path
+
+
+def onnx_anomaly_predict(
+    session: Any, batch: np.ndarray, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, decisions, maps (N, S, S)) from an ONNX Runtime session on a normalised batch."""
+    scores, decisions, maps = [], [], []
+    for start in range(0, len(batch), batch_size):
+        part = np.ascontiguousarray(batch[start : start + batch_size], dtype=np.float32)
+        score, decision, amap = session.run(list(OUTPUT_NAMES), {INPUT_NAME: part})
+        scores.append(score)
+        decisions.append(decision)
+        maps.append(amap[:, 0])
+    return np.concatenate(scores), np.concatenate(decisions), np.concatenate(maps)
+
+
+def check_anomaly_parity(
+    model: PatchCore, spec: AnomalySpec, path: Path, batch: np.ndarray
+) -> dict[str, float]:
+    """Max relative score and map differences of ONNX vs PyTorch; fails the gate beyond tolerance
+    or when a decision not within rounding of the threshold differs."""
+    from visionline.export._onnx import onnx_session
+
+    with torch.inference_mode():
+        score, amap = model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+    score, amap = score.numpy(), amap[:, 0].numpy()
+    onnx_scores, onnx_decisions, onnx_maps = onnx_anomaly_predict(onnx_session(path), batch)
+    scale = max(float(np.abs(score).max()), 1e-6)
+    map_scale = max(float(np.abs(amap).max()), 1e-6)
+    report = {
+        "max_score_diff": float(np.abs(onnx_scores - score).max() / scale),
+        "max_map_diff": float(np.abs(onnx_maps - amap).max() / map_scale),
+        # a score within rounding of the threshold may fall either side in either runtime
+        "decisions_differ": int(
+            np.sum(
+                (onnx_decisions != (score > spec.threshold))
+                & (np.abs(score - spec.threshold) > SCORE_TOLERANCE * scale)
+            )
+        ),
+    }
+    if (
+        report["max_score_diff"] > SCORE_TOLERANCE
+        or report["max_map_diff"] > MAP_TOLERANCE
+        or report["decisions_differ"]
+    ):
+        raise GateFailedError(
+            f"ONNX and PyTorch disagree (score {report['max_score_diff']:.2e}, map "
+            f"{report['max_map_diff']:.2e} relative, {report['decisions_differ']} decisions); "
+            "re-export with another opset or report the model."
+        )
+    return report

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from visionline.anomaly import AnomalyConfig, fit_detector, score_images
+from visionline.anomaly._onnx import (
+    check_anomaly_parity,
+    export_anomaly_onnx,
+    onnx_anomaly_predict,
+)
+from visionline.export._onnx import onnx_session
+
+from .conftest import tile
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    config = AnomalyConfig(image_size=128, batch_size=8, max_bank=128, coreset_ratio=0.1)
+    goods = [tile(seed)[0] for seed in range(4)]
+    model, spec, _ = fit_detector(goods, len(goods), config)
+    good_scores, _ = score_images(model, spec.preprocessing, [tile(50)[0], tile(51)[0]])
+    spec.threshold = float(good_scores.max()) * 1.5
+    path = export_anomaly_onnx(model, spec, tmp_path_factory.mktemp("onnx") / "anomaly.onnx")
+    return model, spec, path
+
+
+def test_onnx_graph_holds_the_bank_and_matches_pytorch_on_scores_maps_and_decisions(exported):
+    model, spec, path = exported
+    images = [tile(60)[0], tile(61, defect=True)[0], tile(62, defect=True)[0]]
+    batch = spec.preprocessing(images)
+    report = check_anomaly_parity(model, spec, path, batch)
+    assert report["max_score_diff"] < 1e-3 and report["max_map_diff"] < 1e-3
+    scores, decisions, maps = onnx_anomaly_predict(onnx_session(path), batch, batch_size=2)
+    assert decisions.tolist() == [False, True, True]
+    assert maps.shape == (3, 128, 128)
+    torch_scores, _ = score_images(model, spec.preprocessing, images)
+    np.testing.assert_allclose(scores, torch_scores, rtol=1e-3)
+
+
+def test_the_onnx_model_takes_any_batch_size(exported):
+    _, spec, path = exported
+    session = onnx_session(path)
+    one = spec.preprocessing([tile(70)[0]])
+    five = spec.preprocessing([tile(70 + i)[0] for i in range(5)])
+    single, _, _ = onnx_anomaly_predict(session, one, batch_size=1)
+    batched, _, _ = onnx_anomaly_predict(session, five, batch_size=5)
+    np.testing.assert_allclose(batched[0], single[0], rtol=1e-4)
