@@ -136,8 +136,9 @@ def test_body_limit_is_413(http, live):
     assert live.repository.is_ready("apples")
 
 
-@pytest.mark.parametrize("side, message", [(1200, "above the limit of 1,000,000"), (12000, "decompression bomb")])
-def test_pixel_limit_and_decompression_bomb_are_400(http, side, message):
+@pytest.mark.parametrize("side", [1200, 12000])
+def test_pixel_limit_and_decompression_bomb_are_400(http, side):
+    """Both sizes are refused from the header, before any pixel is decoded."""
     import io
 
     from PIL import Image
@@ -147,7 +148,7 @@ def test_pixel_limit_and_decompression_bomb_are_400(http, side, message):
     files = [("files", ("big.png", buffer.getvalue(), "image/png"))]
     response = http.post("/v1/models/apples:predict", files=files)
     assert response.status_code == 400
-    assert message in response.json()["error"]
+    assert f"{side}x{side} pixels, above the limit of 1,000,000" in response.json()["error"]
 
 
 def test_metrics_split_by_step_model_and_version(client, http):
