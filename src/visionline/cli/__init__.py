@@ -13,6 +13,7 @@ from visionline.cli._anomaly import app as anomaly_app
 from visionline.cli._common import err_console
 from visionline.cli._data import app as data_app
 from visionline.cli._demo import demo
+from visionline.cli._edge import app as edge_app
 from visionline.cli._estimate import estimate_command
 from visionline.cli._eval import eval_command
 from visionline.cli._export import register as register_export
@@ -53,6 +54,7 @@ app.command("estimate")(estimate_command)
 register_export(app)
 app.command()(serve)
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(edge_app, name="edge")
 app.command("score")(score_command)
 app.add_typer(pipeline_app, name="pipeline")
 app.command("retrain")(retrain_command)

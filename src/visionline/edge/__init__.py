@@ -1,5 +1,41 @@
-"""The line agent: frames from the camera, verdicts in process, reject signals to the PLC."""
+"""The line agent: frames from the camera, verdicts in process, reject signals to the PLC.
 
+`open_source` gives frames (hot folder, `synth://`, video), `Decider` turns one into a `Verdict`
+within its deadline (or the fail-safe), `Outbox` keeps every verdict until `SyncWorker` has it
+acknowledged by the central log, and `LineAgent` runs the loop.
+"""
+
+from visionline.edge._agent import AgentStats, LineAgent
+from visionline.edge._decide import Decider, Decision, FailSafe
+from visionline.edge._frames import (
+    Frame,
+    FrameSource,
+    HotFolderSource,
+    SynthSource,
+    VideoSource,
+    open_source,
+)
+from visionline.edge._metrics import AgentMetrics
+from visionline.edge._outbox import ImageStore, Outbox
+from visionline.edge._sync import SyncWorker
 from visionline.edge._types import SignalSink, Verdict
 
-__all__ = ["SignalSink", "Verdict"]
+__all__ = [
+    "AgentMetrics",
+    "AgentStats",
+    "Decider",
+    "Decision",
+    "FailSafe",
+    "Frame",
+    "FrameSource",
+    "HotFolderSource",
+    "ImageStore",
+    "LineAgent",
+    "Outbox",
+    "SignalSink",
+    "SyncWorker",
+    "SynthSource",
+    "Verdict",
+    "VideoSource",
+    "open_source",
+]

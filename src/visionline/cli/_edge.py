@@ -1,0 +1,165 @@
+"""`visionline edge run|status`: the line agent on the line computer, and what it has done."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from visionline.cli._common import console
+from visionline.cli._trust import PubkeyOption, TrustStoreOption
+from visionline.errors import ConfigError
+
+app = typer.Typer(help="The line agent: camera → verdict → reject signal, offline-first.",
+                  no_args_is_help=True)
+
+OutboxOption = Annotated[
+    Path, typer.Option("--outbox", help="The agent's local SQLite outbox (WAL).")
+]
+DEFAULT_OUTBOX = Path(".visionline/edge/outbox.db")
+
+
+def _sink(url: str | None) -> Any:
+    """The PLC/MQTT sink for `url` (None: verdicts go to the outbox only)."""
+    if url is None:
+        return None
+    try:
+        from visionline.edge._sinks import open_sink
+    except ImportError as exc:
+        raise ConfigError(
+            f"This install has no PLC sinks, so --plc {url} cannot be used; install visionline "
+            "with its edge dependencies or leave out --plc to only log verdicts."
+        ) from exc
+    return open_sink(url)
+
+
+@app.command("run")
+def run_command(
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Signed bundle folder or .tar.gz.")],
+    source: Annotated[str, typer.Option(
+        "--source", help="Camera folder, video file, rtsp://..., or synth://?rate=20&drift=lighting."
+    )],
+    plc: Annotated[str | None, typer.Option(
+        "--plc", help="Reject signal sink: opcua://, modbus://, mqtt:// (leave out to only log)."
+    )] = None,
+    trust_store: TrustStoreOption = None,
+    pubkey: PubkeyOption = None,
+    deadline_ms: Annotated[float, typer.Option(
+        "--deadline-ms", help="Time from capture to ejector; later verdicts take the fail-safe."
+    )] = 100.0,
+    fail_safe: Annotated[str, typer.Option(
+        "--fail-safe", help="What a missed or undecidable item gets: reject or pass."
+    )] = "reject",
+    outbox: OutboxOption = DEFAULT_OUTBOX,
+    central: Annotated[str | None, typer.Option(
+        "--central", help="Base URL of 'visionline monitor serve' that the outbox syncs to."
+    )] = None,
+    line: Annotated[str | None, typer.Option("--line", help="Line name in the log.")] = None,
+    sync_batch: Annotated[int, typer.Option("--sync-batch", min=1, max=5000)] = 200,
+    sync_interval: Annotated[float, typer.Option("--sync-interval", min=0.01)] = 0.5,
+    image_quota_mb: Annotated[float, typer.Option(
+        "--image-quota-mb", help="Disk for images of flagged and sampled items (oldest go first)."
+    )] = 500.0,
+    sample_every: Annotated[int, typer.Option(
+        "--sample-every", help="Also keep every Nth item's image (0: flagged only)."
+    )] = 100,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", help="Serve Prometheus metrics on this port."
+    )] = None,
+    max_items: Annotated[int | None, typer.Option("--max-items", help="Stop after N items.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime threads.")] = None,
+) -> None:
+    """Run the line: frames in, verdicts within the deadline, reject signals out, verdicts synced."""
+    from visionline.edge import (
+        Decider,
+        FailSafe,
+        ImageStore,
+        LineAgent,
+        Outbox,
+        SyncWorker,
+        open_source,
+    )
+    from visionline.edge._agent import describe, image_folder
+    from visionline_edge import load_bundle
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    if fail_safe not in ("reject", "pass"):
+        raise ConfigError(f"--fail-safe {fail_safe!r} is unknown; use reject or pass.")
+    if deadline_ms <= 0:
+        raise ConfigError("--deadline-ms must be positive; pass the time to the ejector in ms.")
+    if trust_store is None and pubkey is None:
+        raise ConfigError(
+            "The line agent runs only signed bundles; pass --trust-store DIR or --pubkey KEY.pub."
+        )
+    model = load_bundle(bundle, pubkey, threads=threads, trust_store=trust_store,
+                        require_signature=True)
+    sink = _sink(plc)
+    frames = open_source(source)
+    store = Outbox(outbox)
+    decider = Decider(model, deadline_ms, FailSafe(fail_safe), line=line)
+    images = ImageStore(image_folder(outbox), int(image_quota_mb * 1024 * 1024))
+    agent = LineAgent(frames, decider, store, sink, images, sample_every)
+    if metrics_port is not None:
+        agent.metrics.serve(metrics_port)
+
+    def _lag(backlog: int, oldest: float | None) -> None:
+        agent.metrics.backlog.set(backlog)
+        agent.metrics.sync_lag.set(time.time() - oldest if oldest else 0.0)
+
+    worker = SyncWorker(outbox, central, sync_batch, sync_interval, on_sync=_lag).start() \
+        if central else None
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    console.print(
+        f"Line agent: {decider.version} ({model.precision}, signed by {model.signed_by}), "
+        f"source {source}, deadline {deadline_ms:g} ms, fail-safe {fail_safe}."
+    )
+    try:
+        stats = agent.run(max_items)
+    except KeyboardInterrupt:
+        stats = agent.stats
+    finally:
+        frames.close()
+        decider.close()
+        if worker is not None:
+            worker.stop(drain_s=5.0)
+        if sink is not None:
+            sink.close()
+    console.print_json(json.dumps({**describe(stats), **_status(Outbox(outbox))}))
+
+
+def _status(store: Any) -> dict[str, Any]:
+    status = store.status()
+    store.close()
+    return status
+
+
+def _when(ts: float | None) -> str:
+    return "never" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command("status")
+def status_command(
+    outbox: OutboxOption = DEFAULT_OUTBOX,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Backlog, last sync, model version and counts of the agent that writes OUTBOX."""
+    from visionline.edge import Outbox
+    from visionline.errors import NotFoundError
+
+    if not outbox.is_file():
+        raise NotFoundError(f"No outbox at {outbox}; pass the --outbox of 'visionline edge run'.")
+    status = _status(Outbox(outbox))
+    if as_json:
+        console.print_json(json.dumps(status))
+        return
+    console.print(f"model version  {status['version'] or '-'}   line {status['line'] or '-'}")
+    console.print(f"backlog        {status['backlog']} (oldest {_when(status['oldest_pending'])})")
+    console.print(f"last sync      {_when(status['last_sync'])}")
+    for key, value in sorted(status["counts"].items()):
+        console.print(f"{key:<14} {value}")

@@ -1,0 +1,166 @@
+"""Verdicts within the belt's deadline: the bundle's model in process, the fail-safe otherwise.
+
+Inference runs on one worker thread so that the line waits at most until the item's deadline:
+a verdict that misses it, a frame that cannot be decoded, or a model that raises takes the
+plant's configured fail-safe (reject or pass) and is counted; the agent never stops for one item.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from visionline.edge._frames import Frame
+from visionline.edge._types import Verdict
+
+__all__ = ["Decider", "Decision", "FailSafe"]
+
+log = logging.getLogger("visionline.edge")
+
+
+class FailSafe(str, Enum):
+    """What the ejector does when the model did not decide in time."""
+
+    reject = "reject"
+    pass_ = "pass"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A verdict and its prediction-log record (the row the central log stores)."""
+
+    verdict: Verdict
+    record: dict[str, Any]
+    image: bytes | None
+
+
+class Decider:
+    """Decide one frame at a time with an `EdgeModel` (from `visionline_edge.load_bundle`)."""
+
+    def __init__(
+        self,
+        model: Any,
+        deadline_ms: float = 100.0,
+        fail_safe: FailSafe = FailSafe.reject,
+        line: str | None = None,
+    ) -> None:
+        self.model = model
+        self.deadline_s = deadline_ms / 1000.0
+        self.fail_safe = FailSafe(fail_safe)
+        self.line = line
+        self.version = f"{model.name}:{model.version}"
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict")
+
+    def _infer(self, frame: Frame) -> tuple[Any, np.ndarray]:
+        """The model's prediction and the image-quality statistics of its input, computed on the
+        same resized pixels the server logs (`Preprocessing.to_uint8`)."""
+        from visionline_edge import image_quality
+        from visionline_edge.preprocessing import decode_image
+
+        if frame.array is not None:
+            image = Image.fromarray(np.asarray(frame.array, dtype=np.uint8))
+        else:
+            image = decode_image(frame.data or b"", self.model.max_pixels)
+        pre = self.model.preprocessing
+        pixels = pre.to_uint8(image)[None]
+        prediction = next(iter(self.model.predict_array(pre.normalize(pixels))))
+        return prediction, image_quality(pixels, pre.channel_order)[0]
+
+    def decide(self, frame: Frame) -> Decision:
+        """The verdict for `frame`, due `deadline_ms` after it was captured."""
+        remaining = frame.captured_at + self.deadline_s - time.time()
+        reason = ""
+        result = None
+        if remaining <= 0:
+            reason = "deadline"
+        else:
+            future = self._pool.submit(self._infer, frame)
+            try:
+                result = future.result(timeout=remaining)
+            except FutureTimeout:
+                reason = "deadline"
+            except Exception as exc:  # noqa: BLE001 - a corrupt frame or model error must not stop the line
+                reason = "corrupt" if _is_image_error(exc) else "error"
+                log.warning("item %s: %s (%s)", frame.item_id, reason, exc)
+        decided = time.time()
+        if result is None:
+            if reason == "deadline":
+                log.warning(
+                    "item %s missed its %.0f ms deadline; fail-safe %s",
+                    frame.item_id, self.deadline_s * 1000, self.fail_safe.value,
+                )
+            return self._fail_safe(frame, reason, decided)
+        prediction, quality = result
+        verdict = Verdict(
+            item_id=frame.item_id,
+            reject=prediction.defect_score > self.model.threshold,
+            score=prediction.defect_score,
+            label=prediction.decision,
+            model_version=self.version,
+            captured_at=frame.captured_at,
+            decided_at=decided,
+        )
+        record = self._record(verdict, route="edge")
+        record.update(
+            probabilities={
+                c: round(float(p), 6) for c, p in zip(self.model.classes, prediction.probabilities)
+            },
+            predicted_class=prediction.predicted_class,
+            embedding=base64.b64encode(
+                np.asarray(prediction.embedding, np.float16).tobytes()
+            ).decode(),
+            quality=[float(v) for v in quality],
+        )
+        return Decision(verdict, record, frame.data)
+
+    def _fail_safe(self, frame: Frame, reason: str, decided: float) -> Decision:
+        reject = self.fail_safe is FailSafe.reject
+        verdict = Verdict(
+            item_id=frame.item_id,
+            reject=reject,
+            score=float("nan"),
+            label=f"fail_safe_{self.fail_safe.value}",
+            model_version=self.version,
+            captured_at=frame.captured_at,
+            decided_at=decided,
+            fail_safe=True,
+            reason=reason,
+        )
+        record = self._record(verdict, route="fail_safe")
+        record.update(probabilities={}, predicted_class=reason, defect_score=-1.0)
+        return Decision(verdict, record, frame.data)
+
+    def _record(self, verdict: Verdict, route: str) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4().hex,
+            "ts": verdict.captured_at,
+            "model": self.model.name,
+            "version": self.model.version,
+            "route": route,
+            "request_id": verdict.item_id,
+            "line": self.line,
+            "defect_score": verdict.score,
+            "flagged": verdict.reject,
+            "decision": verdict.label,
+            "threshold": float(self.model.threshold),
+            "latency_ms": (verdict.decided_at - verdict.captured_at) * 1000.0,
+        }
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _is_image_error(exc: Exception) -> bool:
+    from visionline_edge.errors import ImageError
+
+    return isinstance(exc, (ImageError, OSError, ValueError))

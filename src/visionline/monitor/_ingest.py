@@ -1,0 +1,67 @@
+"""Rows for the prediction log from edge agents' outbox records (`POST /api/ingest`).
+
+A record carries the prediction table's columns, with the embedding as base64 float16 bytes and
+the image-quality statistics as a list; anything malformed is refused as a whole batch, so an
+agent never sees a partial acknowledgement.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from typing import Any
+
+from visionline.errors import DataError
+from visionline.monitor._db import PREDICTION_COLUMNS
+from visionline_edge import QUALITY_STATS
+
+__all__ = ["MAX_BATCH", "ingest_rows"]
+
+MAX_BATCH = 5000
+_REQUIRED = ("id", "ts", "model", "version", "probabilities", "predicted_class",
+             "defect_score", "flagged", "decision", "threshold")
+
+
+def _row(record: Any, n: int) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise DataError(f"records[{n}] is not an object; send one JSON object per verdict.")
+    missing = [k for k in _REQUIRED if k not in record]
+    if missing:
+        raise DataError(f"records[{n}] lacks {', '.join(missing)}; send complete outbox records.")
+    rid = record["id"]
+    if not isinstance(rid, str) or not 1 <= len(rid) <= 32:
+        raise DataError(f"records[{n}] has an id that is not a 1-32 character string.")
+    if not isinstance(record["probabilities"], dict):
+        raise DataError(f"records[{n}].probabilities must be an object of class: probability.")
+    row = {k: record.get(k) for k in PREDICTION_COLUMNS if k not in ("embedding", "image_sha256")}
+    row["route"] = row.get("route") or "edge"
+    try:
+        for key in ("ts", "defect_score", "threshold"):
+            row[key] = float(row[key])
+        row["latency_ms"] = None if row["latency_ms"] is None else float(row["latency_ms"])
+        if not math.isfinite(row["defect_score"]):
+            row["defect_score"] = -1.0
+        quality = record.get("quality") or [None] * len(QUALITY_STATS)
+        for name, value in zip(QUALITY_STATS, quality):
+            row[name] = None if value is None else float(value)
+        embedding = record.get("embedding")
+        row["embedding"] = base64.b64decode(embedding, validate=True) if embedding else None
+    except (TypeError, ValueError, binascii.Error) as exc:
+        raise DataError(f"records[{n}] has a malformed field ({exc}); resend the outbox record.")
+    row["flagged"] = bool(row["flagged"])
+    row["image_sha256"] = None
+    return row
+
+
+def ingest_rows(body: Any) -> list[dict[str, Any]]:
+    """Validated prediction rows from `{"records": [...]}`."""
+    records = body.get("records") if isinstance(body, dict) else None
+    if not isinstance(records, list):
+        raise DataError('The body must be {"records": [...]}; send the outbox batch.')
+    if len(records) > MAX_BATCH:
+        raise DataError(f"A batch holds at most {MAX_BATCH} records; send smaller batches.")
+    rows = [_row(r, n) for n, r in enumerate(records)]
+    if len({r["id"] for r in rows}) != len(rows):
+        raise DataError("A batch repeats a record id; send each verdict once per batch.")
+    return rows
