@@ -7,7 +7,12 @@ dataset version through the lifecycle (threshold at the false-reject budget, MLf
 
 from visionline.anomaly._config import AnomalyConfig, load_anomaly_config
 from visionline.anomaly._coreset import greedy_coreset
-from visionline.anomaly._evaluate import AnomalyEvalResult, evaluate_anomaly, pixel_metrics
+from visionline.anomaly._evaluate import (
+    AnomalyEvalResult,
+    evaluate_anomaly,
+    pixel_metrics,
+    pixel_metrics_from_masks,
+)
 from visionline.anomaly._features import PatchFeatures, build_features, check_image_size
 from visionline.anomaly._fit import FitStats, fit_detector, preprocessing_for, score_images
 from visionline.anomaly._metrics import anomaly_metrics
@@ -52,6 +57,7 @@ __all__ = [
     "onnx_anomaly_predict",
     "pixel_auroc",
     "pixel_metrics",
+    "pixel_metrics_from_masks",
     "preprocessing_for",
     "save_anomaly_model",
     "score_images",

@@ -46,16 +46,29 @@ class AnomalyEvalResult:
 def pixel_metrics(
     records: list[ImageRecord], maps: np.ndarray, blobs: BlobStore, preprocessing: Preprocessing
 ) -> dict[str, Any]:
-    """Pixel AUROC and AUPRO over the images whose masks are known, inside the image content
-    (letterbox padding is neither defect nor good). Defect images with an empty or missing mask
-    are left out: their defect cannot be located."""
+    """Pixel AUROC and AUPRO of the test images' maps against their stored masks."""
+    masks = [mask_of(blobs, record) for record in records]
+    sizes = [(record.width, record.height) for record in records]
+    defect = [record.label != "good" for record in records]
+    return pixel_metrics_from_masks(maps, masks, sizes, defect, preprocessing)
+
+
+def pixel_metrics_from_masks(
+    maps: np.ndarray,
+    masks: list[np.ndarray | None],
+    sizes: list[tuple[int, int]],
+    defect: list[bool],
+    preprocessing: Preprocessing,
+) -> dict[str, Any]:
+    """Pixel AUROC and AUPRO over the images whose masks are known (full-size bool masks),
+    inside the image content (letterbox padding is neither defect nor good). Defect images
+    with an empty or missing mask are left out: their defect cannot be located."""
     kept_maps, kept_masks, skipped = [], [], 0
-    for record, amap in zip(records, maps):
-        mask = mask_of(blobs, record)
-        if mask is None or (record.label != "good" and not mask.any()):
+    for amap, mask, (width, height), is_defect in zip(maps, masks, sizes, defect):
+        if mask is None or (is_defect and not mask.any()):
             skipped += 1
             continue
-        region = content_region(record.width, record.height, preprocessing)
+        region = content_region(width, height, preprocessing)
         rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
         box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
         kept_maps.append(amap[box])

@@ -89,7 +89,10 @@ class PatchCore(nn.Module):
 
     def patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, h, w) distance of every patch to its nearest good patch, and the image scores."""
-        maps = self.features(images)
+        return self.score_features(self.features(images))
+
+    def score_features(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`patch_scores` from patch features (N, D, h, w) already extracted."""
         n, d, h, w = maps.shape
         patches = maps.permute(0, 2, 3, 1).reshape(n * h * w, d)
         distances, indices = nearest(patches, self.bank, self.bank_sq)
