@@ -227,6 +227,81 @@ def run_arm(arm: str, size: int, epochs: int, setup: dict[str, Any], tmp: str) -
     return out
 
 
+PROBES = [(128, "stretch"), (128, "letterbox"), (192, "stretch"), (192, "letterbox")]
+"""Frozen-embedding probes: (image size, resize mode) of the offline lite0 trunk."""
+
+
+def embed_all(size: int, mode: str, setup: dict[str, Any]) -> dict[str, Any]:
+    """Pooled lite0 ImageNet embeddings of every image at one (size, resize mode)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from visionline.config import Project
+    from visionline.data import DatasetRepo
+    from visionline.preprocessing import Preprocessing
+    from visionline.train import ModelSpec, build_model, load_pretrained
+    from visionline.train._backbones import normalization_for
+    from visionline.train._data import PixelCache, eval_batches
+
+    project = Project.load(Path(setup["roots"][False]))
+    version = DatasetRepo(project).get(setup["versions"][False])
+    records = sorted(version.records, key=lambda r: r.path)
+    mean, std = normalization_for("efficientnet_lite0", "imagenet")
+    prep = Preprocessing(size=size, resize_mode=mode, mean=mean, std=std)
+    model = build_model(ModelSpec("efficientnet_lite0", ["good", "defect"], prep))
+    load_pretrained(model.backbone, "efficientnet_lite0", "imagenet")
+    model.eval()
+    pixels = PixelCache(DatasetRepo(project).blobs, prep, None).stack(records)
+    with torch.no_grad():
+        features = torch.cat([model.embed(b) for _, b in eval_batches(pixels, prep, 64)]).numpy()
+    return {"paths": [r.path for r in records], "features": features}
+
+
+def probe(embedded: dict[str, Any], setup: dict[str, Any], on_test: bool) -> dict[str, Any]:
+    """Logistic-regression heads on frozen embeddings: binary vs six classes, weighted or not."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from visionline.evaluate import (
+        recall_at_false_reject_rate,
+        roc_auc,
+        threshold_for_false_reject_rate,
+    )
+
+    paths = embedded["paths"]
+    parts = np.asarray([setup["part_of"][p] for p in paths])
+    classes = np.asarray([setup["subtype_of"][p] or "good" for p in paths])
+    defect = classes != "good"
+    train = parts == "train"
+    x = StandardScaler().fit(embedded["features"][train]).transform(embedded["features"])
+    heads = {
+        "six_class_weighted": (classes, "balanced"),
+        "six_class": (classes, None),
+        "binary_weighted": (defect, "balanced"),
+        "binary": (defect, None),
+    }
+    out: dict[str, Any] = {}
+    for name, (target, weight) in heads.items():
+        head = LogisticRegression(C=0.1, class_weight=weight, max_iter=2000)
+        head.fit(x[train], target[train])
+        good_column = list(head.classes_).index("good" if target.dtype.kind == "U" else False)
+        score = 1.0 - head.predict_proba(x)[:, good_column]
+        val = parts == "val"
+        result = {
+            "val_defect_recall": recall_at_false_reject_rate(score[val], defect[val], MAX_FRR)[0],
+            "val_roc_auc": roc_auc(defect[val], score[val]),
+        }
+        if on_test:
+            cal, test = parts == "calibration", parts == "test"
+            threshold = threshold_for_false_reject_rate(score[cal & ~defect], MAX_FRR)
+            flagged = score > threshold
+            result["test_defect_recall"] = float(flagged[test & defect].mean())
+            result["test_false_reject_rate"] = float(flagged[test & ~defect].mean())
+            result["test_roc_auc"] = roc_auc(defect[test], score[test])
+        out[name] = result
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
@@ -236,7 +311,14 @@ def main() -> None:
     parser.add_argument(
         "--name", default="quality", help="result file benchmarks/results/NAME.json"
     )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="instead of fine-tuning: linear heads on frozen embeddings at each of PROBES",
+    )
     args = parser.parse_args()
+    if args.probe:
+        return run_probes(args.workers)
     arms = [a for a in args.arms.split(",") if a]
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
@@ -311,3 +393,43 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def run_probes(workers: int) -> None:
+    """Frozen lite0 embeddings at each (size, resize mode) of PROBES with linear heads: compared
+    on val; the test split is scored for the best (size, mode, head) on val only."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _record import write_result
+
+    with tempfile.TemporaryDirectory() as tmp:
+        setup = prepare(Path(tmp))
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {p: pool.submit(embed_all, *p, setup) for p in PROBES}
+            embedded = {p: f.result() for p, f in futures.items()}
+    results = {f"{s}px_{m}": probe(embedded[(s, m)], setup, False) for s, m in PROBES}
+
+    def rank(key_head: tuple[str, str]) -> tuple[float, float]:
+        r = results[key_head[0]][key_head[1]]
+        return r["val_defect_recall"], r["val_roc_auc"]
+
+    best = max(((key, head) for key, heads in results.items() for head in heads), key=rank)
+    size, mode = best[0].split("px_")
+    scored = probe(embedded[(int(size), mode)], setup, True)[best[1]]
+    result = {
+        "benchmark": "quality-probe",
+        "data": {"group_by": "visionline.data.TILE_SPEC", "images_per_split": setup["counts"]},
+        "backbone": "efficientnet_lite0, offline ImageNet weights, frozen; pooled embedding",
+        "head": "scikit-learn LogisticRegression(C=0.1) on standardised embeddings",
+        "max_false_reject_rate": MAX_FRR,
+        "probes_val": results,
+        "best_on_val": {"probe": best[0], "head": best[1], **scored},
+    }
+    path = write_result("quality-probe", result)
+    for key, heads in results.items():
+        for head, r in heads.items():
+            print(
+                f"{key:16s} {head:20s} val recall@2%FRR {r['val_defect_recall']:.3f}  "
+                f"AUROC {r['val_roc_auc']:.3f}"
+            )
+    print(f"best on val: {best} -> test {scored}; wrote {path}")

@@ -68,3 +68,16 @@ def test_magnetic_tiles_ingest_split_verify(tmp_path):
     for i, j, _ in near_duplicate_pairs([hashes[r.sha256] for r in records], 4):
         assert records[i].split == records[j].split
     assert repo.verify(split.id).ok
+
+    from visionline.data import SPLITS, TILE_SPEC, group_ids
+
+    by_tile = repo.split(v.short_id, val=0.15, test=0.15, seed=0, group_by=TILE_SPEC)
+    assert by_tile.metadata["split"]["groups"] == 196
+    assert by_tile.metadata["split"]["groups_shared"] == 0
+    tiles = group_ids([r.path for r in by_tile.records], TILE_SPEC)
+    splits_of_tile: dict[str, set[str | None]] = {}
+    for record, tile in zip(by_tile.records, tiles):
+        splits_of_tile.setdefault(tile, set()).add(record.split)
+    assert all(len(s) == 1 for s in splits_of_tile.values())
+    for cls in ("good", "blowhole", "fray"):
+        assert {r.split for r in by_tile.records if r.model_class == cls} == set(SPLITS)
