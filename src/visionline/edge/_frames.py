@@ -55,12 +55,13 @@ class FrameSource(Protocol):
 class HotFolderSource:
     """Images that cameras write into a folder (FTP/SMB drops), watched with `watchdog`.
 
-    A file counts as complete when the writer closed it (inotify) or its size and mtime held still
-    for `settle_s`; a partly written file is never read. The item id is the file name's stem.
-    Files already in the folder at start are taken first, oldest first.
+    A file counts as complete when the writer closed it (inotify reports the close at once) or,
+    where closes are not reported (network mounts), when its size and mtime held still for
+    `settle_s`; a partly written file is never read. The item id is the file name's stem, and a
+    name is taken once per run. Files already in the folder at start come first, oldest first.
     """
 
-    def __init__(self, folder: Path, settle_s: float = 0.2, poll_s: float = 0.02) -> None:
+    def __init__(self, folder: Path, settle_s: float = 1.0, poll_s: float = 0.01) -> None:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 

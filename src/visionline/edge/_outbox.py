@@ -7,6 +7,7 @@ disk, never records. Counters live in the same transaction as the rows they coun
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -146,15 +147,16 @@ class ImageStore:
         """Store `data` as `name`, evicting the oldest images to stay within the quota."""
         if self.disabled or len(data) > self.quota:
             return None
-        while self._files and self.used + len(data) > self.quota:
-            old, size = self._files.pop(0)
-            old.unlink(missing_ok=True)
-            self.used -= size
         path = self.folder / name
         try:
+            while self._files and self.used + len(data) > self.quota:
+                old, size = self._files.pop(0)
+                old.unlink(missing_ok=True)
+                self.used -= size
             path.write_bytes(data)
         except OSError:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
             self.disabled = True
             return None
         self._files.append((path, len(data)))

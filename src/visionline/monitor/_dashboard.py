@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from visionline.monitor._analysis import (
 from visionline.monitor._charts import histogram_chart, interval_chart, line_chart, neg_log10
 from visionline.monitor._db import MonitorDB
 from visionline.monitor._drift import DriftConfig
-from visionline.monitor._ingest import ingest_rows
+from visionline.monitor._ingest import register_ingest
 
 RECENT = 5000
 BINS = np.linspace(0.0, 1.0, 21)
@@ -251,7 +251,7 @@ def create_app(
     rates: Any | None = None,
 ) -> Any:
     """The dashboard's FastAPI app: `/` (HTML), `/api/*` (JSON), `/images/{sha}`, `/metrics`."""
-    from fastapi import Body, FastAPI, HTTPException
+    from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, Response
 
     data = DashboardData(db, reference, rates)
@@ -288,15 +288,7 @@ def create_app(
     def performance() -> list[dict[str, Any]]:
         return realised_performance(db)
 
-    @app.post("/api/ingest")
-    def ingest(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-        """Edge agents' verdicts, inserted idempotently by record id (a resent batch is a no-op)."""
-        try:
-            rows = ingest_rows(body)
-        except DataError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        inserted = db.insert_predictions(rows, skip_existing=True)
-        return {"acknowledged": [r["id"] for r in rows], "inserted": inserted}
+    register_ingest(app, db)
 
     @app.get("/images/{sha}")
     def image(sha: str) -> Response:

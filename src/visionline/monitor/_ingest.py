@@ -5,18 +5,19 @@ the image-quality statistics as a list; anything malformed is refused as a whole
 agent never sees a partial acknowledgement.
 """
 
-from __future__ import annotations
-
 import base64
 import binascii
 import math
 from typing import Any
 
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+
 from visionline.errors import DataError
-from visionline.monitor._db import PREDICTION_COLUMNS
+from visionline.monitor._db import PREDICTION_COLUMNS, MonitorDB
 from visionline_edge import QUALITY_STATS
 
-__all__ = ["MAX_BATCH", "ingest_rows"]
+__all__ = ["MAX_BATCH", "ingest_rows", "register_ingest"]
 
 MAX_BATCH = 5000
 _REQUIRED = ("id", "ts", "model", "version", "probabilities", "predicted_class",
@@ -65,3 +66,20 @@ def ingest_rows(body: Any) -> list[dict[str, Any]]:
     if len({r["id"] for r in rows}) != len(rows):
         raise DataError("A batch repeats a record id; send each verdict once per batch.")
     return rows
+
+
+def register_ingest(app: FastAPI, db: MonitorDB) -> None:
+    """Add `POST /api/ingest` (this module avoids postponed annotations so FastAPI sees
+    `Request`)."""
+
+    @app.post("/api/ingest")
+    async def ingest(request: Request) -> dict[str, Any]:
+        """Edge agents' verdicts, inserted idempotently by record id (a resent batch is a no-op)."""
+        try:
+            rows = ingest_rows(await request.json())
+        except ValueError as exc:
+            raise HTTPException(422, "The body is not JSON; send the outbox batch.") from exc
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        inserted = await run_in_threadpool(db.insert_predictions, rows, True)
+        return {"acknowledged": [r["id"] for r in rows], "inserted": inserted}

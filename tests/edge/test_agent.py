@@ -1,0 +1,80 @@
+"""The agent loop: each item is committed to the outbox, then signalled, in order; fail-safes
+are counted in the outbox and the metrics; images of flagged items are kept."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from edge_agent_support import RecordingSink, signed_bundle
+from edge_support import png
+
+from visionline.edge import Decider, FailSafe, Frame, ImageStore, LineAgent, Outbox, SynthSource
+from visionline_edge import load_bundle
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    bundle, store = signed_bundle(tmp_path_factory.mktemp("agent"))
+    return load_bundle(bundle, trust_store=store, require_signature=True)
+
+
+class ListSource:
+    def __init__(self, frames: list[Frame]) -> None:
+        self.frames = frames
+
+    def __iter__(self):
+        return iter(self.frames)
+
+    def close(self) -> None:
+        pass
+
+
+class BrokenSink(RecordingSink):
+    def send(self, verdict) -> None:
+        from visionline.errors import VisionlineError
+
+        raise VisionlineError("PLC unreachable; check the cable.")
+
+
+def test_every_item_is_logged_and_signalled_in_order(model: Any, tmp_path: Path) -> None:
+    images = [png((230, 230, 230)), png((10, 10, 10)), png((5, 5, 5))[:20], png((220, 220, 220))]
+    frames = [Frame(f"item-{i}", time.time(), data=b) for i, b in enumerate(images)]
+    sink, outbox = RecordingSink(), Outbox(tmp_path / "outbox.db")
+    store = ImageStore(tmp_path / "images", 1 << 20)
+    agent = LineAgent(ListSource(frames), Decider(model, 5000, FailSafe.reject, line="L1"),
+                      outbox, sink, store, sample_every=0)
+    stats = agent.run()
+    assert [v.item_id for v in sink.sent] == [f"item-{i}" for i in range(4)]
+    assert [v.reject for v in sink.sent] == [False, True, True, False]
+    assert sink.sent[2].fail_safe and sink.sent[2].reason == "corrupt"
+    assert [r["request_id"] for r in outbox.pending(10)] == [f"item-{i}" for i in range(4)]
+    status = outbox.status()
+    assert status["counts"] == {"verdicts": 4, "passed": 2, "rejected": 2, "fail_safe_corrupt": 1}
+    assert status["version"] == "apples:1" and status["line"] == "L1"
+    assert stats.fail_safe == {"corrupt": 1} and stats.frames == 4
+    metrics = agent.metrics.render().decode()
+    assert 'visionline_edge_fail_safe_total{reason="corrupt"} 1.0' in metrics
+    assert "visionline_edge_frames_total 4.0" in metrics
+    assert len(list((tmp_path / "images").iterdir())) == 2  # the two rejected items
+
+
+def test_a_failing_sink_is_counted_and_the_line_goes_on(model: Any, tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    agent = LineAgent(SynthSource(rate=500, count=3, size=64), Decider(model, 5000), outbox,
+                      BrokenSink())
+    stats = agent.run()
+    assert stats.frames == 3 and stats.sink_errors == 3
+    assert outbox.backlog()[0] == 3
+    assert "visionline_edge_sink_errors_total 3.0" in agent.metrics.render().decode()
+
+
+def test_deadline_misses_are_counted(model: Any, tmp_path: Path) -> None:
+    frames = [Frame(f"late-{i}", time.time() - 1, data=png((1, 1, 1))) for i in range(2)]
+    agent = LineAgent(ListSource(frames), Decider(model, 10, FailSafe.pass_),
+                      Outbox(tmp_path / "o.db"), RecordingSink())
+    agent.run(max_items=2)
+    assert "visionline_edge_deadline_misses_total 2.0" in agent.metrics.render().decode()
+    assert agent.outbox.status()["counts"]["fail_safe_deadline"] == 2

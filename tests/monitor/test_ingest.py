@@ -1,0 +1,84 @@
+"""`POST /api/ingest`: edge agents' outbox records land in the prediction log once, however often
+a batch is resent; a malformed batch is refused whole with a 422 that says what to fix."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from visionline.monitor import MonitorDB
+from visionline.monitor._dashboard import create_app
+
+
+def _record(i: int, **extra: object) -> dict:
+    return {
+        "id": f"{i:032x}",
+        "ts": 1000.0 + i,
+        "model": "apples",
+        "version": "1",
+        "route": "edge",
+        "request_id": f"item-{i}",
+        "line": "L1",
+        "probabilities": {"good": 0.9, "bruise": 0.1},
+        "predicted_class": "good",
+        "defect_score": 0.1,
+        "flagged": False,
+        "decision": "good",
+        "threshold": 0.5,
+        "latency_ms": 3.5,
+        "quality": [100.0, 20.0, 5.0, 30.0],
+        "embedding": base64.b64encode(np.arange(3, dtype=np.float16).tobytes()).decode(),
+        **extra,
+    }
+
+
+@pytest.fixture
+def client_db(tmp_path: Path):
+    db = MonitorDB(f"sqlite:///{tmp_path / 'monitor.db'}")
+    yield TestClient(create_app(db)), db
+    db.close()
+
+
+def test_a_resent_batch_is_stored_once(client_db) -> None:
+    client, db = client_db
+    batch = {"records": [_record(i) for i in range(3)]}
+    first = client.post("/api/ingest", json=batch)
+    again = client.post("/api/ingest", json={"records": [_record(i) for i in range(5)]})
+    assert first.status_code == 200 and first.json()["inserted"] == 3
+    assert again.json() == {"acknowledged": [f"{i:032x}" for i in range(5)], "inserted": 2}
+    frame = db.frame()
+    assert sorted(frame["request_id"]) == [f"item-{i}" for i in range(5)]
+    row = frame.iloc[0]
+    assert row["line"] == "L1" and row["brightness"] == 100.0 and row["latency_ms"] == 3.5
+    assert np.frombuffer(row["embedding"], np.float16).tolist() == [0.0, 1.0, 2.0]
+
+
+def test_fail_safe_records_keep_their_route(client_db) -> None:
+    client, db = client_db
+    record = _record(7, route="fail_safe", probabilities={}, defect_score=-1.0,
+                     predicted_class="deadline", flagged=True, quality=None, embedding=None)
+    response = client.post("/api/ingest", json={"records": [record]})
+    assert response.status_code == 200
+    row = db.frame().iloc[0]
+    assert row["route"] == "fail_safe" and bool(row["flagged"]) and row["brightness"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"rows": []}, "records"),
+        ({"records": [{"id": "x"}]}, "lacks ts"),
+        ({"records": [_record(1, id="y" * 40)]}, "1-32 character"),
+        ({"records": [_record(1, embedding="%%%")]}, "malformed"),
+        ({"records": [_record(1), _record(1)]}, "repeats a record id"),
+    ],
+)
+def test_malformed_batches_are_refused_whole(client_db, body: dict, message: str) -> None:
+    client, db = client_db
+    response = client.post("/api/ingest", json=body)
+    assert response.status_code == 422 and message in response.json()["detail"]
+    assert db.count_predictions() == 0
