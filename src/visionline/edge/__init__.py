@@ -17,12 +17,14 @@ from visionline.edge._frames import (
 )
 from visionline.edge._metrics import AgentMetrics
 from visionline.edge._outbox import ImageStore, Outbox
+from visionline.edge._sinks import BufferedSink, item_key, open_sink
 from visionline.edge._sync import SyncWorker
 from visionline.edge._types import SignalSink, Verdict
 
 __all__ = [
     "AgentMetrics",
     "AgentStats",
+    "BufferedSink",
     "Decider",
     "Decision",
     "FailSafe",
@@ -37,5 +39,7 @@ __all__ = [
     "SynthSource",
     "Verdict",
     "VideoSource",
+    "item_key",
+    "open_sink",
     "open_source",
 ]

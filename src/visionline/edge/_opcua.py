@@ -1,0 +1,166 @@
+"""Reject signals to a PLC over OPC UA (asyncua client), from the agent's synchronous thread.
+
+Layout, for URL ``opcua://HOST:PORT/PATH?node=ns=2;s=Line1`` (the PLC is the server):
+
+- ``ns=2;s=Line1.ItemId`` (String): the item id of the latest verdict;
+- ``ns=2;s=Line1.Reject`` (Boolean): true = eject that item;
+- ``ns=2;s=Line1.Sequence`` (UInt32): +1 with every verdict, the tag the PLC program watches.
+
+The three are written in one Write request, in that order, so when the PLC sees a new
+``Sequence`` the id and the bit beside it already belong to it. Each node can be named on its own
+(``item=``, ``reject=``, ``sequence=``; e.g. Siemens ``ns=3;s="DB_Vision"."Reject"``), and
+``failsafe=`` adds a Boolean that is true when the verdict took the fail-safe. On connect the sink
+reads ``Sequence`` and continues from it, so a restarted agent never repeats the PLC's last number.
+User and password go in the URL (``opcua://user:pass@HOST:PORT``).
+
+asyncua is asynchronous and ``send`` is called from the agent's thread, so each sink runs its own
+event loop in a private thread; every call is bounded by ``timeout`` and a failed call drops the
+connection, so the next ``send`` reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+
+from visionline.edge._sinks import _UrlParts
+from visionline.edge._types import Verdict
+from visionline.errors import ConfigError, ServiceUnavailableError
+
+__all__ = ["OpcUaSink"]
+
+_ROLES = ("item", "reject", "sequence", "failsafe")
+_SUFFIX = {"item": "ItemId", "reject": "Reject", "sequence": "Sequence"}
+
+
+class OpcUaSink:
+    """Writes ItemId, Reject (and FailSafe) and Sequence to the PLC's nodes per verdict."""
+
+    def __init__(self, endpoint: str, nodes: dict[str, str], timeout: float = 1.0) -> None:
+        from asyncua import ua
+
+        missing = [role for role in ("item", "reject", "sequence") if role not in nodes]
+        if missing:
+            raise ConfigError(
+                f"The OPC UA sink needs the node(s) {', '.join(missing)}: "
+                "add ?node=ns=2;s=Line1 (or item=…&reject=…&sequence=…) to the URL."
+            )
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.node_ids: dict[str, ua.NodeId] = {}
+        for role, text in nodes.items():
+            try:
+                self.node_ids[role] = ua.NodeId.from_string(text)
+            except Exception:  # noqa: BLE001 - asyncua raises several types for a bad id
+                raise ConfigError(
+                    f"The OPC UA node id {text!r} for {role} is not valid: write it like "
+                    "ns=2;s=Line1.Reject or ns=3;i=1001."
+                ) from None
+        self._client = None
+        self._sequence: int | None = None
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="opcua", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_url(cls, url: str) -> OpcUaSink:
+        parts = _UrlParts(url, 4840, {"node", *_ROLES})
+        nodes = {role: parts.options[role] for role in _ROLES if parts.options.get(role)}
+        prefix = parts.options.get("node")
+        if prefix:
+            for role, suffix in _SUFFIX.items():
+                nodes.setdefault(role, f"{prefix}.{suffix}")
+        userinfo = ""
+        if parts.username:
+            userinfo = parts.username + (f":{parts.password}" if parts.password else "") + "@"
+        endpoint = f"opc.tcp://{userinfo}{parts.host}:{parts.port}{parts.path}"
+        return cls(endpoint, nodes, timeout=parts.timeout)
+
+    @property
+    def where(self) -> str:
+        """The endpoint without credentials, for messages."""
+        return "opc.tcp://" + self.endpoint.split("://", 1)[1].rpartition("@")[2]
+
+    def send(self, verdict: Verdict) -> None:
+        """Write the verdict's nodes; raise a one-sentence error after at most ~2x ``timeout``."""
+        with self._lock:
+            future = asyncio.run_coroutine_threadsafe(self._write(verdict), self._loop)
+            try:
+                future.result(timeout=2 * self.timeout + 1)
+            except Exception as exc:  # every failure becomes one sentence
+                future.cancel()
+                self._run_quietly(self._drop())
+                raise ServiceUnavailableError(
+                    f"The OPC UA PLC at {self.where} did not take the reject signal for item "
+                    f"{verdict.item_id!r} ({_describe(exc)}): check that it is on, reachable and "
+                    f"has the writable nodes {', '.join(map(str, self._node_texts()))}."
+                ) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._loop.is_closed():
+                return
+            self._run_quietly(self._drop())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    async def _write(self, verdict: Verdict) -> None:
+        from asyncua import ua
+
+        client = await self._connected()
+        sequence = self._sequence % 0xFFFFFFFF + 1
+        writes = [
+            ("item", verdict.item_id, ua.VariantType.String),
+            ("reject", verdict.reject, ua.VariantType.Boolean),
+        ]
+        if "failsafe" in self.node_ids:
+            writes.append(("failsafe", verdict.fail_safe, ua.VariantType.Boolean))
+        writes.append(("sequence", sequence, ua.VariantType.UInt32))
+        nodes = [client.get_node(self.node_ids[role]) for role, _, _ in writes]
+        values = [ua.DataValue(ua.Variant(value, kind)) for _, value, kind in writes]
+        await asyncio.wait_for(client.write_values(nodes, values), self.timeout)
+        self._sequence = sequence
+
+    async def _connected(self):
+        from asyncua import Client
+
+        if self._client is not None:
+            return self._client
+        client = Client(self.endpoint, timeout=self.timeout)
+        try:
+            await asyncio.wait_for(client.connect(), self.timeout)
+            if self._sequence is None:
+                node = client.get_node(self.node_ids["sequence"])
+                self._sequence = int(await asyncio.wait_for(node.read_value(), self.timeout) or 0)
+        except Exception:
+            self._client = client
+            await self._drop()
+            raise
+        self._client = client
+        return client
+
+    async def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), self.timeout)
+            client.disconnect_socket()
+
+    def _run_quietly(self, coro) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(coro, self._loop).result(self.timeout + 1)
+
+    def _node_texts(self) -> list[str]:
+        return [self.node_ids[role].to_string() for role in _ROLES if role in self.node_ids]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError | concurrent.futures.TimeoutError):
+        return "no answer in time"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.rstrip(".")
