@@ -144,6 +144,8 @@ def main() -> None:
             print(f"repeat {repeat + 1}: bare {bare[-1]:.1f} img/s, fit {ours[-1]:.1f} img/s")
     ratios = [o / b for o, b in zip(ours, bare)]
     ratio = statistics.median(ratios)
+    of_medians = statistics.median(ours) / statistics.median(bare)
+    meets = min(ratio, of_medians) >= 0.9
     result = {
         "benchmark": "train_throughput",
         "model": "mobilenetv3_small_100",
@@ -161,9 +163,12 @@ def main() -> None:
         "ratio_per_repeat": [round(r, 3) for r in ratios],
         "ratio_fit_over_bare_median": round(ratio, 3),
         "target_ratio": 0.9,
-        "meets_target": ratio >= 0.9,
+        "ratio_of_medians": round(of_medians, 3),
+        "meets_target": meets,
         "notes": "Interleaved repeats (bare, then fit, per repeat); each side's images/s is its "
-        "second epoch after a warm-up epoch. The ratio is the median of per-repeat ratios.",
+        "second epoch after a warm-up epoch. Two ratios: of the two medians, and the median of the "
+        "paired per-repeat ratios (a pair shares the load of its moment); the target must hold for "
+        "both.",
         "readme": [
             {
                 "benchmark": "train_throughput",
@@ -171,8 +176,9 @@ def main() -> None:
                 f"({torch.get_num_threads()} threads), median of {args.repeats}",
                 "visionline": f"fit: {statistics.median(ours):.1f} img/s",
                 "peer": f"bare PyTorch loop: {statistics.median(bare):.1f} img/s",
-                "result": f"{ratio:.2f}x, per repeat {min(ratios):.2f}–{max(ratios):.2f}x "
-                f"(target ≥ 0.9 {'✓' if ratio >= 0.9 else '✗'})",
+                "result": f"{of_medians:.2f}x of the medians; paired per repeat "
+                f"{min(ratios):.2f}–{max(ratios):.2f}x, median {ratio:.2f}x (target ≥ 0.9 on "
+                f"both {'✓' if meets else '✗'})",
             }
         ],
     }
