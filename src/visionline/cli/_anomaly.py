@@ -148,3 +148,46 @@ def eval_command(
     console.print(f"Report: {result.report_path}\nMetrics: {result.metrics_path}")
     if gate and not result.gates.passed:
         raise GateFailedError(result.gates.summary())
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[
+        str,
+        typer.Argument(help="model.pt path, runs:/<run_id> or models:/<name>@<alias>|/<version>."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the .onnx file.")],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", "-d", help="VERSION[:SPLIT] whose images check parity (default val)."
+        ),
+    ] = None,
+    project: ProjectOption = Path("."),
+) -> None:
+    """ONNX with the bank and search inside (score, decision, anomaly map), parity-checked."""
+    import numpy as np
+
+    from visionline.anomaly import check_anomaly_parity, export_anomaly_onnx, load_anomaly_model
+    from visionline.registry import resolve_model
+
+    quiet_mlflow()
+    loaded = load_project(project)
+    detector, spec = load_anomaly_model(resolve_model(model, loaded.tracking_uri).path)
+    size = spec.preprocessing.size
+    if data:
+        from visionline.anomaly._records import images, split_records
+        from visionline.data import DatasetRepo
+
+        version, split = data.partition(":")[0], data.partition(":")[2] or "val"
+        repo = DatasetRepo(loaded)
+        records = split_records(repo.get(version), split)[:8]
+        batch = spec.preprocessing(list(images(repo.blobs, records)))
+    else:
+        batch = np.random.default_rng(0).normal(size=(4, 3, size, size)).astype(np.float32)
+    path = export_anomaly_onnx(detector, spec, out)
+    report = check_anomaly_parity(detector, spec, path, batch)
+    console.print(
+        f"ONNX model: {path} (threshold {spec.threshold:.4f}); parity on {len(batch)} images: "
+        f"score {report['max_score_diff']:.1e}, map {report['max_map_diff']:.1e} relative"
+    )
