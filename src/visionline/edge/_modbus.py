@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import threading
 
+from pymodbus.client import ModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException
+
 from visionline.edge._sinks import _UrlParts, item_key
 from visionline.edge._types import Verdict
 from visionline.errors import ServiceUnavailableError
@@ -56,8 +59,6 @@ class ModbusSink:
 
     def send(self, verdict: Verdict) -> None:
         """Write the reject coil, then the register block; raise after ``timeout`` seconds."""
-        from pymodbus.exceptions import ModbusException
-
         with self._lock:
             try:
                 client = self._connected()
@@ -81,10 +82,7 @@ class ModbusSink:
         with self._lock:
             self._drop()
 
-    def _connected(self):
-        from pymodbus.client import ModbusTcpClient
-        from pymodbus.exceptions import ConnectionException
-
+    def _connected(self) -> ModbusTcpClient:
         if self._client is not None:
             return self._client
         client = ModbusTcpClient(self.host, port=self.port, timeout=self.timeout, retries=0)
@@ -105,10 +103,9 @@ class ModbusSink:
 
     @staticmethod
     def _check(reply) -> None:
-        from pymodbus.exceptions import ModbusException
-
         if reply.isError():
-            raise ModbusException(f"the PLC answered with exception code {reply.exception_code}")
+            code = getattr(reply, "exception_code", "?")
+            raise ModbusException(f"the PLC answered with exception code {code}")
 
 
 def _short(exc: BaseException) -> str:

@@ -25,6 +25,8 @@ import concurrent.futures
 import contextlib
 import threading
 
+from asyncua import Client, ua
+
 from visionline.edge._sinks import _UrlParts
 from visionline.edge._types import Verdict
 from visionline.errors import ConfigError, ServiceUnavailableError
@@ -39,8 +41,6 @@ class OpcUaSink:
     """Writes ItemId, Reject (and FailSafe) and Sequence to the PLC's nodes per verdict."""
 
     def __init__(self, endpoint: str, nodes: dict[str, str], timeout: float = 1.0) -> None:
-        from asyncua import ua
-
         missing = [role for role in ("item", "reject", "sequence") if role not in nodes]
         if missing:
             raise ConfigError(
@@ -110,8 +110,6 @@ class OpcUaSink:
                 self._loop.close()
 
     async def _write(self, verdict: Verdict) -> None:
-        from asyncua import ua
-
         client = await self._connected()
         sequence = self._sequence % 0xFFFFFFFF + 1
         writes = [
@@ -126,9 +124,7 @@ class OpcUaSink:
         await asyncio.wait_for(client.write_values(nodes, values), self.timeout)
         self._sequence = sequence
 
-    async def _connected(self):
-        from asyncua import Client
-
+    async def _connected(self) -> Client:
         if self._client is not None:
             return self._client
         client = Client(self.endpoint, timeout=self.timeout)

@@ -1,0 +1,127 @@
+"""Verdicts published to an MQTT broker (paho-mqtt), for line displays, MES and historians.
+
+URL ``mqtt://[user:pass@]HOST:PORT/TOPIC?qos=1&client_id=ID``: each verdict is one JSON object
+(the fields of :class:`~visionline.edge.Verdict`) on ``TOPIC``, published with QoS 1 by default
+and confirmed by the broker (PUBACK) before ``send`` returns. QoS 1 is at-least-once: after a
+lost acknowledgement the buffer may send a verdict again, so consumers key on ``item_id``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+
+import paho.mqtt.client as mqtt
+
+from visionline.edge._sinks import _UrlParts
+from visionline.edge._types import Verdict
+from visionline.errors import ConfigError, ServiceUnavailableError
+
+__all__ = ["MqttSink", "verdict_payload"]
+
+
+def verdict_payload(verdict: Verdict) -> bytes:
+    """The JSON bytes published for one verdict."""
+    return json.dumps(dataclasses.asdict(verdict), separators=(",", ":")).encode()
+
+
+class MqttSink:
+    """Publishes each verdict and waits for the broker's acknowledgement; reconnects after a
+    failure."""
+
+    def __init__(
+        self,
+        host: str,
+        topic: str,
+        port: int = 1883,
+        qos: int = 1,
+        client_id: str = "",
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 1.0,
+    ) -> None:
+        if not topic or "+" in topic or "#" in topic:
+            raise ConfigError(
+                f"The MQTT topic {topic!r} cannot take a publish: name one topic without "
+                "wildcards, e.g. mqtt://broker:1883/plant/line1/verdicts."
+            )
+        self.host, self.port, self.topic = host, port, topic
+        self.qos, self.client_id = qos, client_id
+        self.username, self.password = username, password
+        self.timeout = timeout
+        self._client = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttSink:
+        parts = _UrlParts(url, 1883, {"qos", "client_id"})
+        topic = parts.path.lstrip("/") + ("#" if "#" in url else "")
+        return cls(
+            parts.host,
+            topic,
+            port=parts.port,
+            qos=parts.integer("qos", 1, 0, 2),
+            client_id=parts.options.get("client_id", ""),
+            username=parts.username,
+            password=parts.password,
+            timeout=parts.timeout,
+        )
+
+    def send(self, verdict: Verdict) -> None:
+        """Publish the verdict; raise a one-sentence error after about ``timeout`` seconds."""
+        with self._lock:
+            try:
+                client = self._connected()
+                info = client.publish(self.topic, verdict_payload(verdict), qos=self.qos)
+                info.wait_for_publish(self.timeout)
+                if not info.is_published():
+                    raise TimeoutError("no acknowledgement in time")
+            except (OSError, RuntimeError, ValueError) as exc:
+                self._drop()
+                raise ServiceUnavailableError(
+                    f"The MQTT broker at {self.host}:{self.port} did not take the verdict for "
+                    f"item {verdict.item_id!r} on {self.topic!r} ({_describe(exc)}): check that "
+                    "it is running, reachable and lets this client publish there."
+                ) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _connected(self) -> mqtt.Client:
+        if self._client is not None and self._client.is_connected():
+            return self._client
+        self._drop()
+        connected = threading.Event()
+        refused: list[str] = []
+
+        def on_connect(_client, _userdata, _flags, reason, _properties) -> None:
+            if reason.is_failure:
+                refused.append(str(reason))
+            connected.set()
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
+        client.connect_timeout = self.timeout
+        if self.username:
+            client.username_pw_set(self.username, self.password)
+        client.on_connect = on_connect
+        self._client = client
+        client.connect(self.host, self.port, keepalive=30)
+        client.loop_start()
+        if not connected.wait(self.timeout):
+            raise TimeoutError("no CONNACK in time")
+        if refused:
+            raise ConnectionRefusedError(f"connection refused: {refused[0]}")
+        return client
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.rstrip(".")

@@ -1,0 +1,159 @@
+"""open_sink's dispatch and errors, and BufferedSink's ordering, alarm and backlog."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import zlib
+
+import pytest
+
+from visionline.edge import BufferedSink, Verdict, item_key, open_sink
+from visionline.edge._modbus import ModbusSink
+from visionline.edge._mqtt import MqttSink
+from visionline.edge._opcua import OpcUaSink
+from visionline.errors import ConfigError, ServiceUnavailableError, VisionlineError
+
+
+def verdict(item_id: str) -> Verdict:
+    return Verdict(item_id, True, 0.9, "rot", "v1", 1.0, 1.01)
+
+
+class FlakyPlc:
+    """A sink whose peer can be switched off: sends fail while it is down."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.received: list[str] = []
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def send(self, v: Verdict) -> None:
+        with self.lock:
+            if not self.up:
+                raise ServiceUnavailableError(f"The PLC is down for item {v.item_id!r}.")
+            self.received.append(v.item_id)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("opcua://plc.local:4840/line?node=ns=2;s=Line1", OpcUaSink),
+        ("modbus://10.0.0.5?coil=2", ModbusSink),
+        ("mqtt://broker/plant/line1", MqttSink),
+    ],
+)
+def test_open_sink_dispatches_on_the_scheme_without_connecting(url, kind):
+    sink = open_sink(url)
+    assert isinstance(sink, kind)
+    sink.close()
+
+
+def test_open_sink_fills_default_ports_and_options():
+    modbus = open_sink("modbus://10.0.0.5")
+    assert (modbus.port, modbus.coil, modbus.register, modbus.unit, modbus.timeout) == (
+        502,
+        0,
+        0,
+        1,
+        1.0,
+    )
+    mqtt = open_sink("mqtt://user:secret@broker/plant/line1?qos=0&timeout=0.2")
+    assert (mqtt.port, mqtt.topic, mqtt.qos, mqtt.username, mqtt.password, mqtt.timeout) == (
+        1883,
+        "plant/line1",
+        0,
+        "user",
+        "secret",
+        0.2,
+    )
+    opcua = open_sink("opcua://op:pw@plc:4841/x?node=ns=2;s=L")
+    assert opcua.endpoint == "opc.tcp://op:pw@plc:4841/x"
+    assert opcua.where == "opc.tcp://plc:4841/x"
+    opcua.close()
+
+
+@pytest.mark.parametrize("url", ["profinet://plc:1234", "plc.local:502", ""])
+def test_unknown_scheme_names_the_ones_that_work(url):
+    with pytest.raises(
+        ConfigError, match=r"unknown scheme .*use one of opcua://, modbus://, mqtt://"
+    ):
+        open_sink(url)
+
+
+def test_a_missing_client_library_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "visionline.edge._mqtt", None)
+    monkeypatch.setitem(sys.modules, "paho", None)
+    with pytest.raises(ConfigError, match=r"pip install 'visionline\[edge\]'"):
+        open_sink("mqtt://broker/line1")
+
+
+def test_item_key_keeps_plc_counters_and_hashes_other_ids():
+    assert item_key("4711") == 4711
+    assert item_key("apple-7") == zlib.crc32(b"apple-7")
+    assert item_key(str(2**32)) == zlib.crc32(str(2**32).encode())
+    assert item_key("٣") == zlib.crc32("٣".encode())
+
+
+def test_buffered_sink_delivers_at_once_while_the_plc_answers():
+    plc = FlakyPlc()
+    buffered = BufferedSink(plc)
+    for n in range(3):
+        buffered.send(verdict(str(n)))
+    assert plc.received == ["0", "1", "2"]
+    assert (buffered.backlog, buffered.alarm, buffered.delivered) == (0, False, 3)
+    buffered.close()
+    assert plc.closed
+
+
+def test_buffered_sink_never_raises_buffers_in_order_and_recovers():
+    plc = FlakyPlc()
+    buffered = BufferedSink(plc, retry_interval=0.01)
+    buffered.send(verdict("0"))
+    plc.up = False
+    for n in range(1, 6):
+        buffered.send(verdict(str(n)))
+    assert buffered.alarm and buffered.backlog == 5
+    assert buffered.last_error == "The PLC is down for item '1'."
+    assert not buffered.flush(timeout=0.05)
+    plc.up = True
+    assert buffered.flush(timeout=5)
+    buffered.send(verdict("6"))
+    assert plc.received == ["0", "1", "2", "3", "4", "5", "6"]
+    assert (buffered.backlog, buffered.alarm, buffered.delivered, buffered.dropped) == (
+        0,
+        False,
+        7,
+        0,
+    )
+    buffered.close()
+
+
+def test_a_full_buffer_drops_the_oldest_and_counts_them():
+    plc = FlakyPlc()
+    plc.up = False
+    buffered = BufferedSink(plc, capacity=3, retry_interval=60)
+    for n in range(5):
+        buffered.send(verdict(str(n)))
+    assert (buffered.backlog, buffered.dropped) == (3, 2)
+    buffered.send(verdict("5"))
+    assert (buffered.backlog, buffered.dropped) == (3, 3)
+    plc.up = True
+    assert buffered.flush(timeout=0.05) is False
+    buffered.close()
+    assert plc.received == []
+
+
+def test_a_closed_buffer_refuses_new_signals():
+    buffered = BufferedSink(FlakyPlc())
+    buffered.close()
+    with pytest.raises(VisionlineError, match="sink is closed"):
+        buffered.send(verdict("0"))
+
+
+def test_a_buffer_needs_room_for_one_signal():
+    with pytest.raises(ConfigError, match="capacity 0 must be at least 1"):
+        BufferedSink(FlakyPlc(), capacity=0)
