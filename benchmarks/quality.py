@@ -391,10 +391,6 @@ def main() -> None:
     print(f"wrote {path}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 def run_probes(workers: int) -> None:
     """Frozen lite0 embeddings at each (size, resize mode) of PROBES with linear heads: compared
     on val; the test split is scored for the best (size, mode, head) on val only."""
@@ -433,3 +429,7 @@ def run_probes(workers: int) -> None:
                 f"AUROC {r['val_roc_auc']:.3f}"
             )
     print(f"best on val: {best} -> test {scored}; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
