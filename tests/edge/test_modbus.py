@@ -121,6 +121,23 @@ def test_sequence_continues_from_the_plc_after_a_restart():
         server.stop()
 
 
+def test_sink_reconnects_after_the_plc_restarts():
+    port = free_port()
+    server = ModbusPlc(port)
+    sink = ModbusSink("127.0.0.1", port, timeout=1)
+    sink.send(verdict("1", True))
+    server.stop()
+    with pytest.raises(ServiceUnavailableError):
+        sink.send(verdict("2", False))
+    server = ModbusPlc(port)
+    try:
+        sink.send(verdict("3", False))
+        sink.close()
+        assert server.signals() == [(2, 3, 0, False)]
+    finally:
+        server.stop()
+
+
 def test_unreachable_plc_gives_one_clear_sentence_quickly():
     sink = open_sink(f"modbus://127.0.0.1:{free_port()}?timeout=0.5")
     started = time.monotonic()

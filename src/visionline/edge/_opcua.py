@@ -130,14 +130,13 @@ class OpcUaSink:
         client = Client(self.endpoint, timeout=self.timeout)
         try:
             await asyncio.wait_for(client.connect(), self.timeout)
-            if self._sequence is None:
-                node = client.get_node(self.node_ids["sequence"])
-                self._sequence = int(await asyncio.wait_for(node.read_value(), self.timeout) or 0)
         except Exception:
-            self._client = client
-            await self._drop()
+            client.disconnect_socket()
             raise
         self._client = client
+        if self._sequence is None:
+            node = client.get_node(self.node_ids["sequence"])
+            self._sequence = int(await asyncio.wait_for(node.read_value(), self.timeout) or 0)
         return client
 
     async def _drop(self) -> None:
