@@ -85,7 +85,7 @@ class OpcUaSink:
         return "opc.tcp://" + self.endpoint.split("://", 1)[1].rpartition("@")[2]
 
     def send(self, verdict: Verdict) -> None:
-        """Write the verdict's nodes; raise a one-sentence error after at most ~2x ``timeout``."""
+        """Write the verdict's nodes; raise a one-sentence error within 2 x ``timeout`` + 1 s."""
         with self._lock:
             future = asyncio.run_coroutine_threadsafe(self._write(verdict), self._loop)
             try:
