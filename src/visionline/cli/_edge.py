@@ -63,6 +63,12 @@ def run_command(
     line: Annotated[str | None, typer.Option("--line", help="Line name in the log.")] = None,
     sync_batch: Annotated[int, typer.Option("--sync-batch", min=1, max=5000)] = 200,
     sync_interval: Annotated[float, typer.Option("--sync-interval", min=0.01)] = 0.5,
+    max_backoff: Annotated[float, typer.Option(
+        "--max-backoff", min=0.1, help="Longest wait between sync retries while offline, seconds."
+    )] = 30.0,
+    drain: Annotated[float, typer.Option(
+        "--drain", min=0.0, help="On exit, keep syncing the backlog for up to this many seconds."
+    )] = 5.0,
     image_quota_mb: Annotated[float, typer.Option(
         "--image-quota-mb", help="Disk for images of flagged and sampled items (oldest go first)."
     )] = 500.0,
@@ -89,6 +95,7 @@ def run_command(
     from visionline_edge import load_bundle
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("visionline.edge").setLevel(logging.INFO)
     if fail_safe not in ("reject", "pass"):
         raise ConfigError(f"--fail-safe {fail_safe!r} is unknown; use reject or pass.")
     if deadline_ms <= 0:
@@ -112,8 +119,10 @@ def run_command(
         agent.metrics.backlog.set(backlog)
         agent.metrics.sync_lag.set(time.time() - oldest if oldest else 0.0)
 
-    worker = SyncWorker(outbox, central, sync_batch, sync_interval, on_sync=_lag).start() \
-        if central else None
+    worker = None
+    if central:
+        worker = SyncWorker(outbox, central, sync_batch, sync_interval,
+                            max_backoff_s=max_backoff, on_sync=_lag).start()
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     console.print(
         f"Line agent: {decider.version} ({model.precision}, signed by {model.signed_by}), "
@@ -127,7 +136,7 @@ def run_command(
         frames.close()
         decider.close()
         if worker is not None:
-            worker.stop(drain_s=5.0)
+            worker.stop(drain_s=drain)
         if sink is not None:
             sink.close()
     console.print_json(json.dumps({**describe(stats), **_status(Outbox(outbox))}))

@@ -83,10 +83,14 @@ class Outbox:
         """Drop records the central log acknowledged and note the time of this sync."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-            self._set("last_sync", str(time.time()))
-            self._bump("count.synced", len(ids))
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+                self._set("last_sync", str(time.time()))
+                self._bump("count.synced", len(ids))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def _set(self, key: str, value: str) -> None:
         self._conn.execute(

@@ -83,7 +83,7 @@ class SyncWorker:
     def stop(self, drain_s: float = 0.0) -> None:
         """Stop, after trying to drain the backlog for up to `drain_s` seconds."""
         end = time.monotonic() + drain_s
-        while time.monotonic() < end and self.outbox.backlog()[0] and self.failures == 0:
+        while time.monotonic() < end and self.outbox.backlog()[0]:
             time.sleep(0.05)
         self._stop.set()
         if self._thread.is_alive():
