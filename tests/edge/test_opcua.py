@@ -6,8 +6,10 @@ import asyncio
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from visionline.edge import Verdict, open_sink
 from visionline.edge._sinks import BufferedSink
@@ -33,13 +35,25 @@ def verdict(item_id: str, reject: bool, fail_safe: bool = False) -> Verdict:
     )
 
 
+async def certificate(folder: Path, name: str, use) -> tuple[Path, Path]:
+    """A self-signed OPC UA application certificate (DER) and its key (PEM)."""
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+
+    key, cert = folder / f"{name}.pem", folder / f"{name}.der"
+    await setup_self_signed_certificate(
+        key, cert, f"urn:visionline:test:{name}", "localhost", [use], {"commonName": name}
+    )
+    return key, cert
+
+
 class OpcUaPlc:
     """An asyncua server with the documented Line1 nodes (ItemId String, Reject Boolean,
     Sequence UInt32, FailSafe Boolean); it records the values of every Write request from a client
     in arrival order, as the PLC program sees them."""
 
-    def __init__(self, port: int, start_sequence: int = 0) -> None:
+    def __init__(self, port: int, start_sequence: int = 0, secure_dir: Path | None = None) -> None:
         self.port = port
+        self.secure_dir = secure_dir
         self.writes: list[list[tuple[str, object]]] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -53,6 +67,11 @@ class OpcUaPlc:
         self.server = Server()
         await self.server.init()
         self.server.set_endpoint(f"opc.tcp://127.0.0.1:{self.port}/plc")
+        if self.secure_dir is not None:
+            key, cert = await certificate(self.secure_dir, "plc", ExtendedKeyUsageOID.SERVER_AUTH)
+            await self.server.load_certificate(str(cert))
+            await self.server.load_private_key(str(key))
+            self.server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
         ns = await self.server.register_namespace("urn:test:plc")
         line = await self.server.nodes.objects.add_object(f"ns={ns};s=Line1", "Line1")
         for name, value, kind in [
@@ -170,13 +189,47 @@ def test_buffered_sink_delivers_everything_in_order_once_the_plc_is_back():
         server.stop()
 
 
+def test_signed_and_encrypted_channel_with_the_agents_certificate(tmp_path):
+    server = OpcUaPlc(free_port(), secure_dir=tmp_path)
+    key, cert = asyncio.run(certificate(tmp_path, "agent", ExtendedKeyUsageOID.CLIENT_AUTH))
+    security = f"Basic256Sha256,SignAndEncrypt,{cert},{key}"
+    try:
+        plain = open_sink(f"opcua://127.0.0.1:{server.port}/plc?node=ns=2;s=Line1&timeout=3")
+        with pytest.raises(ServiceUnavailableError):
+            plain.send(verdict("G-0", True))
+        plain.close()
+        sink = open_sink(
+            f"opcua://127.0.0.1:{server.port}/plc?node=ns=2;s=Line1&timeout=5&security={security}"
+        )
+        sink.send(verdict("G-1", True))
+        sink.close()
+        assert server.writes == [
+            [("Line1.ItemId", "G-1"), ("Line1.Reject", True), ("Line1.Sequence", 1)]
+        ]
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
         ("opcua://127.0.0.1:4840", r"needs the node\(s\) item, reject, sequence"),
+        ("opcua://h?node=ns=2;s=L&security=Basic128,Sign,a,b", "must read security=POLICY,MODE"),
+        (
+            "opcua://h?node=ns=2;s=L&security=Basic256Sha256,Sign,/no/a.der,/no/a.pem",
+            "security file '/no/a.der' does not exist",
+        ),
         ("opcua://127.0.0.1:4840?node=ns=2;s=L&reject=bogus", "node id 'bogus' for reject"),
     ],
 )
 def test_bad_urls_are_refused_with_the_fix(url, message):
     with pytest.raises(ConfigError, match=message):
         open_sink(url)
+
+
+def test_a_file_that_is_no_certificate_is_refused(tmp_path):
+    (tmp_path / "agent.der").write_bytes(b"not a certificate")
+    (tmp_path / "agent.pem").write_text("key")
+    security = f"Basic256Sha256,Sign,{tmp_path / 'agent.der'},{tmp_path / 'agent.pem'}"
+    with pytest.raises(ConfigError, match="is not an application certificate with a URI"):
+        open_sink(f"opcua://h?node=ns=2;s=L&security={security}")

@@ -11,7 +11,10 @@ The three are written in one Write request, in that order, so when the PLC sees 
 (``item=``, ``reject=``, ``sequence=``; e.g. Siemens ``ns=3;s="DB_Vision"."Reject"``), and
 ``failsafe=`` adds a Boolean that is true when the verdict took the fail-safe. On connect the sink
 reads ``Sequence`` and continues from it, so a restarted agent never repeats the PLC's last number.
-User and password go in the URL (``opcua://user:pass@HOST:PORT``).
+User and password go in the URL (``opcua://user:pass@HOST:PORT``). A signed or encrypted channel
+is ``security=POLICY,MODE,CERT,KEY[,SERVER_CERT]``, e.g. ``Basic256Sha256,SignAndEncrypt,
+/etc/visionline/agent.der,/etc/visionline/agent.pem``; the agent takes its application URI from
+its certificate, and the PLC must trust that certificate.
 
 asyncua is asynchronous and ``send`` is called from the agent's thread, so each sink runs its own
 event loop in a private thread; every call is bounded by ``timeout`` and a failed call drops the
@@ -24,6 +27,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+from pathlib import Path
 
 from asyncua import Client, ua
 
@@ -34,13 +38,17 @@ from visionline.errors import ConfigError, ServiceUnavailableError
 __all__ = ["OpcUaSink"]
 
 _ROLES = ("item", "reject", "sequence", "failsafe")
+_POLICIES = ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss")
+_MODES = ("Sign", "SignAndEncrypt")
 _SUFFIX = {"item": "ItemId", "reject": "Reject", "sequence": "Sequence"}
 
 
 class OpcUaSink:
     """Writes ItemId, Reject (and FailSafe) and Sequence to the PLC's nodes per verdict."""
 
-    def __init__(self, endpoint: str, nodes: dict[str, str], timeout: float = 1.0) -> None:
+    def __init__(
+        self, endpoint: str, nodes: dict[str, str], timeout: float = 1.0, security: str = ""
+    ) -> None:
         missing = [role for role in ("item", "reject", "sequence") if role not in nodes]
         if missing:
             raise ConfigError(
@@ -49,6 +57,8 @@ class OpcUaSink:
             )
         self.endpoint = endpoint
         self.timeout = timeout
+        self.security = security
+        self._application_uri = _check_security(security) if security else ""
         self.node_ids: dict[str, ua.NodeId] = {}
         for role, text in nodes.items():
             try:
@@ -67,7 +77,7 @@ class OpcUaSink:
 
     @classmethod
     def from_url(cls, url: str) -> OpcUaSink:
-        parts = _UrlParts(url, 4840, {"node", *_ROLES})
+        parts = _UrlParts(url, 4840, {"node", "security", *_ROLES})
         nodes = {role: parts.options[role] for role in _ROLES if parts.options.get(role)}
         prefix = parts.options.get("node")
         if prefix:
@@ -77,7 +87,7 @@ class OpcUaSink:
         if parts.username:
             userinfo = parts.username + (f":{parts.password}" if parts.password else "") + "@"
         endpoint = f"opc.tcp://{userinfo}{parts.host}:{parts.port}{parts.path}"
-        return cls(endpoint, nodes, timeout=parts.timeout)
+        return cls(endpoint, nodes, parts.timeout, parts.options.get("security", ""))
 
     @property
     def where(self) -> str:
@@ -129,6 +139,9 @@ class OpcUaSink:
             return self._client
         client = Client(self.endpoint, timeout=self.timeout)
         try:
+            if self.security:
+                client.application_uri = self._application_uri
+                await asyncio.wait_for(client.set_security_string(self.security), self.timeout)
             await asyncio.wait_for(client.connect(), self.timeout)
         except Exception:
             client.disconnect_socket()
@@ -152,6 +165,38 @@ class OpcUaSink:
 
     def _node_texts(self) -> list[str]:
         return [self.node_ids[role].to_string() for role in _ROLES if role in self.node_ids]
+
+
+def _check_security(security: str) -> str:
+    """Validate ``POLICY,MODE,CERT,KEY[,SERVER_CERT]`` up front; return the certificate's
+    application URI (the client must present the URI its certificate names)."""
+    from cryptography import x509
+
+    parts = security.split(",")
+    form = "security=POLICY,MODE,CERT,KEY[,SERVER_CERT]"
+    if len(parts) not in (4, 5) or parts[0] not in _POLICIES or parts[1] not in _MODES:
+        raise ConfigError(
+            f"The OPC UA option security={security!r} must read {form} with POLICY one of "
+            f"{', '.join(_POLICIES)} and MODE Sign or SignAndEncrypt."
+        )
+    files = [parts[2], parts[3].split("::", 1)[0], *parts[4:]]
+    for name in files:
+        if not Path(name).is_file():
+            raise ConfigError(f"The OPC UA security file {name!r} does not exist: fix the path.")
+    data = Path(parts[2]).read_bytes()
+    try:
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if data.lstrip().startswith(b"-----")
+            else x509.load_der_x509_certificate(data)
+        )
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return names.get_values_for_type(x509.UniformResourceIdentifier)[0]
+    except (ValueError, IndexError, x509.ExtensionNotFound):
+        raise ConfigError(
+            f"The OPC UA certificate {parts[2]!r} is not an application certificate with a URI: "
+            "make one whose subject alternative name holds the agent's urn:… URI."
+        ) from None
 
 
 def _describe(exc: BaseException) -> str:
