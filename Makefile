@@ -27,7 +27,10 @@ install: $(TEST_STAMP)
 demo: $(DEMO_STAMP)
 	$(BIN)/visionline demo $(DEMO_ARGS)
 
+# Label Studio (for the labelling tests) pins its own Django stack, so it gets its own venv,
+# .venv-labelstudio/, with a migrated template database; the script does nothing once both exist.
 test: $(TEST_STAMP)
+	$(BIN)/python tests/labelstudio_support.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

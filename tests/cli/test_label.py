@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -321,7 +322,9 @@ def test_push_and_pull_without_server_name_url_and_fix(version, project: Project
     _one_line_error(pull, url, "label-studio start")
 
 
-def test_import_skips_bad_and_outside_files_with_reasons(version, project: Project, tmp_path) -> None:
+def test_import_skips_bad_and_outside_files_with_reasons(
+    version, project: Project, tmp_path
+) -> None:
     _, v1, _ = version
     root = project.root / "incoming"
     root.mkdir()
@@ -331,14 +334,24 @@ def test_import_skips_bad_and_outside_files_with_reasons(version, project: Proje
     export.write_text(
         json.dumps(
             [
-                {"data": {"image": f"/data/local-files/?d={name}"}, "annotations": [_choice("rot", 1)]}
+                {
+                    "data": {"image": f"/data/local-files/?d={name}"},
+                    "annotations": [_choice("rot", 1)],
+                }
                 for name in ("ok.png", "bad.png", "../../imgs/a.png")
             ]
         )
     )
     result = run(
-        "label", "import", export, "--parent", v1.short_id, "-p", project.root,
-        "--document-root", root,
+        "label",
+        "import",
+        export,
+        "--parent",
+        v1.short_id,
+        "-p",
+        project.root,
+        "--document-root",
+        root,
     )
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stdout.split())
@@ -347,3 +360,313 @@ def test_import_skips_bad_and_outside_files_with_reasons(version, project: Proje
     assert "d=bad.png: " in out and "cannot be decoded" in out
     assert "d=../../imgs/a.png: " in out and "lies outside the document root" in out
     assert len(DatasetRepo(project).list()) == 2
+
+
+# --- against a real Label Studio server (its own venv; see tests/labelstudio_support.py) ---
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory: pytest.TempPathFactory):
+    """One real server for this module; its local-files document root holds every tmp_path."""
+    from labelstudio_support import start
+
+    server = start(tmp_path_factory.mktemp("label-studio"), tmp_path_factory.getbasetemp())
+    yield server
+    server.stop()
+
+
+def _ls(server, *args: str | Path, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    return run(*args, "--url", server.url, "--api-key", token or server.token)
+
+
+def _project_id(stdout: str) -> int:
+    words = " ".join(stdout.split()).split("Label Studio project ", 1)[1]
+    return int(words.split(" ", 1)[0])
+
+
+def _answer(choice: str, box: bool = False) -> list[dict]:
+    """What the labelling page submits: the class choice, and a rectangle for a defect."""
+    result = [
+        {
+            "id": "c1",
+            "from_name": "choice",
+            "to_name": "image",
+            "type": "choices",
+            "origin": "manual",
+            "value": {"choices": [choice]},
+        }
+    ]
+    if box:
+        result.append(
+            {
+                "id": "r1",
+                "from_name": "region",
+                "to_name": "image",
+                "type": "rectanglelabels",
+                "origin": "manual",
+                "original_width": 8,
+                "original_height": 6,
+                "image_rotation": 0,
+                "value": {
+                    "x": 10.0,
+                    "y": 20.0,
+                    "width": 30.0,
+                    "height": 40.0,
+                    "rotation": 0,
+                    "rectanglelabels": [choice],
+                },
+            }
+        )
+    return result
+
+
+@pytest.mark.slow
+def test_push_annotate_pull_against_real_label_studio(
+    label_studio, version, project: Project, tmp_path: Path
+) -> None:
+    """The whole loop as a user runs it: push with pre-annotations, annotators submit through
+    the REST call the browser makes, pull refuses a partial result, then makes a version whose
+    metadata says who labelled what, when, and where they disagreed."""
+    repo, v1, _ = version
+    predictions = tmp_path / "preds.csv"
+    predictions.write_text("path,good,bruise,rot\nimgs/b.png,0.2,0.3,0.5\nimgs/c.png,0.1,0.8,0.1\n")
+    root = label_studio.document_root
+    push = _ls(
+        label_studio,
+        "label",
+        "push",
+        v1.short_id,
+        "--predictions",
+        predictions,
+        "--document-root",
+        root,
+        "-p",
+        project.root,
+    )
+    assert push.returncode == 0, push.stderr
+    assert "Created" in push.stdout and "5 new tasks (2 with predictions)" in " ".join(
+        push.stdout.split()
+    )
+    pid = _project_id(push.stdout)
+    config = label_studio.api("GET", f"/api/projects/{pid}")["label_config"]
+    assert '<RectangleLabels name="region"' in config and '<Choice value="bruise"' in config
+    tasks = {t["data"]["path"]: t for t in label_studio.tasks(pid)}
+    assert set(tasks) == {f"imgs/{k}.png" for k in "abcde"}
+    # the image is served by Label Studio itself from the blob store, byte for byte
+    record = next(r for r in v1.records if r.path == "imgs/b.png")
+    request = urllib.request.Request(
+        label_studio.url + tasks["imgs/b.png"]["data"]["image"],
+        headers={"Authorization": f"Token {label_studio.token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.read() == repo.blobs.get(record.sha256)
+    shown = label_studio.api("GET", f"/api/predictions/?task={tasks['imgs/b.png']['id']}")
+    assert shown[0]["score"] == 0.5 and shown[0]["result"][0]["value"]["choices"] == ["rot"]
+
+    # pushing again reuses the project and adds nothing twice
+    again = _ls(
+        label_studio, "label", "push", v1.short_id, "--document-root", root, "-p", project.root
+    )
+    assert again.returncode == 0, again.stderr
+    assert "Reused" in again.stdout and _project_id(again.stdout) == pid
+    assert "imported 0 new tasks" in " ".join(again.stdout.split())
+
+    second = label_studio.add_user_token(f"second-{pid}@visionline.test")
+    label_studio.annotate(tasks["imgs/a.png"]["id"], _answer("good"))
+    label_studio.annotate(tasks["imgs/b.png"]["id"], _answer("bruise", box=True))
+    label_studio.annotate(tasks["imgs/c.png"]["id"], _answer("cut", box=True))
+    label_studio.annotate(tasks["imgs/d.png"]["id"], _answer("rot", box=True))
+    label_studio.token, first = second, label_studio.token
+    label_studio.annotate(tasks["imgs/a.png"]["id"], _answer("good"))
+    label_studio.annotate(tasks["imgs/b.png"]["id"], _answer("rot", box=True))
+    label_studio.token = first
+
+    pull_args = (
+        "label",
+        "pull",
+        "--project-id",
+        str(pid),
+        "--parent",
+        v1.short_id,
+        "--document-root",
+        root,
+        "-p",
+        project.root,
+    )
+    partial = _ls(label_studio, *pull_args)
+    assert partial.returncode != 0 and "Traceback" not in partial.stderr
+    assert "--allow-partial" in partial.stderr and "1 unlabelled, 1 tied" in partial.stderr
+    assert len(DatasetRepo(project).list()) == 1
+
+    pulled = _ls(label_studio, *pull_args, "--allow-partial")
+    assert pulled.returncode == 0, pulled.stderr
+    out = " ".join(pulled.stdout.split())
+    assert "tie bruise (1) vs rot (1)" in out or "tie rot (1) vs bruise (1)" in out
+    new = max(DatasetRepo(project).list(), key=lambda v: v.created_at)
+    assert new.parent == v1.id
+    labels = {r.path: (r.label, r.subtype) for r in new.records}
+    assert labels["imgs/c.png"] == ("defect", "cut") and labels["imgs/d.png"] == ("defect", "rot")
+    assert labels["imgs/b.png"] == ("defect", "bruise")  # the tie left the old label
+    entries = {e["image"].rsplit("/", 1)[-1]: e for e in new.metadata["labelled"]}
+    a_sha = next(r.sha256 for r in v1.records if r.path == "imgs/a.png")
+    a = next(e for e in new.metadata["labelled"] if e["sha256"] == a_sha)
+    assert sorted(a["annotators"]) == sorted(
+        ["annotator@visionline.test", f"second-{pid}@visionline.test"]
+    )
+    assert a["agreement"] == 1.0 and a["annotated_at"].startswith("20")
+    assert len(entries) == 3
+    assert new.metadata["labels"]["agreement"] == 1.0 and new.metadata["labels"]["ties"] == 1
+
+
+@pytest.mark.slow
+def test_label_studio_errors_name_the_fix(label_studio, version, project: Project) -> None:
+    _, v1, _ = version
+    wrong = _ls(label_studio, "label", "push", v1.short_id, "-p", project.root, token="not-a-token")
+    _one_line_error(wrong, "refused the API key", "label-studio start", "LABEL_STUDIO_API_KEY")
+    url = f"http://127.0.0.1:{_closed_port()}"
+    down = run(
+        "label",
+        "pull",
+        "--project-id",
+        "1",
+        "--parent",
+        v1.short_id,
+        "--url",
+        url,
+        "--api-key",
+        "k",
+        "-p",
+        project.root,
+    )
+    _one_line_error(down, "label-studio start", "LABEL_STUDIO_API_KEY")
+    other = label_studio.api(
+        "POST",
+        "/api/projects/",
+        {
+            "title": "someone else's",
+            "label_config": '<View><Image name="image" value="$image"/>'
+            '<Choices name="choice" toName="image"><Choice value="apple"/></Choices></View>',
+        },
+    )
+    clash = _ls(
+        label_studio,
+        "label",
+        "push",
+        v1.short_id,
+        "--project-title",
+        other["title"],
+        "-p",
+        project.root,
+    )
+    _one_line_error(clash, "differs from this project's classes", "--project-title")
+
+
+@pytest.mark.slow
+def test_select_uncertain_images_and_push_them(
+    label_studio, version, project: Project, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    _, v1, _ = version
+    scores = tmp_path / "score-v1.parquet"
+    by_path = {r.path: r.sha256 for r in v1.records}
+    # c.png is the only image without a model class (defect, subtype unknown): the pool
+    pd.DataFrame(
+        {
+            "path": list(by_path),
+            "sha256": list(by_path.values()),
+            "predicted_class": ["good", "rot", "bruise", "good", "rot"],
+            "p_good": [0.9, 0.3, 0.35, 0.8, 0.1],
+            "p_bruise": [0.05, 0.2, 0.45, 0.1, 0.1],
+            "p_rot": [0.05, 0.5, 0.2, 0.1, 0.8],
+            "defect_score": [0.1, 0.7, 0.65, 0.2, 0.9],
+        }
+    ).to_parquet(scores)
+    (tmp_path / "score-v1.summary.json").write_text(json.dumps({"threshold": 0.6}))
+    out = tmp_path / "sel.json"
+    chosen = _ls(
+        label_studio,
+        "label",
+        "select",
+        "--data",
+        v1.short_id,
+        "--strategy",
+        "uncertainty",
+        "--budget",
+        "2",
+        "--scores",
+        scores,
+        "--include-labelled",
+        "--out",
+        out,
+        "--push",
+        "--project-title",
+        f"selection {tmp_path.name}",
+        "--document-root",
+        label_studio.document_root,
+        "-p",
+        project.root,
+    )
+    assert chosen.returncode == 0, chosen.stderr
+    picked = [row["path"] for row in json.loads(out.read_text())["selected"]]
+    assert picked == ["imgs/c.png", "imgs/b.png"]  # 0.05 and 0.10 from the threshold
+    pid = _project_id(chosen.stdout)
+    tasks = label_studio.tasks(pid)
+    assert sorted(t["data"]["path"] for t in tasks) == sorted(picked)
+    c_task = next(t for t in tasks if t["data"]["path"] == "imgs/c.png")
+    shown = label_studio.api("GET", f"/api/predictions/?task={c_task['id']}")
+    assert shown[0]["result"][0]["value"]["choices"] == ["bruise"] and shown[0]["score"] == 0.45
+
+    diverse = run(
+        "label",
+        "select",
+        "--data",
+        v1.short_id,
+        "--strategy",
+        "diversity",
+        "--budget",
+        "3",
+        "--out",
+        out,
+        "-p",
+        project.root,
+    )
+    assert diverse.returncode == 0, diverse.stderr
+    assert [row["path"] for row in json.loads(out.read_text())["selected"]] == ["imgs/c.png"]
+
+
+def test_select_bad_input_names_the_fix(version, project: Project) -> None:
+    _, v1, _ = version
+    no_scores = run("label", "select", "--data", v1.short_id, "--budget", "2", "-p", project.root)
+    _one_line_error(no_scores, "needs model scores", "--scores")
+    # every image labelled: an empty pool
+    relabelled = [r for r in v1.records if r.path != "imgs/c.png"]
+    repo = DatasetRepo(project)
+    v2 = repo.create_version(relabelled, name="all-labelled", parent=v1.id, metadata={})
+    empty = run(
+        "label",
+        "select",
+        "--data",
+        v2.short_id,
+        "--strategy",
+        "random",
+        "--budget",
+        "2",
+        "-p",
+        project.root,
+    )
+    _one_line_error(empty, "pool is empty", "--include-labelled")
+    no_token = run(
+        "label",
+        "select",
+        "--data",
+        v1.short_id,
+        "--strategy",
+        "random",
+        "--budget",
+        "1",
+        "--push",
+        "-p",
+        project.root,
+    )
+    _one_line_error(no_token, "LABEL_STUDIO_API_KEY", "label-studio start")

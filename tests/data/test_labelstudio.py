@@ -156,6 +156,31 @@ def test_read_export_counts_provenance(export_file: Path, config: ProjectConfig)
     assert provenance["annotations_per_annotator"] == {"1": 4, "2": 4, "3": 2}
 
 
+def test_read_export_lists_disagreements_and_agreement(
+    tmp_path: Path, config: ProjectConfig
+) -> None:
+    """A 2:1 vote is decided by the majority but listed, never silently resolved."""
+    votes = [_annotation("rot", by=1), _annotation("rot", by=2), _annotation("bruise", by=3)]
+    for number, annotation in enumerate(votes):
+        annotation["updated_at"] = f"2026-01-0{number + 1}T10:00:00Z"
+    path = tmp_path / "e.json"
+    path.write_text(
+        json.dumps(
+            [_task(1, "x.png", *votes, sha="a" * 64), _task(2, "y.png", _annotation("good"))]
+        )
+    )
+    summary = read_export(path, config)
+    assert [d.subtype or d.label for d in summary.decisions] == ["rot", "good"]
+    (disagreement,) = summary.disagreements
+    assert "1: rot, 2: rot, 3: bruise" in disagreement and "majority 'rot'" in disagreement
+    x = summary.labelled[0]
+    assert x["sha256"] == "a" * 64 and x["annotators"] == ["1", "2", "3"]
+    assert x["agreement"] == 0.6667 and x["annotated_at"] == "2026-01-03T10:00:00Z"
+    assert summary.agreement() == 0.6667  # y.png had one annotator, so it does not count
+    provenance = summary.provenance()
+    assert provenance["multi_annotated"] == 1 and provenance["disagreements"] == 1
+
+
 def test_class_without_subtypes_maps_to_itself(tmp_path: Path) -> None:
     config = ProjectConfig(classes=[{"name": "good"}, {"name": "scratch"}])
     path = tmp_path / "e.json"
@@ -311,28 +336,16 @@ def test_build_tasks_with_predictions_and_document_root(
 
 
 class _FakeLabelStudio:
-    """Answers the few Label Studio API calls the SDK makes, and records them."""
+    """Answers every call with one error status, for the error mapping only: the calls that
+    succeed are proven against a real Label Studio in tests/cli/test_label.py."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int) -> None:
         self.status = status
-        self.requests: list[tuple[str, str, object]] = []
 
     def __call__(self, request):  # httpx.Request -> httpx.Response
         import httpx
 
-        body = json.loads(request.content) if request.content else None
-        self.requests.append((request.method, request.url.path, body))
-        if self.status != 200:
-            return httpx.Response(self.status, json={"detail": "no"})
-        if request.url.path == "/api/projects/":
-            return httpx.Response(201, json={"id": 7, "title": body["title"]})
-        if request.url.path == "/api/projects/7/import":
-            return httpx.Response(201, json={"task_count": len(body)})
-        if request.url.path == "/api/version/":
-            return httpx.Response(200, json={"edition": "Community"})
-        if request.url.path == "/api/projects/7/export":
-            return httpx.Response(200, json=[_task(1, "x.png", _annotation("rot"))])
-        return httpx.Response(404, json={"detail": "not found"})
+        return httpx.Response(self.status, json={"detail": "no"})
 
 
 def _server(fake: _FakeLabelStudio):
@@ -342,22 +355,6 @@ def _server(fake: _FakeLabelStudio):
 
     client = httpx.Client(transport=httpx.MockTransport(fake))
     return LabelStudioServer("http://ls.test:8080/", "token", httpx_client=client)
-
-
-def test_server_push_sets_model_version_and_export_parses(
-    config: ProjectConfig, tmp_path: Path
-) -> None:
-    fake = _FakeLabelStudio()
-    server = _server(fake)
-    tasks = [{"data": {"image": "/data/local-files/?d=a.png", "sha256": "a" * 64}}]
-    assert server.push("apples", label_config_xml(config), tasks, "m7") == 7
-    (method, path, body), (_, import_path, imported) = fake.requests[:2]
-    assert (method, path) == ("POST", "/api/projects/")
-    assert body["model_version"] == "m7" and body["label_config"].startswith("<View>")
-    assert import_path == "/api/projects/7/import" and imported == tasks
-    export = tmp_path / "export.json"
-    export.write_text(json.dumps(server.export(7)))
-    assert parse_export(export, config)[0] == [LabelDecision("x.png", "defect", "rot", 1)]
 
 
 @pytest.mark.parametrize(
@@ -437,8 +434,16 @@ def _seed_version(repo, tmp_path: Path):
     Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, "PNG")
     sha = repo.blobs.put(buffer.getvalue())
     record = ImageRecord(
-        sha256=sha, path="seed.png", bytes=len(buffer.getvalue()), width=8, height=8,
-        mode="RGB", label="good", subtype=None, source="test", split=None,
+        sha256=sha,
+        path="seed.png",
+        bytes=len(buffer.getvalue()),
+        width=8,
+        height=8,
+        mode="RGB",
+        label="good",
+        subtype=None,
+        source="test",
+        split=None,
     )
     return repo.create_version([record], name="seed", parent=None, metadata={})
 
@@ -449,7 +454,9 @@ def _png(colour: tuple[int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def test_apply_export_confines_paths_and_skips_bad_files_with_a_reason(repo, tmp_path: Path) -> None:
+def test_apply_export_confines_paths_and_skips_bad_files_with_a_reason(
+    repo, tmp_path: Path
+) -> None:
     """`..`, absolute paths, file:// URLs and symlinks that leave the document root are not read;
     undecodable files are not stored; each is skipped with its reason and the rest imports."""
     from visionline.data._labelstudio import apply_export
@@ -490,8 +497,12 @@ def test_apply_export_confines_paths_and_skips_bad_files_with_a_reason(repo, tmp
     assert added == {"ok.png": ("defect", "crack"), "ok2.png": ("good", None)}
     reasons = dict(issue.split(": ", 1) for issue in result.skipped)
     assert len(reasons) == 7
-    outside = ["/data/local-files/?d=../secret.png", str(secret), secret.as_uri(),
-               "/data/local-files/?d=link.png"]
+    outside = [
+        "/data/local-files/?d=../secret.png",
+        str(secret),
+        secret.as_uri(),
+        "/data/local-files/?d=link.png",
+    ]
     for ref in outside:
         assert "lies outside the document root" in reasons[ref], ref
     assert "cannot be decoded" in reasons["/data/local-files/?d=bad.png"]
@@ -503,4 +514,3 @@ def test_apply_export_confines_paths_and_skips_bad_files_with_a_reason(repo, tmp
         assert not repo.blobs.exists(hashlib.sha256(path.read_bytes()).hexdigest()), path
     assert result.version.metadata["skipped"] == 7
     assert set(result.skipped) <= set(result.version.metadata["issues"])
-

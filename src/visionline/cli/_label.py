@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from visionline.cli._common import ProjectOption, console, load_project
+from visionline.cli._label_select import select_command
 
 if TYPE_CHECKING:
     from visionline.config import Project
@@ -41,7 +42,9 @@ _LABEL_STUDIO_NOTES = (
 OnlyUnlabelledOption = Annotated[
     bool, typer.Option(help="Only images without a good/defect label.")
 ]
-ModelVersionOption = Annotated[str | None, typer.Option(help=_MODEL_VERSION_HELP, show_default=False)]
+ModelVersionOption = Annotated[
+    str | None, typer.Option(help=_MODEL_VERSION_HELP, show_default=False)
+]
 DocumentRootOption = Annotated[
     Path | None, typer.Option("--document-root", help=_LOCAL_FILES_HELP, show_default=False)
 ]
@@ -175,8 +178,17 @@ def _print_import(result: LabelImport, parent_id: str) -> None:
     ]
     for label, count in rows:
         table.add_row(label, str(count), style=None if count else "dim")
+    table.add_row("disagreements (listed below)", str(len(summary.disagreements)))
+    if summary.agreement() is not None:
+        table.add_row("agreement where several labelled", f"{summary.agreement():.0%}")
     console.print(table)
-    issues = summary.issues + result.skipped + result.unmatched + result.conflicts
+    issues = (
+        summary.issues
+        + summary.disagreements
+        + result.skipped
+        + result.unmatched
+        + result.conflicts
+    )
     for issue in issues[:20]:
         console.print(f"[yellow]issue:[/yellow] {issue}", highlight=False)
     if len(issues) > 20:
@@ -254,23 +266,62 @@ def push(
     project_dir: ProjectOption = None,
 ) -> None:
     """Create a Label Studio project for a dataset version and import its tasks."""
-    from visionline.data._labelstudio import label_config_xml
-    from visionline.data._labelstudio_server import LabelStudioServer
-
     project = load_project(project_dir)
     found, tasks, n_predicted, name = _tasks(
         project, version, document_root, only_unlabelled, predictions, model_version
     )
+    push_tasks(project, found, tasks, n_predicted, name, url, api_key, project_title, document_root)
+
+
+def _local_folder(tasks: list[dict[str, Any]], document_root: Path | None) -> Path | None:
+    """The folder holding every local-files image of the tasks (for Label Studio's storage)."""
+    import os
+    from urllib.parse import parse_qs, urlsplit
+
+    if document_root is None or not tasks:
+        return None
+    folders = {os.path.dirname(parse_qs(urlsplit(t["data"]["image"]).query)["d"][0]) for t in tasks}
+    return document_root.resolve() / os.path.commonpath(sorted(folders))
+
+
+def push_tasks(
+    project: Project,
+    version: Any,
+    tasks: list[dict[str, Any]],
+    n_predicted: int,
+    model_version: str,
+    url: str,
+    api_key: str,
+    title: str | None,
+    document_root: Path | None = None,
+) -> int:
+    """Send tasks to the project of this title (reused when it exists, skipping images it
+    already has) and print where to label them; returns the Label Studio project id."""
+    from visionline.data._labelstudio import label_config_xml
+    from visionline.data._labelstudio_server import LabelStudioServer
+
     server = LabelStudioServer(url, api_key)
-    title = project_title or f"{project.config.name} {found.name} {found.short_id}"
-    project_id = server.push(title, label_config_xml(project.config), tasks, name)
-    console.print(
-        f"[green]Created[/green] Label Studio project {project_id} '{title}' with "
-        f"{len(tasks)} tasks ({n_predicted} with predictions): {server.url}/projects/{project_id}"
+    server.check()
+    title = title or f"{project.config.name} {version.name} {version.short_id}"
+    existing = server.find_project(title)
+    if existing is not None:
+        known = {t.get("data", {}).get("sha256") for t in server.export(int(existing.id))}
+        fresh = [t for t in tasks if t["data"]["sha256"] not in known]
+        n_predicted -= sum("predictions" in t for t in tasks if t not in fresh)
+        tasks = fresh
+    folder = _local_folder(tasks, document_root)
+    project_id, created = server.push(
+        title, label_config_xml(project.config), tasks, model_version, folder
     )
     console.print(
-        f"When labelled: visionline label pull --project-id {project_id} --parent {found.short_id}"
+        f"[green]{'Created' if created else 'Reused'}[/green] Label Studio project {project_id} "
+        f"'{title}' and imported {len(tasks)} new tasks ({n_predicted} with predictions): "
+        f"{server.url}/projects/{project_id}"
     )
+    console.print(
+        f"When labelled: visionline label pull --project-id {project_id} --parent {version.short_id}"
+    )
+    return project_id
 
 
 @app.command("pull")
@@ -282,16 +333,45 @@ def pull(
     name: Annotated[
         str | None, typer.Option(help="Name of the new version (default: <parent>-labelled).")
     ] = None,
+    allow_partial: Annotated[
+        bool,
+        typer.Option(
+            help="Make a version even when some tasks have no usable label yet (unlabelled, "
+            "tied or naming unknown classes); they are listed and keep their old labels."
+        ),
+    ] = False,
     document_root: DocumentRootOption = None,
     project_dir: ProjectOption = None,
 ) -> None:
-    """Export a Label Studio project and import its annotations as a new dataset version."""
+    """Export a Label Studio project and import its annotations as a new dataset version.
+
+    The version's metadata records who labelled each image, when, and the share of annotators
+    who agreed; disagreements are listed, ties and unknown classes are skipped and listed.
+    """
+    from visionline.data._labelstudio import read_export
     from visionline.data._labelstudio_server import LabelStudioServer
+    from visionline.errors import DataError
 
     project = load_project(project_dir)
-    tasks = LabelStudioServer(url, api_key).export(project_id)
+    server = LabelStudioServer(url, api_key)
+    server.check()
+    tasks = server.export(project_id)
     saved = project.cache_dir / "labelstudio" / f"project-{project_id}.json"
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(tasks))
     console.print(f"Saved the export ({len(tasks)} tasks) to {saved}.")
+    summary = read_export(saved, project.config)
+    undecided = summary.n_tasks - len(summary.decisions)
+    if undecided and not allow_partial:
+        for issue in summary.issues[:20]:
+            console.print(f"[yellow]issue:[/yellow] {issue}", highlight=False)
+        raise DataError(
+            f"{undecided} of {summary.n_tasks} tasks in Label Studio project {project_id} have "
+            f"no usable label ({summary.n_unlabelled} unlabelled, {summary.n_ties} tied, "
+            f"{summary.n_unknown} with unknown classes), so no version was made; finish them "
+            "or pass --allow-partial."
+        )
     _import(project, saved, parent, name, document_root)
+
+
+app.command("select")(select_command)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 FROM_NAME = "choice"
 TO_NAME = "image"
+REGION_NAME = "region"  # rectangles around defects; the image's class stays the `choice`
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 BLOB_PREFIX = "blob:"
 LABEL_SOURCE = "labelstudio"
@@ -59,6 +60,14 @@ class ExportSummary:
     n_unknown: int = 0
     n_ground_truth: int = 0
     annotators: Counter[str] = field(default_factory=Counter)
+    # one entry per decision: sha256/image, annotators, when, share of votes for the decision
+    labelled: list[dict[str, Any]] = field(default_factory=list)
+    disagreements: list[str] = field(default_factory=list)
+
+    def agreement(self) -> float | None:
+        """Mean share of votes for the decided class over tasks that several people labelled."""
+        shared = [entry["agreement"] for entry in self.labelled if len(entry["annotators"]) > 1]
+        return round(sum(shared) / len(shared), 4) if shared else None
 
     def provenance(self) -> dict[str, Any]:
         """JSON-ready counts stored in the metadata of the version that the export makes."""
@@ -71,6 +80,9 @@ class ExportSummary:
             "unknown_choices": self.n_unknown,
             "ground_truth_decisions": self.n_ground_truth,
             "annotations_per_annotator": dict(sorted(self.annotators.items())),
+            "multi_annotated": sum(len(entry["annotators"]) > 1 for entry in self.labelled),
+            "agreement": self.agreement(),
+            "disagreements": len(self.disagreements),
         }
 
 
@@ -86,13 +98,19 @@ def class_labels(config: ProjectConfig) -> dict[str, tuple[str, str | None]]:
 
 
 def label_config_xml(config: ProjectConfig) -> str:
-    """The labelling interface: one single-choice question over the model classes."""
+    """The labelling interface: one single-choice question over the model classes (class and
+    subtype at once), and a rectangle tool that marks defect regions by subtype."""
     parents = {name: label for name, (label, _) in class_labels(config).items()}
     choices = "\n".join(
         f"    <Choice value={quoteattr(name)}"
         + (f" hint={quoteattr(parents[name])}" if parents[name] != name else "")
         + "/>"
         for name in config.model_classes()
+    )
+    regions = "\n".join(
+        f"    <Label value={quoteattr(name)}/>"
+        for name in config.model_classes()
+        if name != GOOD_CLASS
     )
     return (
         "<View>\n"
@@ -101,6 +119,9 @@ def label_config_xml(config: ProjectConfig) -> str:
         'showInLine="true" required="true">\n'
         f"{choices}\n"
         "  </Choices>\n"
+        f'  <RectangleLabels name="{REGION_NAME}" toName="{TO_NAME}">\n'
+        f"{regions}\n"
+        "  </RectangleLabels>\n"
         "</View>\n"
     )
 
@@ -165,6 +186,11 @@ def _annotator(annotation: dict[str, Any]) -> str:
     return str(who) if who is not None else "unknown"
 
 
+def _annotated_at(annotation: dict[str, Any]) -> str | None:
+    when = annotation.get("updated_at") or annotation.get("created_at")
+    return str(when) if when else None
+
+
 def _task_label(task: Any, number: int) -> str:
     if not isinstance(task, dict):
         return f"task #{number}"
@@ -192,6 +218,7 @@ def read_export(path: Path, config: ProjectConfig) -> ExportSummary:
             summary.issues.append(f"{_task_label(task, number)}: no data.{TO_NAME}; it is skipped.")
             continue
         votes: list[tuple[str, bool]] = []
+        voters: list[tuple[str, str | None]] = []
         for annotation in task.get("annotations") or []:
             if not isinstance(annotation, dict):
                 continue
@@ -202,7 +229,8 @@ def read_export(path: Path, config: ProjectConfig) -> ExportSummary:
             if not picked:
                 continue
             summary.annotators[_annotator(annotation)] += 1
-            votes.extend((choice, bool(annotation.get("ground_truth"))) for choice in picked[:1])
+            votes.append((picked[0], bool(annotation.get("ground_truth"))))
+            voters.append((_annotator(annotation), _annotated_at(annotation)))
         if not votes:
             summary.n_unlabelled += 1
             continue
@@ -226,6 +254,26 @@ def read_export(path: Path, config: ProjectConfig) -> ExportSummary:
         summary.n_ground_truth += bool(truth)
         label, subtype = classes[counts[0][0]]
         sha = data.get("sha256")
+        agreement = sum(choice == counts[0][0] for choice, _ in votes) / len(votes)
+        if agreement < 1.0:
+            said = ", ".join(
+                f"{who}: {choice}" for (who, _), (choice, _) in zip(voters, votes, strict=True)
+            )
+            rule = "ground truth" if truth else "majority"
+            summary.disagreements.append(
+                f"{_task_label(task, number)}: annotators disagree ({said}); the {rule} "
+                f"{counts[0][0]!r} is used, review the task in Label Studio to change it."
+            )
+        summary.labelled.append(
+            {
+                "sha256": sha if isinstance(sha, str) else None,
+                "image": image,
+                "class": counts[0][0],
+                "annotators": [who for who, _ in voters],
+                "annotated_at": max((when for _, when in voters if when), default=None),
+                "agreement": round(agreement, 4),
+            }
+        )
         summary.decisions.append(
             LabelDecision(image, label, subtype, len(votes), sha if isinstance(sha, str) else None)
         )
@@ -527,6 +575,8 @@ def apply_export(
             "conflicts": len(result.conflicts),
             "skipped": len(result.skipped),
             "issues": (summary.issues + result.skipped + result.unmatched + result.conflicts)[:50],
+            "disagreements": summary.disagreements[:200],
+            "labelled": summary.labelled,
         }
         result.version = repo.create_version(
             result.records,
