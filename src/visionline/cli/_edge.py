@@ -14,6 +14,7 @@ import typer
 
 from visionline.cli._common import console
 from visionline.cli._trust import PubkeyOption, TrustStoreOption
+from visionline.edge._decide import FailSafe
 from visionline.errors import ConfigError
 
 app = typer.Typer(help="The line agent: camera → verdict → reject signal, offline-first.",
@@ -53,9 +54,9 @@ def run_command(
     deadline_ms: Annotated[float, typer.Option(
         "--deadline-ms", help="Time from capture to ejector; later verdicts take the fail-safe."
     )] = 100.0,
-    fail_safe: Annotated[str, typer.Option(
-        "--fail-safe", help="What a missed or undecidable item gets: reject or pass."
-    )] = "reject",
+    fail_safe: Annotated[FailSafe, typer.Option(
+        "--fail-safe", help="What a missed or undecidable item gets."
+    )] = FailSafe.reject,
     outbox: OutboxOption = DEFAULT_OUTBOX,
     central: Annotated[str | None, typer.Option(
         "--central", help="Base URL of 'visionline monitor serve' that the outbox syncs to."
@@ -84,7 +85,6 @@ def run_command(
     """Run the line: frames in, verdicts within the deadline, reject signals out, verdicts synced."""
     from visionline.edge import (
         Decider,
-        FailSafe,
         ImageStore,
         LineAgent,
         Outbox,
@@ -96,8 +96,6 @@ def run_command(
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("visionline.edge").setLevel(logging.INFO)
-    if fail_safe not in ("reject", "pass"):
-        raise ConfigError(f"--fail-safe {fail_safe!r} is unknown; use reject or pass.")
     if deadline_ms <= 0:
         raise ConfigError("--deadline-ms must be positive; pass the time to the ejector in ms.")
     if trust_store is None and pubkey is None:
@@ -109,7 +107,7 @@ def run_command(
     sink = _sink(plc)
     frames = open_source(source)
     store = Outbox(outbox)
-    decider = Decider(model, deadline_ms, FailSafe(fail_safe), line=line)
+    decider = Decider(model, deadline_ms, fail_safe, line=line)
     images = ImageStore(image_folder(outbox), int(image_quota_mb * 1024 * 1024))
     agent = LineAgent(frames, decider, store, sink, images, sample_every)
     if metrics_port is not None:
@@ -126,7 +124,7 @@ def run_command(
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     console.print(
         f"Line agent: {decider.version} ({model.precision}, signed by {model.signed_by}), "
-        f"source {source}, deadline {deadline_ms:g} ms, fail-safe {fail_safe}."
+        f"source {source}, deadline {deadline_ms:g} ms, fail-safe {fail_safe.value}."
     )
     try:
         stats = agent.run(max_items)

@@ -1,0 +1,62 @@
+"""`visionline edge run|status` as a user runs them: a short synthetic line end to end, the
+status of its outbox, and one-sentence errors for what an operator can get wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cli_support import assert_one_line_error, run_visionline
+from edge_agent_support import signed_bundle
+from edge_support import make_bundle
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return signed_bundle(tmp_path_factory.mktemp("cli-edge"))
+
+
+def test_run_then_status(signed: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, store = signed
+    outbox = tmp_path / "outbox.db"
+    run = run_visionline(
+        "edge", "run", "--bundle", bundle, "--trust-store", store, "--source",
+        "synth://?rate=200&count=6&size=64", "--outbox", outbox, "--line", "L7",
+        "--fail-safe", "pass", cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "apples:1" in run.stdout and "fail-safe pass" in run.stdout
+    status = run_visionline("edge", "status", "--outbox", outbox, "--json", cwd=tmp_path)
+    report = json.loads(status.stdout)
+    assert report["backlog"] == 6 and report["last_sync"] is None  # no --central: all kept
+    assert report["version"] == "apples:1" and report["line"] == "L7"
+    assert report["counts"]["verdicts"] == 6
+    assert report["counts"]["rejected"] + report["counts"].get("passed", 0) == 6
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        ((), ("only signed bundles", "--trust-store")),
+        (("--trust-store", "STORE", "--source", "gige://cam"), ("Unknown frame source gige://",)),
+        (("--trust-store", "STORE", "--plc", "s7://10.0.0.1"), ("s7",)),
+        (("--trust-store", "STORE", "--bundle", "UNSIGNED"), ("not signed",)),
+    ],
+)
+def test_run_errors_are_one_sentence(
+    signed: tuple[Path, Path], tmp_path: Path, args: tuple[str, ...], needles: tuple[str, ...]
+) -> None:
+    bundle, store = signed
+    unsigned = make_bundle(tmp_path / "unsigned")
+    values = {"STORE": str(store), "UNSIGNED": str(unsigned)}
+    args = tuple(values.get(a, a) for a in args)
+    base = ["--bundle", str(bundle), "--source", "synth://?count=1", "--outbox",
+            str(tmp_path / "o.db")]
+    result = run_visionline("edge", "run", *base, *args, cwd=tmp_path)
+    assert_one_line_error(result, *needles)
+
+
+def test_status_without_an_outbox(tmp_path: Path) -> None:
+    result = run_visionline("edge", "status", "--outbox", tmp_path / "none.db", cwd=tmp_path)
+    assert_one_line_error(result, "No outbox", "--outbox")
