@@ -121,7 +121,7 @@ def test_sequence_continues_from_the_plc_after_a_restart():
         server.stop()
 
 
-def test_sink_reconnects_after_the_plc_restarts():
+def test_sink_reconnects_after_the_plc_restarts_and_moves_its_sequence_on():
     port = free_port()
     server = ModbusPlc(port)
     sink = ModbusSink("127.0.0.1", port, timeout=1)
@@ -129,11 +129,11 @@ def test_sink_reconnects_after_the_plc_restarts():
     server.stop()
     with pytest.raises(ServiceUnavailableError):
         sink.send(verdict("2", False))
-    server = ModbusPlc(port)
+    server = ModbusPlc(port, start_sequence=40)
     try:
         sink.send(verdict("3", False))
         sink.close()
-        assert server.signals() == [(2, 3, 0, False)]
+        assert server.signals() == [(41, 3, 0, False)]
     finally:
         server.stop()
 

@@ -189,6 +189,26 @@ def test_buffered_sink_delivers_everything_in_order_once_the_plc_is_back():
         server.stop()
 
 
+@pytest.mark.slow
+def test_sink_reconnects_after_the_plc_restarts():
+    port = free_port()
+    server = OpcUaPlc(port)
+    sink = open_sink(f"opcua://127.0.0.1:{port}/plc?node=ns=2;s=Line1&timeout=3")
+    try:
+        sink.send(verdict("H-1", True))
+        server.stop()
+        with pytest.raises(ServiceUnavailableError):
+            sink.send(verdict("H-2", True))
+        server = OpcUaPlc(port, start_sequence=7)
+        sink.send(verdict("H-3", False))
+        assert server.writes == [
+            [("Line1.ItemId", "H-3"), ("Line1.Reject", False), ("Line1.Sequence", 8)]
+        ]
+    finally:
+        sink.close()
+        server.stop()
+
+
 def test_signed_and_encrypted_channel_with_the_agents_certificate(tmp_path):
     server = OpcUaPlc(free_port(), secure_dir=tmp_path)
     key, cert = asyncio.run(certificate(tmp_path, "agent", ExtendedKeyUsageOID.CLIENT_AUTH))

@@ -8,8 +8,8 @@ Layout, for URL ``modbus://HOST:PORT?coil=C&register=R&unit=U`` (defaults C=0, R
   watches it), ``R+1``/``R+2`` the item key high/low word (:func:`~visionline.edge.item_key`),
   ``R+3`` flags (bit 0 reject, bit 1 fail-safe).
 
-On connect the sink reads ``R`` and continues from it, so a restarted agent never repeats the
-number the PLC saw last.
+On every (re)connect the sink reads ``R`` and continues from it, so the next number always differs
+from the one the PLC holds, even after the agent or the PLC restarted.
 """
 
 from __future__ import annotations
@@ -90,10 +90,9 @@ class ModbusSink:
             client.close()
             raise ConnectionException("connection refused or timed out")
         self._client = client
-        if self._sequence is None:
-            reply = client.read_holding_registers(self.register, count=1, device_id=self.unit)
-            self._check(reply)
-            self._sequence = reply.registers[0]
+        reply = client.read_holding_registers(self.register, count=1, device_id=self.unit)
+        self._check(reply)
+        self._sequence = reply.registers[0]
         return client
 
     def _drop(self) -> None:

@@ -9,8 +9,9 @@ Layout, for URL ``opcua://HOST:PORT/PATH?node=ns=2;s=Line1`` (the PLC is the ser
 The three are written in one Write request, in that order, so when the PLC sees a new
 ``Sequence`` the id and the bit beside it already belong to it. Each node can be named on its own
 (``item=``, ``reject=``, ``sequence=``; e.g. Siemens ``ns=3;s="DB_Vision"."Reject"``), and
-``failsafe=`` adds a Boolean that is true when the verdict took the fail-safe. On connect the sink
-reads ``Sequence`` and continues from it, so a restarted agent never repeats the PLC's last number.
+``failsafe=`` adds a Boolean that is true when the verdict took the fail-safe. On every (re)connect
+the sink reads ``Sequence`` and continues from it, so the next number always differs from the one
+the PLC holds, even after the agent or the PLC restarted.
 User and password go in the URL (``opcua://user:pass@HOST:PORT``). A signed or encrypted channel
 is ``security=POLICY,MODE,CERT,KEY[,SERVER_CERT]``, e.g. ``Basic256Sha256,SignAndEncrypt,
 /etc/visionline/agent.der,/etc/visionline/agent.pem``; the agent takes its application URI from
@@ -147,9 +148,8 @@ class OpcUaSink:
             client.disconnect_socket()
             raise
         self._client = client
-        if self._sequence is None:
-            node = client.get_node(self.node_ids["sequence"])
-            self._sequence = int(await asyncio.wait_for(node.read_value(), self.timeout) or 0)
+        node = client.get_node(self.node_ids["sequence"])
+        self._sequence = int(await asyncio.wait_for(node.read_value(), self.timeout) or 0)
         return client
 
     async def _drop(self) -> None:
