@@ -42,7 +42,9 @@ def tiny_onnx(path: Path) -> Path:
     return path
 
 
-def make_bundle(target: Path, key: Path | None = None, threshold: float = 0.5) -> Path:
+def make_bundle(
+    target: Path, key: Path | None = None, threshold: float = 0.5, version: str = "1"
+) -> Path:
     """A bundle directory in the export stage's format, signed when `key` is given."""
     from visionline.export._bundle import finalize_bundle
     from visionline.preprocessing import Preprocessing
@@ -53,7 +55,7 @@ def make_bundle(target: Path, key: Path | None = None, threshold: float = 0.5) -
     np.save(target / "reference" / "scores.npy", np.linspace(0, 1, 8, dtype=np.float32))
     manifest = {
         "name": "apples",
-        "version": "1",
+        "version": version,
         "classes": CLASSES,
         "class_labels": {"good": "good", "bruise": "defect", "rot": "defect"},
         "threshold": threshold,

@@ -79,6 +79,15 @@ def run_command(
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", help="Serve Prometheus metrics on this port."
     )] = None,
+    channel: Annotated[Path | None, typer.Option(
+        "--channel", help="Fleet channel folder watched for new bundles (verify, shadow, switch)."
+    )] = None,
+    shadow_items: Annotated[int, typer.Option(
+        "--shadow-items", min=1, help="Items a candidate runs in shadow, and the old model after."
+    )] = 50,
+    min_agreement: Annotated[float, typer.Option(
+        "--min-agreement", min=0.0, max=1.0, help="Verdict agreement a candidate must reach."
+    )] = 0.95,
     max_items: Annotated[int | None, typer.Option("--max-items", help="Stop after N items.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime threads.")] = None,
 ) -> None:
@@ -88,6 +97,7 @@ def run_command(
         ImageStore,
         LineAgent,
         Outbox,
+        Rollout,
         SyncWorker,
         open_source,
     )
@@ -109,7 +119,13 @@ def run_command(
     store = Outbox(outbox)
     decider = Decider(model, deadline_ms, fail_safe, line=line)
     images = ImageStore(image_folder(outbox), int(image_quota_mb * 1024 * 1024))
-    agent = LineAgent(frames, decider, store, sink, images, sample_every)
+    rollout = None
+    if channel is not None:
+        if not channel.is_dir():
+            raise ConfigError(f"No channel folder {channel}; create it or fix --channel.")
+        rollout = Rollout(decider, channel, pubkey=pubkey, trust_store=trust_store,
+                          shadow_items=shadow_items, min_agreement=min_agreement, threads=threads)
+    agent = LineAgent(frames, decider, store, sink, images, sample_every, rollout=rollout)
     if metrics_port is not None:
         agent.metrics.serve(metrics_port)
 

@@ -7,6 +7,7 @@ acknowledged by the central log, and `LineAgent` runs the loop.
 
 from visionline.edge._agent import AgentStats, LineAgent
 from visionline.edge._decide import Decider, Decision, FailSafe
+from visionline.edge._fleet import Rollout, RolloutEvent
 from visionline.edge._frames import (
     Frame,
     FrameSource,
@@ -34,6 +35,8 @@ __all__ = [
     "ImageStore",
     "LineAgent",
     "Outbox",
+    "Rollout",
+    "RolloutEvent",
     "SignalSink",
     "SyncWorker",
     "SynthSource",

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from visionline.edge._decide import Decider, Decision
-from visionline.edge._frames import FrameSource
+from visionline.edge._fleet import Rollout
+from visionline.edge._frames import Frame, FrameSource
 from visionline.edge._metrics import AgentMetrics
 from visionline.edge._outbox import ImageStore, Outbox
 from visionline.edge._types import SignalSink
@@ -48,10 +49,12 @@ class LineAgent:
         images: ImageStore | None = None,
         sample_every: int = 0,
         metrics: AgentMetrics | None = None,
+        rollout: Rollout | None = None,
     ) -> None:
         self.source, self.decider, self.outbox, self.sink = source, decider, outbox, sink
         self.images, self.sample_every = images, sample_every
         self.metrics = metrics or AgentMetrics()
+        self.rollout = rollout
         self.stats = AgentStats()
         self._stop = threading.Event()
         outbox.set_meta("version", decider.version)
@@ -102,10 +105,20 @@ class LineAgent:
         for frame in self.source:
             self.stats.frames += 1
             self.metrics.frames.inc()
-            self.handle(self.decider.decide(frame))
+            decision = self.decider.decide(frame)
+            self.handle(decision)
+            if self.rollout is not None:
+                self._roll(frame, decision)
             if self._stop.is_set() or (max_items is not None and self.stats.frames >= max_items):
                 break
         return self.stats
+
+    def _roll(self, frame: Frame, decision: Decision) -> None:
+        before = len(self.rollout.events)
+        self.rollout.after_item(frame, decision)
+        if len(self.rollout.events) > before:
+            self.outbox.set_meta("version", self.decider.version)
+            self.outbox.set_meta("rollout", self.rollout.summary())
 
     def stop(self) -> None:
         self._stop.set()

@@ -23,7 +23,7 @@ from PIL import Image
 from visionline.edge._frames import Frame
 from visionline.edge._types import Verdict
 
-__all__ = ["Decider", "Decision", "FailSafe"]
+__all__ = ["Decider", "Decision", "FailSafe", "infer"]
 
 log = logging.getLogger("visionline.edge")
 
@@ -61,20 +61,11 @@ class Decider:
         self.version = f"{model.name}:{model.version}"
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict")
 
-    def _infer(self, frame: Frame) -> tuple[Any, np.ndarray]:
-        """The model's prediction and the image-quality statistics of its input, computed on the
-        same resized pixels the server logs (`Preprocessing.to_uint8`)."""
-        from visionline_edge import image_quality
-        from visionline_edge.preprocessing import decode_image
-
-        if frame.array is not None:
-            image = Image.fromarray(np.asarray(frame.array, dtype=np.uint8))
-        else:
-            image = decode_image(frame.data or b"", self.model.max_pixels)
-        pre = self.model.preprocessing
-        pixels = pre.to_uint8(image)[None]
-        prediction = next(iter(self.model.predict_array(pre.normalize(pixels))))
-        return prediction, image_quality(pixels, pre.channel_order)[0]
+    def swap(self, model: Any) -> Any:
+        """Decide with `model` from the next item on; returns the model it replaced."""
+        previous, self.model = self.model, model
+        self.version = f"{model.name}:{model.version}"
+        return previous
 
     def decide(self, frame: Frame) -> Decision:
         """The verdict for `frame`, due `deadline_ms` after it was captured."""
@@ -84,7 +75,7 @@ class Decider:
         if remaining <= 0:
             reason = "deadline"
         else:
-            future = self._pool.submit(self._infer, frame)
+            future = self._pool.submit(infer, self.model, frame)
             try:
                 result = future.result(timeout=remaining)
             except FutureTimeout:
@@ -101,9 +92,10 @@ class Decider:
                 )
             return self._fail_safe(frame, reason, decided)
         prediction, quality = result
+        model = self.model
         verdict = Verdict(
             item_id=frame.item_id,
-            reject=prediction.defect_score > self.model.threshold,
+            reject=prediction.defect_score > model.threshold,
             score=prediction.defect_score,
             label=prediction.decision,
             model_version=self.version,
@@ -113,7 +105,7 @@ class Decider:
         record = self._record(verdict, route="edge")
         record.update(
             probabilities={
-                c: round(float(p), 6) for c, p in zip(self.model.classes, prediction.probabilities)
+                c: round(float(p), 6) for c, p in zip(model.classes, prediction.probabilities)
             },
             predicted_class=prediction.predicted_class,
             embedding=base64.b64encode(
@@ -158,6 +150,22 @@ class Decider:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def infer(model: Any, frame: Frame) -> tuple[Any, np.ndarray]:
+    """`model`'s prediction for a frame and the image-quality statistics of its input, computed
+    on the same resized pixels the server logs (`Preprocessing.to_uint8`)."""
+    from visionline_edge import image_quality
+    from visionline_edge.preprocessing import decode_image
+
+    if frame.array is not None:
+        image = Image.fromarray(np.asarray(frame.array, dtype=np.uint8))
+    else:
+        image = decode_image(frame.data or b"", model.max_pixels)
+    pre = model.preprocessing
+    pixels = pre.to_uint8(image)[None]
+    prediction = next(iter(model.predict_array(pre.normalize(pixels))))
+    return prediction, image_quality(pixels, pre.channel_order)[0]
 
 
 def _is_image_error(exc: Exception) -> bool:

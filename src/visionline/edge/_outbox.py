@@ -122,6 +122,7 @@ class Outbox:
             "last_sync": last_sync,
             "version": meta.get("version"),
             "line": meta.get("line"),
+            "rollout": json.loads(meta["rollout"]) if "rollout" in meta else None,
             "counts": {
                 k.removeprefix("count."): int(v) for k, v in meta.items() if k.startswith("count.")
             },

@@ -1,0 +1,182 @@
+"""Fleet roll-out through a channel folder: verify, shadow, switch atomically, roll back.
+
+The central side drops a bundle (a folder, or a .tar.gz renamed into place) into the channel,
+under a sub-folder named for the line when there is one. The agent verifies it with its pinned
+keys (a tampered or unsigned bundle is refused and the line keeps its model), runs it in shadow
+on the next `shadow_items` live frames, and switches between two items when its verdicts agree
+with the running model and its latency holds. For `shadow_items` more items the old model then
+runs in shadow: a disagreement spike, a latency breach or a crash of the new model switches back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionline.edge._decide import Decider, Decision, infer
+from visionline.edge._frames import Frame
+from visionline.errors import VisionlineError
+
+__all__ = ["Rollout", "RolloutEvent"]
+
+log = logging.getLogger("visionline.edge")
+
+
+@dataclass(frozen=True)
+class RolloutEvent:
+    """What happened to a candidate: refused, shadowing, switched, kept, rejected, rolled_back."""
+
+    kind: str
+    version: str
+    detail: str = ""
+    ts: float = field(default_factory=time.time)
+
+
+class Rollout:
+    """Watches `channel` for new bundles and rolls them out on the line of `decider`."""
+
+    def __init__(
+        self,
+        decider: Decider,
+        channel: str | Path,
+        *,
+        pubkey: str | Path | None = None,
+        trust_store: str | Path | None = None,
+        shadow_items: int = 50,
+        min_agreement: float = 0.95,
+        max_latency_ms: float | None = None,
+        poll_s: float = 1.0,
+        threads: int | None = None,
+    ) -> None:
+        self.decider = decider
+        root = Path(channel)
+        self.channel = root / decider.line if decider.line and (root / decider.line).is_dir() \
+            else root
+        self.pubkey, self.trust_store, self.threads = pubkey, trust_store, threads
+        self.shadow_items, self.min_agreement = shadow_items, min_agreement
+        self.max_latency_s = (max_latency_ms or decider.deadline_s * 1000 / 2) / 1000
+        self.poll_s = poll_s
+        self.state = "idle"
+        self.events: list[RolloutEvent] = []
+        self._seen: set[tuple[str, int]] = set()
+        self._other: Any = None  # the candidate (shadow) or the previous model (probation)
+        self._agree: list[bool] = []
+        self._latency: list[float] = []
+        self._next_poll = 0.0
+
+    def _event(self, kind: str, version: str, detail: str = "") -> None:
+        event = RolloutEvent(kind, version, detail)
+        self.events.append(event)
+        log.warning("roll-out: %s %s %s", kind, version, detail)
+
+    def _candidates(self) -> list[Path]:
+        if not self.channel.is_dir():
+            return []
+        found = [
+            p for p in self.channel.iterdir()
+            if not p.name.startswith(".")
+            and ((p.is_dir() and (p / "bundle.json").is_file()) or p.name.endswith((".tar.gz", ".tgz")))
+        ]
+        return sorted(found, key=lambda p: p.stat().st_mtime_ns)
+
+    def poll(self) -> None:
+        """Verify the newest unseen bundle of the channel and start shadowing it."""
+        from visionline_edge import load_bundle
+
+        for path in reversed(self._candidates()):
+            key = (str(path), path.stat().st_mtime_ns)
+            if key in self._seen:
+                return
+            self._seen.add(key)
+            try:
+                model = load_bundle(path, self.pubkey, threads=self.threads,
+                                    trust_store=self.trust_store, require_signature=True)
+            except VisionlineError as exc:
+                self._event("refused", path.name, str(exc))
+                return
+            unpacked = model.manifest.get("_unpacked")
+            if unpacked:
+                shutil.rmtree(unpacked, ignore_errors=True)
+            version = f"{model.name}:{model.version}"
+            if version == self.decider.version:
+                return
+            self._start("shadow", model)
+            self._event("shadowing", version)
+            return
+
+    def _start(self, state: str, other: Any) -> None:
+        self.state, self._other = state, other
+        self._agree, self._latency = [], []
+
+    def after_item(self, frame: Frame, decision: Decision) -> None:
+        """Called by the agent after an item was signalled (so the line never waits for this)."""
+        if self.state == "idle":
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + self.poll_s
+                self.poll()
+            return
+        verdict = decision.verdict
+        if self.state == "probation" and verdict.fail_safe and verdict.reason == "error":
+            self._roll_back("the new model failed on an item")
+            return
+        if verdict.fail_safe:
+            return
+        start = time.perf_counter()
+        try:
+            prediction, _ = infer(self._other, frame)
+        except Exception as exc:  # noqa: BLE001 - a failing shadow must not touch the line
+            if self.state == "shadow":
+                self._event("rejected", _version(self._other), f"it failed in shadow ({exc})")
+                self._start("idle", None)
+            return
+        other_latency = time.perf_counter() - start
+        other_reject = prediction.defect_score > self._other.threshold
+        self._agree.append(other_reject == verdict.reject)
+        self._latency.append(
+            other_latency if self.state == "shadow" else verdict.decided_at - verdict.captured_at
+        )
+        if len(self._agree) >= self.shadow_items:
+            self._judge()
+
+    def _judge(self) -> None:
+        agreement = float(np.mean(self._agree))
+        p95 = float(np.percentile(self._latency, 95))
+        ok = agreement >= self.min_agreement and p95 <= self.max_latency_s
+        detail = f"agreement {agreement:.1%}, p95 latency {p95 * 1000:.1f} ms"
+        if self.state == "shadow":
+            candidate = self._other
+            if not ok:
+                self._event("rejected", _version(candidate), detail)
+                self._start("idle", None)
+                return
+            previous = self.decider.swap(candidate)
+            self._event("switched", _version(candidate), detail)
+            self._start("probation", previous)
+        elif ok:
+            self._event("kept", self.decider.version, detail)
+            self._start("idle", None)
+        else:
+            self._roll_back(detail)
+
+    def _roll_back(self, detail: str) -> None:
+        failed = self.decider.swap(self._other)
+        self._event("rolled_back", _version(failed), f"back to {self.decider.version}: {detail}")
+        self._start("idle", None)
+
+    def summary(self) -> str:
+        """The last event as JSON (kept in the outbox's meta for `visionline edge status`)."""
+        last = self.events[-1]
+        return json.dumps({"event": last.kind, "version": last.version, "detail": last.detail,
+                           "ts": last.ts})
+
+
+def _version(model: Any) -> str:
+    return f"{model.name}:{model.version}"
