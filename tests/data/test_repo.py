@@ -112,3 +112,15 @@ def test_index_is_rebuilt_from_manifests_when_deleted(repo: DatasetRepo, project
     index.write_text("{broken")
     with pytest.raises(DataError, match="delete it"):
         DatasetRepo(project).list()
+
+
+def test_a_version_name_resolves_to_its_newest_version_and_ids_win(repo: DatasetRepo):
+    older = repo.create_version(RECORDS[:1], "tiles", None, {})
+    newer = repo.create_version(RECORDS[:2], "tiles", None, {})
+    other = repo.create_version(RECORDS[:3], "v3", None, {})
+    assert repo.get("tiles").id == newer.id != older.id
+    assert repo.get("v3").id == other.id  # a short name works although it is no id prefix
+    id_like = repo.create_version(RECORDS[1:3], older.id[:8], None, {})
+    assert repo.get(older.id[:8]).id == older.id != id_like.id  # an id prefix beats a name
+    with pytest.raises(NotFoundError, match="by id or name"):
+        repo.get("no-such-name")

@@ -159,16 +159,24 @@ class DatasetRepo:
         return [self._version(entry) for entry in self._read_index()]
 
     def resolve(self, id_or_prefix: str) -> str:
-        """The full id for an id or a unique prefix of one."""
+        """The full id for an id, a unique prefix of one, or a version name (its newest version).
+
+        Ids win over names, so a name that happens to look like an id prefix never hides a version.
+        """
         key = id_or_prefix.strip().lower()
+        index = self._read_index()
+        matches = [e["id"] for e in index if e["id"].startswith(key)] if len(key) >= 4 else []
+        if not matches:
+            named = [e for e in index if e["name"] == id_or_prefix.strip()]
+            if named:
+                return named[-1]["id"]  # the index lists versions oldest first
         if len(key) < 4:
             raise NotFoundError(
-                f"Dataset version id '{id_or_prefix}' is too short; give at least 4 characters (see 'visionline data list')."
+                f"Dataset version id '{id_or_prefix}' is too short and names no version; give at least 4 characters of an id or a version name (see 'visionline data list')."
             )
-        matches = [e["id"] for e in self._read_index() if e["id"].startswith(key)]
         if not matches:
             raise NotFoundError(
-                f"No dataset version '{id_or_prefix}'; run 'visionline data list' to see the ids."
+                f"No dataset version '{id_or_prefix}' (by id or name); run 'visionline data list' to see the ids and names."
             )
         if len(matches) > 1:
             raise AmbiguousIdError(
@@ -177,7 +185,7 @@ class DatasetRepo:
         return matches[0]
 
     def get(self, id_or_prefix: str) -> DatasetVersion:
-        """A version by id or unique id prefix."""
+        """A version by id, unique id prefix or name (the newest of that name)."""
         vid = self.resolve(id_or_prefix)
         return self._version({"id": vid})
 
