@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -42,12 +43,16 @@ def verdict(item_id: str, reject: bool) -> Verdict:
 class Broker:
     """Mosquitto listening on 127.0.0.1 only, started from its own config file."""
 
-    def __init__(self, tmp: Path, port: int) -> None:
+    def __init__(self, tmp: Path, port: int, tls: str = "") -> None:
         if not Path(MOSQUITTO).exists():
             pytest.skip("mosquitto is not installed: apt-get install mosquitto (.ci/run does)")
         self.port = port
         config = tmp / f"mosquitto-{port}.conf"
-        config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # Started as root, Mosquitto would switch to its own user, which cannot read tmp_path.
+        user = "user root\n" if os.geteuid() == 0 else ""
+        config.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{user}{tls}"
+        )
         self.process = subprocess.Popen(
             [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -65,6 +70,69 @@ class Broker:
         self.process.terminate()
         self.process.wait(10)
         self.process.stderr.close()
+
+
+def tls_files(folder: Path) -> tuple[Path, str]:
+    """A CA and a broker certificate for 127.0.0.1 signed by it; returns the CA file and the
+    Mosquitto config lines that use them."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, broker_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test ca"))
+        .issuer_name(name("test ca"))
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    broker = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(broker_key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (folder / "broker.pem").write_bytes(broker.public_bytes(pem))
+    (folder / "broker.key").write_bytes(
+        broker_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    config = "".join(
+        f"{key} {folder / file}\n"
+        for key, file in [
+            ("cafile", "ca.pem"),
+            ("certfile", "broker.pem"),
+            ("keyfile", "broker.key"),
+        ]
+    )
+    return folder / "ca.pem", config
 
 
 class Subscriber:
@@ -171,10 +239,29 @@ def test_buffered_sink_delivers_in_order_after_a_broker_restart(tmp_path):
         broker.stop()
 
 
+def test_mqtts_publishes_over_tls_to_a_broker_the_ca_vouches_for(tmp_path):
+    ca, config = tls_files(tmp_path)
+    broker = Broker(tmp_path, free_port(), tls=config)
+    try:
+        untrusted = open_sink(f"mqtts://127.0.0.1:{broker.port}/line3?timeout=2")
+        with pytest.raises(ServiceUnavailableError, match="certificate verify failed"):
+            untrusted.send(verdict("d0", True))
+        untrusted.close()
+        sink = open_sink(f"mqtts://127.0.0.1:{broker.port}/line3?ca={ca}&timeout=2")
+        sink.send(verdict("d1", True))
+        sink.close()
+        assert sink.tls == {"ca": str(ca)}
+    finally:
+        broker.stop()
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
         ("mqtt://127.0.0.1:1883", "topic '' cannot take a publish"),
+        ("mqtts://127.0.0.1/line?ca=/no/ca.pem", "TLS file '/no/ca.pem' does not exist"),
+        ("mqtts://127.0.0.1/line?cert=/no/c.pem", "needs both cert=FILE and key=FILE"),
+        ("mqtt://127.0.0.1/line?ca=/no/ca.pem", "unknown option"),
         ("mqtt://127.0.0.1:1883/line/#", "without wildcards"),
         ("mqtt://127.0.0.1:1883/line?qos=3", "qos='3' must be an integer from 0 to 2"),
     ],

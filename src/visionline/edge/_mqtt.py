@@ -1,6 +1,8 @@
 """Verdicts published to an MQTT broker (paho-mqtt), for line displays, MES and historians.
 
-URL ``mqtt://[user:pass@]HOST:PORT/TOPIC?qos=1&client_id=ID``: each verdict is one JSON object
+URL ``mqtt://[user:pass@]HOST:PORT/TOPIC?qos=1&client_id=ID`` (``mqtts://`` for TLS, port 8883 by
+default, trusting the system's CAs or ``ca=FILE``, with ``cert=FILE&key=FILE`` for a client
+certificate): each verdict is one JSON object
 (the fields of :class:`~visionline.edge.Verdict`) on ``TOPIC``, published with QoS 1 by default
 and confirmed by the broker (PUBACK) before ``send`` returns. QoS 1 is at-least-once: after a
 lost acknowledgement the buffer may send a verdict again, so consumers key on ``item_id``.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -40,6 +43,7 @@ class MqttSink:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 1.0,
+        tls: dict[str, str] | None = None,
     ) -> None:
         if not topic or "+" in topic or "#" in topic:
             raise ConfigError(
@@ -50,12 +54,21 @@ class MqttSink:
         self.qos, self.client_id = qos, client_id
         self.username, self.password = username, password
         self.timeout = timeout
+        self.tls = tls
+        for name in (tls or {}).values():
+            if not Path(name).is_file():
+                raise ConfigError(f"The MQTT TLS file {name!r} does not exist: fix the path.")
         self._client = None
         self._lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> MqttSink:
-        parts = _UrlParts(url, 1883, {"qos", "client_id"})
+        secure = url.lower().startswith("mqtts:")
+        tls_options = {"ca", "cert", "key"} if secure else set()
+        parts = _UrlParts(url, 8883 if secure else 1883, {"qos", "client_id", *tls_options})
+        tls = {name: parts.options[name] for name in sorted(tls_options) if name in parts.options}
+        if ("cert" in tls) != ("key" in tls):
+            raise ConfigError("An MQTT client certificate needs both cert=FILE and key=FILE.")
         topic = parts.path.lstrip("/") + ("#" if "#" in url else "")
         return cls(
             parts.host,
@@ -66,6 +79,7 @@ class MqttSink:
             username=parts.username,
             password=parts.password,
             timeout=parts.timeout,
+            tls=tls if secure else None,
         )
 
     def send(self, verdict: Verdict) -> None:
@@ -105,6 +119,12 @@ class MqttSink:
         client.connect_timeout = self.timeout
         if self.username:
             client.username_pw_set(self.username, self.password)
+        if self.tls is not None:
+            client.tls_set(
+                ca_certs=self.tls.get("ca"),
+                certfile=self.tls.get("cert"),
+                keyfile=self.tls.get("key"),
+            )
         client.on_connect = on_connect
         self._client = client
         client.connect(self.host, self.port, keepalive=30)

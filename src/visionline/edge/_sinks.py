@@ -23,11 +23,12 @@ __all__ = ["BufferedSink", "item_key", "open_sink"]
 
 _log = logging.getLogger(__name__)
 
-_SCHEMES = ("opcua", "modbus", "mqtt")
+_SCHEMES = ("opcua", "modbus", "mqtt", "mqtts")
 
 
 def open_sink(url: str) -> SignalSink:
-    """The sink a URL names: ``opcua://``, ``modbus://`` or ``mqtt://`` (see the README's layouts).
+    """The sink a URL names: ``opcua://``, ``modbus://``, ``mqtt://`` or ``mqtts://`` (see the
+    README's layouts).
 
     Nothing is connected yet: the first ``send`` connects, so an agent started while its PLC is
     down still starts, decides and buffers.
@@ -42,7 +43,7 @@ def open_sink(url: str) -> SignalSink:
             from visionline.edge._modbus import ModbusSink
 
             return ModbusSink.from_url(url)
-        if scheme == "mqtt":
+        if scheme in ("mqtt", "mqtts"):
             from visionline.edge._mqtt import MqttSink
 
             return MqttSink.from_url(url)
