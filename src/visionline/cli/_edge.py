@@ -27,17 +27,13 @@ DEFAULT_OUTBOX = Path(".visionline/edge/outbox.db")
 
 
 def _sink(url: str | None) -> Any:
-    """The PLC/MQTT sink for `url` (None: verdicts go to the outbox only)."""
+    """The PLC/MQTT sink for `url`, buffered so a PLC that is down never stops the line (None:
+    verdicts go to the outbox only)."""
     if url is None:
         return None
-    try:
-        from visionline.edge._sinks import open_sink
-    except ImportError as exc:
-        raise ConfigError(
-            f"This install has no PLC sinks, so --plc {url} cannot be used; install visionline "
-            "with its edge dependencies or leave out --plc to only log verdicts."
-        ) from exc
-    return open_sink(url)
+    from visionline.edge import BufferedSink, open_sink
+
+    return BufferedSink(open_sink(url))
 
 
 @app.command("run")
