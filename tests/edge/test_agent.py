@@ -58,6 +58,7 @@ def test_every_item_is_logged_and_signalled_in_order(model: Any, tmp_path: Path)
     metrics = agent.metrics.render().decode()
     assert 'visionline_edge_fail_safe_total{reason="corrupt"} 1.0' in metrics
     assert "visionline_edge_frames_total 4.0" in metrics
+    assert "visionline_edge_outbox_backlog 4.0" in agent.metrics.render().decode()
     assert len(list((tmp_path / "images").iterdir())) == 2  # the two rejected items
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -125,14 +124,10 @@ def run_command(
     if metrics_port is not None:
         agent.metrics.serve(metrics_port)
 
-    def _lag(backlog: int, oldest: float | None) -> None:
-        agent.metrics.backlog.set(backlog)
-        agent.metrics.sync_lag.set(time.time() - oldest if oldest else 0.0)
-
     worker = None
     if central:
         worker = SyncWorker(outbox, central, sync_batch, sync_interval,
-                            max_backoff_s=max_backoff, on_sync=_lag).start()
+                            max_backoff_s=max_backoff).start()
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     console.print(
         f"Line agent: {decider.version} ({model.precision}, signed by {model.signed_by}), "

@@ -57,6 +57,7 @@ class LineAgent:
         self.rollout = rollout
         self.stats = AgentStats()
         self._stop = threading.Event()
+        self._next_gauge = 0.0
         outbox.set_meta("version", decider.version)
         if decider.line:
             outbox.set_meta("line", decider.line)
@@ -109,9 +110,19 @@ class LineAgent:
             self.handle(decision)
             if self.rollout is not None:
                 self._roll(frame, decision)
+            if time.monotonic() >= self._next_gauge:
+                self.update_gauges()
             if self._stop.is_set() or (max_items is not None and self.stats.frames >= max_items):
                 break
+        self.update_gauges()
         return self.stats
+
+    def update_gauges(self) -> None:
+        """Outbox backlog and sync lag (the age of the oldest unacknowledged verdict)."""
+        backlog, oldest = self.outbox.backlog()
+        self.metrics.backlog.set(backlog)
+        self.metrics.sync_lag.set(time.time() - oldest if oldest else 0.0)
+        self._next_gauge = time.monotonic() + 1.0
 
     def _roll(self, frame: Frame, decision: Decision) -> None:
         before = len(self.rollout.events)
