@@ -79,3 +79,20 @@ def test_deadline_misses_are_counted(model: Any, tmp_path: Path) -> None:
     agent.run(max_items=2)
     assert "visionline_edge_deadline_misses_total 2.0" in agent.metrics.render().decode()
     assert agent.outbox.status()["counts"]["fail_safe_deadline"] == 2
+
+
+def test_metrics_are_served_over_http(tmp_path: Path) -> None:
+    import httpx
+    from edge_agent_support import free_port
+
+    from visionline.edge import AgentMetrics
+
+    metrics, port = AgentMetrics(), free_port()
+    server, thread = metrics.serve(port)
+    metrics.frames.inc(3)
+    try:
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert "visionline_edge_frames_total 3.0" in body
