@@ -476,6 +476,7 @@ def test_push_annotate_pull_against_real_label_studio(
     label_studio.annotate(tasks["imgs/b.png"]["id"], _answer("bruise", box=True))
     label_studio.annotate(tasks["imgs/c.png"]["id"], _answer("cut", box=True))
     label_studio.annotate(tasks["imgs/d.png"]["id"], _answer("rot", box=True))
+    label_studio.annotate(tasks["imgs/e.png"]["id"], _answer("mould"))  # not a class of ours
     label_studio.token, first = second, label_studio.token
     label_studio.annotate(tasks["imgs/a.png"]["id"], _answer("good"))
     label_studio.annotate(tasks["imgs/b.png"]["id"], _answer("rot", box=True))
@@ -495,18 +496,23 @@ def test_push_annotate_pull_against_real_label_studio(
     )
     partial = _ls(label_studio, *pull_args)
     assert partial.returncode != 0 and "Traceback" not in partial.stderr
-    assert "--allow-partial" in partial.stderr and "1 unlabelled, 1 tied" in partial.stderr
+    assert (
+        "--allow-partial" in partial.stderr
+        and "0 unlabelled, 1 tied, 1 with unknown classes" in partial.stderr
+    )
     assert len(DatasetRepo(project).list()) == 1
 
     pulled = _ls(label_studio, *pull_args, "--allow-partial")
     assert pulled.returncode == 0, pulled.stderr
     out = " ".join(pulled.stdout.split())
     assert "tie bruise (1) vs rot (1)" in out or "tie rot (1) vs bruise (1)" in out
+    assert "choice 'mould' is not a class of this project" in out
     new = max(DatasetRepo(project).list(), key=lambda v: v.created_at)
     assert new.parent == v1.id
     labels = {r.path: (r.label, r.subtype) for r in new.records}
     assert labels["imgs/c.png"] == ("defect", "cut") and labels["imgs/d.png"] == ("defect", "rot")
     assert labels["imgs/b.png"] == ("defect", "bruise")  # the tie left the old label
+    assert labels["imgs/e.png"] == ("defect", "rot")  # the unknown class was skipped
     entries = {e["image"].rsplit("/", 1)[-1]: e for e in new.metadata["labelled"]}
     a_sha = next(r.sha256 for r in v1.records if r.path == "imgs/a.png")
     a = next(e for e in new.metadata["labelled"] if e["sha256"] == a_sha)
