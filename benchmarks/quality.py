@@ -83,6 +83,11 @@ ARMS: dict[str, dict[str, Any]] = {
     "lr_1e-2_binary": {"lr": 1e-2, "binary": True},
     "lr_1e-2_no_class_weight": {"lr": 1e-2, "balance": "none"},
     "lr_1e-2_letterbox": {"lr": 1e-2, "resize_mode": "letterbox"},
+    # Stage 3: a linear head on the frozen embeddings does far better than any fine-tuned arm
+    # (--probe), so only the head gets the 10x rate; the backbone keeps main's 1e-4.
+    "head_lr_1e-2": {"lr": 1e-2, "backbone_lr_mult": 0.01},
+    "head_lr_1e-2_frozen": {"lr": 1e-2, "freeze_epochs": 99},
+    "head_lr_1e-2_texture": {"lr": 1e-2, "backbone_lr_mult": 0.01, "augment_policy": "texture"},
     "new": {"defaults": True},
 }
 """Each arm changes one setting of `main` (stage 2: of `lr_1e-2`); `binary` trains good vs
