@@ -53,10 +53,7 @@ class CentralLog:
     """`visionline monitor serve` over a SQLite prediction log, as a child process."""
 
     def __init__(self, db_path: Path) -> None:
-        from visionline.monitor import MonitorDB
-
-        self.db_url = f"sqlite:///{db_path}"
-        MonitorDB(self.db_url).close()
+        self.db_url = f"sqlite:///{db_path}"  # serve creates the empty log
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None

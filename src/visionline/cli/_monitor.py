@@ -51,12 +51,12 @@ def _project(project: Path | None, required: bool = True) -> Any:
         return None
 
 
-def _db(project: Path | None, db: str | None) -> Any:
+def _db(project: Path | None, db: str | None, must_exist: bool = True) -> Any:
     from visionline.monitor import MonitorDB
 
     if db:
-        return MonitorDB(db, must_exist=True)
-    return MonitorDB.for_project(_project(project), must_exist=True)
+        return MonitorDB(db, must_exist=must_exist)
+    return MonitorDB.for_project(_project(project), must_exist=must_exist)
 
 
 def _blobs(proj: Any) -> Any:
@@ -392,7 +392,8 @@ def serve_command(
     db: DbOption = None,
     project: ProjectOption = None,
 ) -> None:
-    """Serve the dashboard (HTML at /, JSON under /api, Prometheus at /metrics)."""
+    """Serve the dashboard (HTML at /, JSON under /api, Prometheus at /metrics) and take edge
+    agents' verdicts (POST /api/ingest); an empty log is created."""
     import uvicorn
 
     from visionline.monitor import validated_rates
@@ -401,6 +402,6 @@ def serve_command(
     proj = _project(project, required=db is None)
     reference = _reference(bundle)
     rates = validated_rates(reference) if reference is not None else None
-    app_ = create_app(_db(project, db), _blobs(proj), reference, rates)
+    app_ = create_app(_db(project, db, must_exist=False), _blobs(proj), reference, rates)
     console.print(f"Dashboard on http://{host}:{port}/ (Ctrl+C stops it).")
     uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -73,6 +73,7 @@ class HotFolderSource:
         self._pending: dict[Path, tuple[int, int, float]] = {}
         self._closed_files: set[Path] = set()
         self._done: set[Path] = set()
+        self._prune_at = 1000
         self._lock = threading.Lock()
         self._stop = threading.Event()
         source = self
@@ -128,6 +129,9 @@ class HotFolderSource:
                 del self._pending[path]
                 self._closed_files.discard(path)
                 self._done.add(path)
+            if len(self._done) > self._prune_at:  # forget names the plant has cleaned away
+                self._done = {p for p in self._done if p.exists()}
+                self._prune_at = 2 * len(self._done) + 1000
         return [path for _, path in sorted(ready)]
 
     def __iter__(self) -> Iterator[Frame]:
