@@ -96,3 +96,35 @@ def test_metrics_are_served_over_http(tmp_path: Path) -> None:
         server.shutdown()
         thread.join(5)
     assert "visionline_edge_frames_total 3.0" in body
+
+
+class StallingSource(ListSource):
+    """Two frames with a silent camera in between."""
+
+    def __iter__(self):
+        yield Frame("first", time.time(), data=png((200, 200, 200)))
+        time.sleep(0.8)
+        yield Frame("second", time.time(), data=png((200, 200, 200)))
+
+
+def test_a_silent_camera_raises_an_alarm_that_clears(model: Any, tmp_path: Path, caplog) -> None:
+    agent = LineAgent(StallingSource([]), Decider(model, 5000), Outbox(tmp_path / "o.db"),
+                      camera_timeout_s=0.2)
+    with caplog.at_level("WARNING", logger="visionline.edge"):
+        agent.run()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("no frame from the camera" in m for m in messages)
+    assert "frames arrive again" in messages and not agent.camera_alarm
+    assert "visionline_edge_camera_alarm 0.0" in agent.metrics.render().decode()
+
+
+def test_a_buffered_plc_backlog_is_a_metric(model: Any, tmp_path: Path) -> None:
+    from visionline.edge import BufferedSink
+
+    sink = BufferedSink(BrokenSink(), retry_interval=60)
+    agent = LineAgent(SynthSource(rate=500, count=2, size=64), Decider(model, 5000),
+                      Outbox(tmp_path / "o.db"), sink)
+    agent.run()
+    sink.close()
+    metrics = agent.metrics.render().decode()
+    assert "visionline_edge_plc_backlog 2.0" in metrics and "visionline_edge_plc_alarm 1.0" in metrics

@@ -83,6 +83,9 @@ def run_command(
     min_agreement: Annotated[float, typer.Option(
         "--min-agreement", min=0.0, max=1.0, help="Verdict agreement a candidate must reach."
     )] = 0.95,
+    camera_timeout: Annotated[float | None, typer.Option(
+        "--camera-timeout", min=0.1, help="Alarm (log + metric) when no frame came for this long, s."
+    )] = None,
     max_items: Annotated[int | None, typer.Option("--max-items", help="Stop after N items.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime threads.")] = None,
 ) -> None:
@@ -120,7 +123,8 @@ def run_command(
             raise ConfigError(f"No channel folder {channel}; create it or fix --channel.")
         rollout = Rollout(decider, channel, pubkey=pubkey, trust_store=trust_store,
                           shadow_items=shadow_items, min_agreement=min_agreement, threads=threads)
-    agent = LineAgent(frames, decider, store, sink, images, sample_every, rollout=rollout)
+    agent = LineAgent(frames, decider, store, sink, images, sample_every, rollout=rollout,
+                      camera_timeout_s=camera_timeout)
     if metrics_port is not None:
         agent.metrics.serve(metrics_port)
 

@@ -50,6 +50,7 @@ class LineAgent:
         sample_every: int = 0,
         metrics: AgentMetrics | None = None,
         rollout: Rollout | None = None,
+        camera_timeout_s: float | None = None,
     ) -> None:
         self.source, self.decider, self.outbox, self.sink = source, decider, outbox, sink
         self.images, self.sample_every = images, sample_every
@@ -58,6 +59,9 @@ class LineAgent:
         self.stats = AgentStats()
         self._stop = threading.Event()
         self._next_gauge = 0.0
+        self.camera_timeout_s = camera_timeout_s
+        self.camera_alarm = False
+        self._last_frame = time.monotonic()
         outbox.set_meta("version", decider.version)
         if decider.line:
             outbox.set_meta("line", decider.line)
@@ -103,7 +107,34 @@ class LineAgent:
 
     def run(self, max_items: int | None = None) -> AgentStats:
         """Process frames until the source ends, `stop` is called or `max_items` were decided."""
+        self._last_frame = time.monotonic()
+        if self.camera_timeout_s:
+            threading.Thread(target=self._watch_camera, name="camera-watch", daemon=True).start()
+        try:
+            self._loop(max_items)
+        finally:
+            self._stop.set()
+        self.update_gauges()
+        return self.stats
+
+    def _watch_camera(self) -> None:
+        """Raise the camera alarm when no frame came for `camera_timeout_s` (cleared by the next)."""
+        timeout = float(self.camera_timeout_s or 0)
+        while not self._stop.wait(min(1.0, timeout / 4)):
+            silent = time.monotonic() - self._last_frame
+            if silent > timeout and not self.camera_alarm:
+                self.camera_alarm = True
+                self.metrics.camera_alarm.set(1.0)
+                log.error("no frame from the camera for %.0f s; check the camera and its link",
+                          silent)
+
+    def _loop(self, max_items: int | None) -> None:
         for frame in self.source:
+            self._last_frame = time.monotonic()
+            if self.camera_alarm:
+                self.camera_alarm = False
+                self.metrics.camera_alarm.set(0.0)
+                log.warning("frames arrive again")
             self.stats.frames += 1
             self.metrics.frames.inc()
             decision = self.decider.decide(frame)
@@ -114,8 +145,6 @@ class LineAgent:
                 self.update_gauges()
             if self._stop.is_set() or (max_items is not None and self.stats.frames >= max_items):
                 break
-        self.update_gauges()
-        return self.stats
 
     def update_gauges(self) -> None:
         """Outbox backlog and sync lag (the age of the oldest unacknowledged verdict)."""
@@ -123,6 +152,9 @@ class LineAgent:
         self.metrics.backlog.set(backlog)
         self.metrics.sync_lag.set(time.time() - oldest if oldest else 0.0)
         self._next_gauge = time.monotonic() + 1.0
+        if hasattr(self.sink, "backlog"):  # a BufferedSink: signals waiting for the PLC
+            self.metrics.plc_backlog.set(self.sink.backlog)
+            self.metrics.plc_alarm.set(1.0 if self.sink.alarm else 0.0)
 
     def _roll(self, frame: Frame, decision: Decision) -> None:
         before = len(self.rollout.events)

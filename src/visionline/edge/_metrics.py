@@ -38,6 +38,13 @@ class AgentMetrics:
                              "Verdicts waiting for the central log's acknowledgement.", registry=r)
         self.sync_lag = Gauge("visionline_edge_sync_lag_seconds",
                               "Age of the oldest unacknowledged verdict.", registry=r)
+        self.camera_alarm = Gauge("visionline_edge_camera_alarm",
+                                  "1 while the camera has sent no frame within its timeout.",
+                                  registry=r)
+        self.plc_backlog = Gauge("visionline_edge_plc_backlog",
+                                 "Reject signals buffered while the PLC does not answer.", registry=r)
+        self.plc_alarm = Gauge("visionline_edge_plc_alarm", "1 while the PLC does not answer.",
+                               registry=r)
         self.images_disabled = Gauge("visionline_edge_image_store_disabled",
                                      "1 when image storage stopped (disk full).", registry=r)
 
