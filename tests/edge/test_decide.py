@@ -27,11 +27,13 @@ class SlowModel:
 
     def __init__(self, model: Any, delay_s: float) -> None:
         self._model, self.delay_s = model, delay_s
+        self.calls = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
     def predict_array(self, batch: np.ndarray) -> Any:
+        self.calls += 1
         time.sleep(self.delay_s)
         return self._model.predict_array(batch)
 
@@ -91,3 +93,14 @@ def test_a_frame_that_arrives_after_its_deadline_is_not_run(model: Any) -> None:
     verdict = decider.decide(Frame("late", time.time() - 1.0, data=png((1, 1, 1)))).verdict
     decider.close()
     assert verdict.fail_safe and verdict.reason == "deadline" and not verdict.reject
+
+
+def test_items_queued_behind_a_stall_are_not_run_late(model: Any) -> None:
+    slow = SlowModel(model, 0.4)
+    decider = Decider(slow, deadline_ms=50)
+    verdicts = [decider.decide(Frame(f"i{i}", time.time(), data=png((230, 230, 230)))).verdict
+                for i in range(3)]
+    time.sleep(0.5)
+    decider.close()
+    assert [v.reason for v in verdicts] == ["deadline"] * 3
+    assert slow.calls == 1  # the two items behind the stalled one were dropped, not run late

@@ -79,6 +79,7 @@ class Decider:
             try:
                 result = future.result(timeout=remaining)
             except FutureTimeout:
+                future.cancel()  # still queued behind a stalled one: never run it late
                 reason = "deadline"
             except Exception as exc:  # noqa: BLE001 - a corrupt frame or model error must not stop the line
                 reason = "corrupt" if _is_image_error(exc) else "error"
