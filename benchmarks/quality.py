@@ -88,6 +88,15 @@ ARMS: dict[str, dict[str, Any]] = {
     "head_lr_1e-2": {"lr": 1e-2, "backbone_lr_mult": 0.01},
     "head_lr_1e-2_frozen": {"lr": 1e-2, "freeze_epochs": 99},
     "head_lr_1e-2_texture": {"lr": 1e-2, "backbone_lr_mult": 0.01, "augment_policy": "texture"},
+    # Stage 4: the loss spikes when the backbone is unfrozen even at main's backbone rate, which
+    # points at BatchNorm switching to batch statistics of grayscale tiles.
+    "freeze_batchnorm": {"freeze_batchnorm": True},
+    "head_lr_1e-2_freeze_batchnorm": {
+        "lr": 1e-2,
+        "backbone_lr_mult": 0.01,
+        "freeze_batchnorm": True,
+    },
+    "lr_1e-2_freeze_batchnorm": {"lr": 1e-2, "freeze_batchnorm": True},
     "new": {"defaults": True},
 }
 """Each arm changes one setting of `main` (stage 2: of `lr_1e-2`); `binary` trains good vs
@@ -195,7 +204,11 @@ def run_arm(arm: str, size: int, epochs: int, setup: dict[str, Any], tmp: str) -
         progress=False,
     )
     out: dict[str, Any] = {
-        "config": {k: v for k, v in config.flat().items() if k in {*MAIN_DEFAULTS, "image_size"}},
+        "config": {
+            k: v
+            for k, v in config.flat().items()
+            if k in {*MAIN_DEFAULTS, "image_size", "freeze_batchnorm"}
+        },
         "classes": "good/defect" if binary else "good + 5 defect subtypes",
         "train_s": round(time.perf_counter() - started, 1),
         "best_epoch": result.best_epoch,

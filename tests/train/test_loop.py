@@ -248,3 +248,23 @@ def test_balanced_sampler_draws_rare_defects_as_often_as_good_images():
         ]
     )
     assert np.bincount(plain, minlength=3)[0] >= 70
+
+
+def test_freeze_batchnorm_keeps_pretrained_statistics_while_fine_tuning():
+    from visionline.preprocessing import Preprocessing
+    from visionline.train import ModelSpec, build_model
+    from visionline.train._loop import set_backbone_mode
+
+    model = build_model(
+        ModelSpec("mobilenetv3_small_100", ["good", "dent"], Preprocessing(size=32))
+    )
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in norms]
+    model.train()
+    set_backbone_mode(model, frozen=False, freeze_batchnorm=True)
+    model(torch.rand(4, 3, 32, 32))
+    assert norms and all(not m.training for m in norms) and model.head.training
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))
+    set_backbone_mode(model.train(), frozen=False, freeze_batchnorm=False)
+    model(torch.rand(4, 3, 32, 32))
+    assert not all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))

@@ -72,6 +72,9 @@ class TrainConfig(BaseModel):
     )
     weight_decay: float = Field(1e-4, ge=0)
     freeze_epochs: int = Field(1, ge=0)
+    freeze_batchnorm: bool = Field(
+        False, description="keep the backbone's BatchNorm statistics fixed while fine-tuning"
+    )
     schedule: Schedule = Schedule.COSINE
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     balance: Balance = Balance.CLASS_WEIGHT

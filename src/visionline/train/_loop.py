@@ -166,6 +166,18 @@ def evaluate_split(
     }
 
 
+def set_backbone_mode(model: InspectionModel, frozen: bool, freeze_batchnorm: bool) -> None:
+    """After `train()`: a frozen backbone runs in eval mode; with `freeze_batchnorm` a fine-tuned
+    backbone keeps its BatchNorm layers in eval mode, so their statistics stay the pretrained ones
+    instead of following small batches of images unlike ImageNet."""
+    if frozen:
+        model.backbone.eval()
+    elif freeze_batchnorm:
+        for module in model.backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def _set_backbone_trainable(model: InspectionModel, trainable: bool) -> None:
     for param in model.backbone.parameters():
         param.requires_grad_(trainable)
@@ -549,8 +561,7 @@ def _train_epoch(
     _seed_everything(config.seed * 100_003 + epoch * 1_009 + ctx.rank)
     loader = _loader(dataset, config, ctx, epoch, labels)
     wrapped.train()
-    if frozen:
-        model.backbone.eval()
+    set_backbone_mode(model, frozen, config.freeze_batchnorm)
     bar.start(
         f"epoch {epoch + 1}/{config.epochs}" + (" (frozen)" if frozen else ""),
         total=len(loader),
