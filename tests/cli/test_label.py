@@ -676,3 +676,44 @@ def test_select_bad_input_names_the_fix(version, project: Project) -> None:
         project.root,
     )
     _one_line_error(no_token, "LABEL_STUDIO_API_KEY", "label-studio start")
+
+
+def test_select_disagreement_between_two_models(version, project: Project, tmp_path: Path) -> None:
+    import pandas as pd
+
+    _, v1, _ = version
+    shas = {r.path: r.sha256 for r in v1.records}
+    files = []
+    for name, scores in (
+        ("champion", [0.1, 0.7, 0.2, 0.3, 0.9]),
+        ("challenger", [0.2, 0.3, 0.25, 0.8, 0.95]),
+    ):
+        path = tmp_path / f"{name}.csv"
+        pd.DataFrame({"sha256": list(shas.values()), "defect_score": scores}).to_csv(
+            path, index=False
+        )
+        files += ["--scores", path]
+    out = tmp_path / "sel.json"
+    result = run(
+        "label",
+        "select",
+        "--data",
+        v1.short_id,
+        "--strategy",
+        "disagreement",
+        "--budget",
+        "2",
+        *files,
+        "--threshold",
+        "0.5",
+        "--include-labelled",
+        "--out",
+        out,
+        "-p",
+        project.root,
+    )
+    assert result.returncode == 0, result.stderr
+    selected = json.loads(out.read_text())["selected"]
+    # b and d are the images whose decisions differ at 0.5; d's scores are further apart
+    assert [row["path"] for row in selected] == ["imgs/d.png", "imgs/b.png"]
+    assert selected[0]["reason"] == "champion 0.300 vs challenger 0.800 (decisions differ)"
