@@ -5,6 +5,7 @@ import torch
 from visionline.anomaly import (
     AnomalyConfig,
     fit_detector,
+    load_anomaly_config,
     load_anomaly_model,
     save_anomaly_model,
     score_images,
@@ -70,7 +71,10 @@ def test_fitting_without_good_images_names_the_fix():
 @pytest.mark.parametrize("size", [100, 32])
 def test_an_image_size_the_backbone_cannot_take_is_refused(size):
     with pytest.raises(ConfigError, match="multiple of 32"):
-        fit_detector([tile(0)[0]], 1, AnomalyConfig(image_size=size))
+        load_anomaly_config(image_size=size)
+    config = AnomalyConfig.model_construct(**{**AnomalyConfig().model_dump(), "image_size": size})
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        fit_detector([tile(0)[0]], 1, config)
 
 
 def test_a_bank_beyond_the_memory_budget_is_refused_before_any_work():

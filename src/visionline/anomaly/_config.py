@@ -57,6 +57,17 @@ class AnomalyConfig(BaseModel):
             )
         return name
 
+    @field_validator("image_size")
+    @classmethod
+    def _size_the_backbone_takes(cls, value: int) -> int:
+        from visionline.anomaly._features import check_image_size
+
+        try:
+            check_image_size(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).rstrip(".")) from None
+        return value
+
     @field_validator("stages")
     @classmethod
     def _two_stages(cls, value: list[int]) -> list[int]:
