@@ -8,12 +8,15 @@ the verdict on its worker thread within the deadline, the SQLite WAL outbox comm
 sink, which stamps the time (a PLC write adds its own network time; the PLC helper measures
 that). Latency = sink time − frame arrival (the source's timestamp). Bare inference times
 `Preprocessing` + `EdgeModel.predict_array` on the same frames, batch 1, same ONNX Runtime
-threads. Agent and bare runs alternate in `--rounds` rounds; percentiles pool the rounds.
+threads. Agent and bare runs alternate in `--rounds` short rounds; percentiles pool the rounds,
+and the p50 overhead is the median of the per-round differences (a shared machine's load drifts
+within minutes, and one long agent phase followed by one bare phase showed it as a negative
+overhead).
 The rounds' verdicts stay in one outbox (no central log during the run: the network is "down");
 then `visionline monitor serve` starts and the sync worker's drain of that backlog is timed.
 Targets (issue 19): p99 ≤ 50 ms at 20 items/s, p50 overhead over bare ≤ 5 ms, no deadline misses,
 a 2-minute backlog drained in ≤ 30 s.
-Run: .venv/bin/python benchmarks/edge_agent.py [--rate 20] [--seconds 30] [--rounds 2]
+Run: .venv/bin/python benchmarks/edge_agent.py [--rate 20] [--seconds 10] [--rounds 12]
 """
 
 from __future__ import annotations
@@ -120,8 +123,8 @@ def pct(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=20.0)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--deadline-ms", type=float, default=50.0)
@@ -137,6 +140,7 @@ def main() -> None:
     agent_lat: list[float] = []
     bare_lat: list[float] = []
     misses = 0
+    round_overheads: list[float] = []
     started = time.perf_counter()
     for r in range(args.rounds):
         sink = StampingSink()
@@ -146,13 +150,16 @@ def main() -> None:
         decider.close()
         agent_lat += sink.latencies
         misses += sink.fail_safe
+        bare_round = []
         for frame in SynthSource(rate=1e6, count=count, start=r * count, size=args.size):
             t0 = time.perf_counter()
             infer(model, frame)
-            bare_lat.append(time.perf_counter() - t0)
+            bare_round.append(time.perf_counter() - t0)
+        bare_lat += bare_round
+        round_overheads.append(1000 * float(np.median(sink.latencies) - np.median(bare_round)))
     drain_s, backlog = drain(tmp)
     agent, bare = pct(agent_lat), pct(bare_lat)
-    overhead = round(agent["p50"] - bare["p50"], 2)
+    overhead = round(float(np.median(round_overheads)), 2)
     print(f"agent {agent} ms, bare {bare} ms, p50 overhead {overhead} ms, "
           f"deadline misses {misses}/{len(agent_lat)}, drained {backlog} in {drain_s} s")
     result = {
@@ -160,6 +167,7 @@ def main() -> None:
         "config": {**vars(args), "items_per_round": count, "model": "efficientnet_lite0 fp32",
                    "sink": "in-process timestamp (no PLC network write)"},
         "agent_ms": agent, "bare_inference_ms": bare, "p50_overhead_ms": overhead,
+        "p50_overhead_per_round_ms": [round(x, 2) for x in round_overheads],
         "deadline_misses": misses, "items": len(agent_lat),
         "outbox_drain": {"records": backlog, "seconds": drain_s, "batch": 200},
         "targets": {"p99_ms": 50, "p50_overhead_ms": 5, "deadline_misses": 0,
@@ -170,7 +178,7 @@ def main() -> None:
             "measure": f"arrival→signal at {args.rate:g} items/s, {len(agent_lat)} items",
             "visionline": f"p50 {agent['p50']} / p99 {agent['p99']} ms",
             "peer": f"bare inference p50 {bare['p50']} / p99 {bare['p99']} ms",
-            "result": f"+{overhead} ms at p50, {misses} deadline misses",
+            "result": f"{overhead:+} ms at p50 (median of rounds), {misses} deadline misses",
         }, {
             "benchmark": "edge agent",
             "measure": f"outbox backlog of {backlog} verdicts synced after the network returns",
