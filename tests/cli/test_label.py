@@ -717,3 +717,76 @@ def test_select_disagreement_between_two_models(version, project: Project, tmp_p
     # b and d are the images whose decisions differ at 0.5; d's scores are further apart
     assert [row["path"] for row in selected] == ["imgs/d.png", "imgs/b.png"]
     assert selected[0]["reason"] == "champion 0.300 vs challenger 0.800 (decisions differ)"
+
+
+@pytest.mark.slow
+def test_select_from_monitor_push_and_pull_adds_the_images(
+    label_studio, version, project: Project
+) -> None:
+    """Kept production images nobody labelled go to Label Studio; their labels come back as
+    new images of a version."""
+    from visionline.monitor import MonitorDB
+
+    repo, v1, _ = version
+    db = MonitorDB(project.monitor_db_url)
+    rows = []
+    for i, score in enumerate([0.2, 0.45, 0.9]):
+        sha = repo.blobs.put(_png((10 + 60 * i, 200, 30)))
+        rows.append(
+            {
+                "id": f"p{i}",
+                "ts": 1000.0 + i,
+                "model": project.config.name,
+                "version": "1",
+                "route": "primary",
+                "probabilities": {"good": 1 - score, "rot": score},
+                "predicted_class": "rot" if score >= 0.5 else "good",
+                "defect_score": score,
+                "flagged": score >= 0.5,
+                "decision": "accept",
+                "threshold": 0.5,
+                "image_sha256": sha,
+            }
+        )
+    db.insert_predictions(rows)
+    chosen = _ls(
+        label_studio,
+        "label",
+        "select",
+        "--from-monitor",
+        "--strategy",
+        "uncertainty",
+        "--budget",
+        "1",
+        "--push",
+        "--project-title",
+        f"monitor {project.root.parent.name}",
+        "--document-root",
+        label_studio.document_root,
+        "-p",
+        project.root,
+    )
+    assert chosen.returncode == 0, chosen.stderr
+    assert "prediction p1: score 0.450, 0.050 from the threshold 0.500" in chosen.stdout
+    pid = _project_id(chosen.stdout)
+    (task,) = label_studio.tasks(pid)
+    assert task["data"]["sha256"] == rows[1]["image_sha256"]
+    label_studio.annotate(task["id"], _answer("scab", box=True))
+    pulled = _ls(
+        label_studio,
+        "label",
+        "pull",
+        "--project-id",
+        str(pid),
+        "--parent",
+        v1.short_id,
+        "--document-root",
+        label_studio.document_root,
+        "-p",
+        project.root,
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    new = max(DatasetRepo(project).list(), key=lambda v: v.created_at)
+    added = [r for r in new.records if r.sha256 == rows[1]["image_sha256"]]
+    assert [(r.label, r.subtype) for r in added] == [("defect", "scab")]
+    assert len(new.records) == len(v1.records) + 1

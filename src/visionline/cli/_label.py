@@ -318,8 +318,9 @@ def push_tasks(
         f"'{title}' and imported {len(tasks)} new tasks ({n_predicted} with predictions): "
         f"{server.url}/projects/{project_id}"
     )
+    parent = "V" if version.id.startswith("monitor-") else version.short_id
     console.print(
-        f"When labelled: visionline label pull --project-id {project_id} --parent {version.short_id}"
+        f"When labelled: visionline label pull --project-id {project_id} --parent {parent}"
     )
     return project_id
 

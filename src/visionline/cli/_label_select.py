@@ -33,9 +33,146 @@ def _predictions(path: Path, classes: list[str]) -> dict[str, Any]:
     return found
 
 
+def _since(text: str | None) -> float | None:
+    from datetime import datetime
+
+    from visionline.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ConfigError(
+            f"--since {text!r} is not an ISO date/time; write e.g. 2026-12-01 or 2026-12-01T08:00."
+        ) from None
+
+
+def _from_monitor(
+    project: Any,
+    repo: Any,
+    strategy: Strategy,
+    budget: int,
+    since: str | None,
+    seed: int,
+    out: Path | None,
+    push: bool,
+    url: str,
+    api_key: str | None,
+    title: str | None,
+    document_root: Path | None,
+) -> None:
+    """Pick kept, unlabelled images from the prediction log; push them as new images."""
+    from visionline.data import DatasetVersion, ImageRecord
+    from visionline.data._labelstudio import ModelPrediction, build_tasks
+    from visionline.data._selection_monitor import select_from_monitor
+    from visionline.monitor import MonitorDB
+    from visionline.preprocessing import decode_image
+
+    name = project.config.name
+    picks, pool = select_from_monitor(
+        MonitorDB(project.monitor_db_url), name, strategy, budget, since=_since(since), seed=seed
+    )
+    target = out or project.root / "reports" / f"selection-monitor-{strategy.value}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "prediction_id": p.prediction_id,
+            "sha256": p.sha256,
+            "predicted_class": p.predicted_class,
+            "score": round(p.score, 6),
+            "reason": p.reason,
+        }
+        for p in picks
+    ]
+    target.write_text(
+        json.dumps(
+            {
+                "source": "monitor",
+                "model": name,
+                "since": since,
+                "strategy": strategy.value,
+                "budget": budget,
+                "pool": pool,
+                "selected": rows,
+            },
+            indent=1,
+        )
+    )
+    for row in rows[:10]:
+        console.print(f"  prediction {row['prediction_id']}: {row['reason']}", highlight=False)
+    console.print(
+        f"[green]Selected[/green] {len(rows)} of {pool} kept, unlabelled logged images by "
+        f"{strategy.value}; wrote {target}."
+    )
+    if not push:
+        return
+    records = []
+    for pick in picks:
+        data = repo.blobs.get(pick.sha256)
+        image = decode_image(data)
+        records.append(
+            ImageRecord(
+                sha256=pick.sha256,
+                path=f"monitor/{pick.prediction_id}",
+                bytes=len(data),
+                width=image.width,
+                height=image.height,
+                mode=image.mode,
+                label="unlabelled",
+                subtype=None,
+                source="monitor",
+                split=None,
+            )
+        )
+    version = DatasetVersion(
+        f"monitor-{strategy.value}", "monitor", None, "", {}, len(records), lambda: records
+    )
+    predictions = {p.sha256: ModelPrediction(p.predicted_class, p.score, name) for p in picks}
+    tasks, n_predicted = build_tasks(
+        version,
+        repo,
+        project.config,
+        document_root=document_root,
+        predictions=predictions,
+        model_version=name,
+    )
+    from visionline.cli._label import push_tasks
+
+    push_tasks(
+        project,
+        version,
+        tasks,
+        n_predicted,
+        name,
+        url,
+        api_key or "",
+        title or f"{name} monitor selection",
+        document_root,
+    )
+
+
 def select_command(
-    data: Annotated[str, typer.Option("--data", help="Dataset version id or unique prefix.")],
-    budget: Annotated[int, typer.Option(help="How many images to pick.")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Dataset version id or unique prefix.", show_default=False),
+    ] = None,
+    budget: Annotated[int, typer.Option(help="How many images to pick.")] = 100,
+    from_monitor: Annotated[
+        bool,
+        typer.Option(
+            "--from-monitor",
+            help="Pick among images the prediction log kept and nobody labelled yet (instead "
+            "of --data); --strategy drift takes them from drifted windows.",
+        ),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="With --from-monitor: only predictions since this ISO date/time.",
+            show_default=False,
+        ),
+    ] = None,
     strategy: Annotated[
         Strategy,
         typer.Option(
@@ -116,6 +253,24 @@ def select_command(
             "--api-key) from the server you started with 'label-studio start'."
         )
     repo = DatasetRepo(project)
+    if from_monitor == (data is not None):
+        raise ConfigError("Pass either --data V or --from-monitor, to say where to pick from.")
+    if from_monitor:
+        _from_monitor(
+            project,
+            repo,
+            strategy,
+            budget,
+            since,
+            seed,
+            out,
+            push,
+            url,
+            api_key,
+            project_title,
+            document_root,
+        )
+        return
     version = repo.get(data)
     pool = [r for r in version.records if include_labelled or not is_labelled(r, project.config)]
     labelled = [r for r in version.records if is_labelled(r, project.config)]

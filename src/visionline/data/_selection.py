@@ -40,6 +40,7 @@ class Strategy(str, Enum):
     DISAGREEMENT = "disagreement"
     DIVERSITY = "diversity"
     MIXED = "mixed"
+    DRIFT = "drift"  # from the monitor only: images of drifted windows
     RANDOM = "random"
 
 
@@ -188,6 +189,11 @@ def select(
             "or pick a version with unlabelled images."
         )
     budget = min(budget, n_pool)
+    if strategy is Strategy.DRIFT:
+        raise ConfigError(
+            "--strategy drift picks from drifted windows of the prediction log; use it with "
+            "--from-monitor."
+        )
     if strategy is Strategy.RANDOM:
         order = np.random.default_rng(seed).permutation(n_pool)[:budget]
         return Selection([int(i) for i in order], [f"random (seed {seed})"] * budget)
