@@ -82,3 +82,17 @@ def test_malformed_batches_are_refused_whole(client_db, body: dict, message: str
     response = client.post("/api/ingest", json=body)
     assert response.status_code == 422 and message in response.json()["detail"]
     assert db.count_predictions() == 0
+
+
+def test_fleet_view_shows_each_lines_version(client_db) -> None:
+    client, _ = client_db
+    records = [_record(0), _record(1, version="2"), _record(2, line="L2"),
+               _record(3, line="L2", route="fail_safe", probabilities={}, defect_score=-1.0),
+               _record(4, line=None)]
+    client.post("/api/ingest", json={"records": records}).raise_for_status()
+    assert client.get("/api/fleet").json() == [
+        {"line": "L1", "model": "apples", "version": "2", "verdicts": 2, "fail_safe": 0,
+         "last_verdict_ts": 1001.0},
+        {"line": "L2", "model": "apples", "version": "1", "verdicts": 2, "fail_safe": 1,
+         "last_verdict_ts": 1003.0},
+    ]

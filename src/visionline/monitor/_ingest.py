@@ -14,10 +14,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from visionline.errors import DataError
-from visionline.monitor._db import PREDICTION_COLUMNS, MonitorDB
+from visionline.monitor._db import PREDICTION_COLUMNS, MonitorDB, predictions
 from visionline_edge import QUALITY_STATS
 
-__all__ = ["MAX_BATCH", "ingest_rows", "register_ingest"]
+__all__ = ["MAX_BATCH", "fleet_summary", "ingest_rows", "register_ingest"]
 
 MAX_BATCH = 5000
 _REQUIRED = ("id", "ts", "model", "version", "probabilities", "predicted_class",
@@ -68,9 +68,40 @@ def ingest_rows(body: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def fleet_summary(db: MonitorDB) -> list[dict[str, Any]]:
+    """Per line that sent verdicts: the model version of its newest verdict, when that verdict
+    was captured, and how many verdicts and fail-safes the log holds from it."""
+    from sqlalchemy import case, func, select
+
+    fail_safe = func.sum(case((predictions.c.route == "fail_safe", 1), else_=0))
+    query = (
+        select(predictions.c.line, func.count(), fail_safe, func.max(predictions.c.ts))
+        .where(predictions.c.line.is_not(None))
+        .group_by(predictions.c.line)
+        .order_by(predictions.c.line)
+    )
+    lines = []
+    with db.engine.connect() as conn:
+        for line, n, failed, last in conn.execute(query).all():
+            model, version = conn.execute(
+                select(predictions.c.model, predictions.c.version)
+                .where(predictions.c.line == line)
+                .order_by(predictions.c.ts.desc())
+                .limit(1)
+            ).one()
+            lines.append({"line": line, "model": model, "version": version, "verdicts": int(n),
+                          "fail_safe": int(failed or 0), "last_verdict_ts": float(last)})
+    return lines
+
+
 def register_ingest(app: FastAPI, db: MonitorDB) -> None:
-    """Add `POST /api/ingest` (this module avoids postponed annotations so FastAPI sees
-    `Request`)."""
+    """Add `POST /api/ingest` and `GET /api/fleet` (this module avoids postponed annotations so
+    FastAPI sees `Request`)."""
+
+    @app.get("/api/fleet")
+    def fleet() -> list[dict[str, Any]]:
+        """Lines, the version each runs, and their latest verdict."""
+        return fleet_summary(db)
 
     @app.post("/api/ingest")
     async def ingest(request: Request) -> dict[str, Any]:
