@@ -4,6 +4,7 @@ status of its outbox, and one-sentence errors for what an operator can get wrong
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,22 @@ def test_run_errors_are_one_sentence(
 def test_status_without_an_outbox(tmp_path: Path) -> None:
     result = run_visionline("edge", "status", "--outbox", tmp_path / "none.db", cwd=tmp_path)
     assert_one_line_error(result, "No outbox", "--outbox")
+
+
+def test_a_tampered_bundle_on_the_channel_shows_in_status(
+    signed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bundle, store = signed
+    channel = tmp_path / "channel"
+    shutil.copytree(bundle, channel / "apples-2")
+    (channel / "apples-2" / "model.onnx").write_bytes(b"planted")
+    outbox = tmp_path / "outbox.db"
+    run = run_visionline(
+        "edge", "run", "--bundle", bundle, "--trust-store", store, "--source",
+        "synth://?rate=200&count=3&size=64", "--outbox", outbox, "--channel", channel,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    status = run_visionline("edge", "status", "--outbox", outbox, cwd=tmp_path)
+    assert "last roll-out  refused apples-2" in status.stdout
+    assert "model version  apples:1" in status.stdout

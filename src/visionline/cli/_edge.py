@@ -179,5 +179,8 @@ def status_command(
     console.print(f"model version  {status['version'] or '-'}   line {status['line'] or '-'}")
     console.print(f"backlog        {status['backlog']} (oldest {_when(status['oldest_pending'])})")
     console.print(f"last sync      {_when(status['last_sync'])}")
+    if status["rollout"]:
+        r = status["rollout"]
+        console.print(f"last roll-out  {r['event']} {r['version']} at {_when(r['ts'])} {r['detail']}")
     for key, value in sorted(status["counts"].items()):
         console.print(f"{key:<14} {value}")

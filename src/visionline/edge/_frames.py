@@ -266,7 +266,7 @@ def open_source(url: str) -> FrameSource:
         return VideoSource(url)
     if parts.scheme in ("folder", "file"):
         return HotFolderSource(Path(parts.path))
-    if parts.scheme in ("", ) or (len(parts.scheme) == 1 and os.name == "nt"):
+    if not parts.scheme:
         path = Path(url)
         if path.is_dir():
             return HotFolderSource(path)
