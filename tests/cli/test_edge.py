@@ -80,3 +80,28 @@ def test_a_tampered_bundle_on_the_channel_shows_in_status(
     status = run_visionline("edge", "status", "--outbox", outbox, cwd=tmp_path)
     assert "last roll-out  refused apples-2" in status.stdout
     assert "model version  apples:1" in status.stdout
+
+
+def test_a_restarted_agent_keeps_the_rolled_out_bundle(
+    signed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bundle, store = signed
+    channel = tmp_path / "channel"
+    channel.mkdir()
+    make_bundle(channel / "apples-2", bundle.parent / "keys" / "visionline-signing.key",
+                version="2")
+    outbox = tmp_path / "outbox.db"
+
+    def run(count: int):
+        return run_visionline(
+            "edge", "run", "--bundle", bundle, "--trust-store", store, "--source",
+            f"synth://?rate=200&count={count}&size=64", "--outbox", outbox, "--channel", channel,
+            "--shadow-items", "2", "--deadline-ms", "2000", cwd=tmp_path,
+        )
+
+    first = run(8)
+    assert first.returncode == 0, first.stderr
+    assert "kept apples:2" in first.stderr  # shadowed, switched, kept after its probation
+    second = run(1)
+    assert second.returncode == 0, second.stderr
+    assert "Line agent: apples:2" in second.stdout

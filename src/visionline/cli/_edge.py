@@ -100,7 +100,6 @@ def run_command(
         open_source,
     )
     from visionline.edge._agent import describe, image_folder
-    from visionline_edge import load_bundle
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("visionline.edge").setLevel(logging.INFO)
@@ -110,11 +109,10 @@ def run_command(
         raise ConfigError(
             "The line agent runs only signed bundles; pass --trust-store DIR or --pubkey KEY.pub."
         )
-    model = load_bundle(bundle, pubkey, threads=threads, trust_store=trust_store,
-                        require_signature=True)
+    store = Outbox(outbox)
+    model = _load_running_bundle(store, bundle, channel, pubkey, trust_store, threads)
     sink = _sink(plc)
     frames = open_source(source)
-    store = Outbox(outbox)
     decider = Decider(model, deadline_ms, fail_safe, line=line)
     images = ImageStore(image_folder(outbox), int(image_quota_mb * 1024 * 1024))
     rollout = None
@@ -122,7 +120,8 @@ def run_command(
         if not channel.is_dir():
             raise ConfigError(f"No channel folder {channel}; create it or fix --channel.")
         rollout = Rollout(decider, channel, pubkey=pubkey, trust_store=trust_store,
-                          shadow_items=shadow_items, min_agreement=min_agreement, threads=threads)
+                          shadow_items=shadow_items, min_agreement=min_agreement, threads=threads,
+                          active_path=model.root)
     agent = LineAgent(frames, decider, store, sink, images, sample_every, rollout=rollout,
                       camera_timeout_s=camera_timeout)
     if metrics_port is not None:
@@ -149,6 +148,28 @@ def run_command(
         if sink is not None:
             sink.close()
     console.print_json(json.dumps({**describe(stats), **_status(Outbox(outbox))}))
+
+
+def _load_running_bundle(store: Any, bundle: Path, channel: Path | None, pubkey: Path | None,
+                         trust_store: Path | None, threads: int | None) -> Any:
+    """`--bundle`, or with a channel the bundle a roll-out switched to before a restart (verified
+    again; if it no longer verifies, `--bundle`)."""
+    import logging
+
+    from visionline.errors import VisionlineError
+    from visionline_edge import load_bundle
+
+    active = store.get_meta("active_bundle") if channel is not None else None
+    if active and Path(active).exists() and Path(active).resolve() != bundle.resolve():
+        try:
+            return load_bundle(active, pubkey, threads=threads, trust_store=trust_store,
+                               require_signature=True)
+        except VisionlineError as exc:
+            logging.getLogger("visionline.edge").error(
+                "the rolled-out bundle %s no longer verifies (%s); running --bundle", active, exc
+            )
+    return load_bundle(bundle, pubkey, threads=threads, trust_store=trust_store,
+                       require_signature=True)
 
 
 def _status(store: Any) -> dict[str, Any]:

@@ -162,6 +162,8 @@ class LineAgent:
         if len(self.rollout.events) > before:
             self.outbox.set_meta("version", self.decider.version)
             self.outbox.set_meta("rollout", self.rollout.summary())
+            if self.rollout.active_path:  # where a restarted agent picks up the running bundle
+                self.outbox.set_meta("active_bundle", self.rollout.active_path)
 
     def stop(self) -> None:
         self._stop.set()

@@ -54,6 +54,7 @@ class Rollout:
         max_latency_ms: float | None = None,
         poll_s: float = 1.0,
         threads: int | None = None,
+        active_path: str | Path | None = None,
     ) -> None:
         self.decider = decider
         root = Path(channel)
@@ -64,6 +65,8 @@ class Rollout:
         self.max_latency_s = (max_latency_ms or decider.deadline_s * 1000 / 2) / 1000
         self.poll_s = poll_s
         self.state = "idle"
+        self.active_path = str(active_path) if active_path else None
+        self._other_path: str | None = None
         self.events: list[RolloutEvent] = []
         self._seen: set[tuple[str, int]] = set()
         self._other: Any = None  # the candidate (shadow) or the previous model (probation)
@@ -108,6 +111,7 @@ class Rollout:
             if version == self.decider.version:
                 return
             self._start("shadow", model)
+            self._other_path = str(path)
             self._event("shadowing", version)
             return
 
@@ -158,6 +162,7 @@ class Rollout:
                 self._start("idle", None)
                 return
             previous = self.decider.swap(candidate)
+            self.active_path, self._other_path = self._other_path, self.active_path
             self._event("switched", _version(candidate), detail)
             self._start("probation", previous)
         elif ok:
@@ -168,6 +173,7 @@ class Rollout:
 
     def _roll_back(self, detail: str) -> None:
         failed = self.decider.swap(self._other)
+        self.active_path, self._other_path = self._other_path, self.active_path
         self._event("rolled_back", _version(failed), f"back to {self.decider.version}: {detail}")
         self._start("idle", None)
 

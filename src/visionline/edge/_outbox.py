@@ -103,6 +103,11 @@ class Outbox:
         with self._lock:
             self._set(key, value)
 
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
     def backlog(self) -> tuple[int, float | None]:
         """How many records wait for acknowledgement, and when the oldest was written."""
         with self._lock:
