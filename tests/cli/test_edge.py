@@ -43,6 +43,7 @@ def test_run_then_status(signed: tuple[Path, Path], tmp_path: Path) -> None:
         (("--trust-store", "STORE", "--source", "gige://cam"), ("Unknown frame source gige://",)),
         (("--trust-store", "STORE", "--plc", "s7://10.0.0.1"), ("s7",)),
         (("--trust-store", "STORE", "--bundle", "UNSIGNED"), ("not signed",)),
+        (("--trust-store", "STORE", "--central", "plant:8050"), ("not an HTTP URL",)),
     ],
 )
 def test_run_errors_are_one_sentence(

@@ -109,6 +109,13 @@ def run_command(
         raise ConfigError(
             "The line agent runs only signed bundles; pass --trust-store DIR or --pubkey KEY.pub."
         )
+    if channel is not None and not channel.is_dir():
+        raise ConfigError(f"No channel folder {channel}; create it or fix --channel.")
+    if central is not None and not central.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--central {central!r} is not an HTTP URL; pass the monitor's base URL, e.g. "
+            "http://plant-server:8050."
+        )
     store = Outbox(outbox)
     model = _load_running_bundle(store, bundle, channel, pubkey, trust_store, threads)
     sink = _sink(plc)
@@ -117,15 +124,20 @@ def run_command(
     images = ImageStore(image_folder(outbox), int(image_quota_mb * 1024 * 1024))
     rollout = None
     if channel is not None:
-        if not channel.is_dir():
-            raise ConfigError(f"No channel folder {channel}; create it or fix --channel.")
         rollout = Rollout(decider, channel, pubkey=pubkey, trust_store=trust_store,
                           shadow_items=shadow_items, min_agreement=min_agreement, threads=threads,
                           active_path=model.root)
     agent = LineAgent(frames, decider, store, sink, images, sample_every, rollout=rollout,
                       camera_timeout_s=camera_timeout)
     if metrics_port is not None:
-        agent.metrics.serve(metrics_port)
+        try:
+            agent.metrics.serve(metrics_port)
+        except OSError as exc:
+            frames.close()
+            raise ConfigError(
+                f"Cannot serve metrics on port {metrics_port} ({exc.strerror}); pick a free "
+                "--metrics-port."
+            ) from exc
 
     worker = None
     if central:
