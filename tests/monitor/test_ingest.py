@@ -96,3 +96,15 @@ def test_fleet_view_shows_each_lines_version(client_db) -> None:
         {"line": "L2", "model": "apples", "version": "1", "verdicts": 2, "fail_safe": 1,
          "last_verdict_ts": 1003.0},
     ]
+
+
+def test_fail_safe_verdicts_do_not_count_as_model_answers(client_db) -> None:
+    client, _ = client_db
+    answered = _record(0, probabilities={"good": 0.8, "bruise": 0.2})
+    client.post("/api/ingest", json={"records": [answered]}).raise_for_status()
+    alone = client.get("/api/summary").json()["versions"][0]["expected_accuracy"]
+    failed = _record(1, route="fail_safe", probabilities={}, defect_score=-1.0, flagged=True)
+    client.post("/api/ingest", json={"records": [failed]}).raise_for_status()
+    summary = client.get("/api/summary").json()
+    assert summary["predictions"] == 2
+    assert summary["versions"][0]["expected_accuracy"] == pytest.approx(alone)

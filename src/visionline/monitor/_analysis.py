@@ -165,6 +165,9 @@ def estimate_from_log(frame: pd.DataFrame) -> dict[tuple[str, str], PerformanceE
     """CBPE per model version from a prediction frame with `probabilities` and `flagged`."""
     out = {}
     for (model, version), part in frame.groupby(["model", "version"], sort=True):
+        answered = np.array([bool(p) for p in part["probabilities"]])
+        if answered.any():  # an edge fail-safe verdict (no model answer) says nothing of quality
+            part = part[answered]
         p_good = np.array([float(p.get(GOOD_CLASS, 0.0)) for p in part["probabilities"]])
         out[(str(model), str(version))] = estimate_performance(
             p_good, part["flagged"].to_numpy(bool)
