@@ -7,10 +7,15 @@ from visionline.data._manifest import SPLITS, ImageRecord
 from visionline.data._ops import VerifyReport, VersionDiff
 from visionline.data._phash import DEFAULT_MAX_DISTANCE, phash
 from visionline.data._repo import DatasetRepo, DatasetVersion
+from visionline.data._selection import Strategy
+from visionline.data._selection_monitor import MonitorPick, select_from_monitor
 from visionline.data._split import split_groups
 from visionline.data._store import BlobStore
 
 __all__ = [
+    "MonitorPick",
+    "Strategy",
+    "select_from_monitor",
     "DEFAULT_MAX_DISTANCE",
     "DEFAULT_MAX_GROUP_SHARE",
     "SPLITS",

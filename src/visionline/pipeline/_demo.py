@@ -188,7 +188,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
                           check_drift, project, champion["bundle_dir"], drift_start, len(first))
         _print_drift(console, drift)
         console.print(f"  {_lens_action(drift)}")
-        labelled = steps.run("feedback", "Operator labels the most recent kept images",
+        labelled = steps.run("feedback", "Operator labels the kept images active learning picks",
                              operator_feedback, project, line.truth, settings.feedback)
         console.print(f"  {labelled} verdicts recorded")
         retrained = steps.run("retrain", "Continuous training: challenger → compare → promote → "

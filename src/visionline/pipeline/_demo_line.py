@@ -145,14 +145,15 @@ def check_drift(project: Project, bundle_dir: Path, drift_start: int, images: in
 
 
 def operator_feedback(project: Project, truth: dict[str, tuple[str, str | None]], count: int) -> int:
-    """The operator judges the `count` most recent logged images that were kept (flagged,
-    borderline or sampled ones), as a quality inspector at the line would."""
+    """The operator judges the `count` kept images that active learning picks (the `mixed`
+    strategy: half nearest the threshold, half spread over the logged embeddings), as a quality
+    inspector at the line would; labels go where they teach the next model most."""
+    from visionline.data import Strategy, select_from_monitor
     from visionline.monitor import MonitorDB
 
     db = MonitorDB(project.monitor_db_url)
-    frame = db.frame(model=project.config.name, newest_first=True)
-    kept = frame[frame["image_sha256"].notna()].head(count)
-    for row in kept.itertuples():
-        label, subtype = truth[row.image_sha256]
-        db.add_feedback(row.id, label, subtype, "operator")
-    return len(kept)
+    picks, _ = select_from_monitor(db, project.config.name, Strategy.MIXED, count)
+    for pick in picks:
+        label, subtype = truth[pick.sha256]
+        db.add_feedback(pick.prediction_id, label, subtype, "operator")
+    return len(picks)
