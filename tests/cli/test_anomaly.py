@@ -10,7 +10,7 @@ from cli_support import assert_one_line_error, run_visionline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anomaly.test_run import make_dataset, make_project
+from tests.anomaly.test_run import make_dataset, make_project
 
 
 def test_fitting_on_a_train_split_of_defects_only_is_one_sentence(tmp_path):
@@ -39,7 +39,7 @@ def test_evaluating_a_missing_model_is_one_sentence(tmp_path):
 
 @pytest.mark.slow
 def test_export_writes_a_parity_checked_onnx_model(tmp_path):
-    from anomaly.conftest import tile
+    from tests.anomaly.conftest import tile
 
     from visionline.anomaly import AnomalyConfig, fit_detector, save_anomaly_model
 
