@@ -115,8 +115,10 @@ def test_group_by_errors_name_the_spec_the_path_and_the_class(repo, dataset):
     example = r" 84 of 84 paths, e\.g\. '\w+/\d+(_q\d)?\.jpg'"
     with pytest.raises(DataError, match=re.escape(r"'regex:tile\d+'") + ".*" + example):
         repo.split(dataset.id, group_by=r"regex:tile\d+")
-    with pytest.raises(DataError, match="Class 'crack' has no images in the val split"):
-        repo.split(dataset.id, group_by=r"regex:^(crack|\w+/\d+)")
+    with pytest.raises(DataError, match="Class 'defect' has no images in the val split"):
+        repo.split(dataset.id, group_by=r"regex:^(good/\d+|\w+)")
+    together = repo.split(dataset.id, group_by=r"regex:^(crack|\w+/\d+)")
+    assert len({r.split for r in together.records if r.subtype == "crack"}) == 1
     with pytest.raises(ConfigError, match="not one of"):
         repo.split(dataset.id, group_by="folders")
 

@@ -55,12 +55,15 @@ def split_groups(
     classes: Sequence[str],
     fractions: Mapping[str, float],
     seed: int = 0,
+    required: Sequence[str] | None = None,
 ) -> list[str]:
     """The split of each item, given its group key and class: every group inside one split.
 
     `fractions` maps split names (in order of preference for ties) to shares summing to 1; a
-    split with share 0 gets nothing. Raises `DataError` if a class ends up with no images in a
-    split of positive share (too few groups of that class for the splits asked for).
+    split with share 0 gets nothing. Raises `DataError` if a class of `required` (one entry per
+    item; by default `classes` itself) ends up with no images in a split of positive share: too few
+    groups of it for the splits asked for. A finer class (a rare defect subtype) that is not
+    required may then sit in fewer splits, as its few groups allow.
     """
     members: dict[str, list[int]] = defaultdict(list)
     for index, key in enumerate(groups):
@@ -94,12 +97,17 @@ def split_groups(
             filled[split] += len(members[key])
             for i in members[key]:
                 out[i] = split
-        empty = [s for s in names if filled[s] == 0]
+    must_cover = classes if required is None else required
+    for name in sorted(set(must_cover)):
+        items = [i for i, c in enumerate(must_cover) if c == name]
+        present = {out[i] for i in items}
+        empty = [s for s in names if s not in present]
         if empty:
+            n_groups = len({groups[i] for i in items})
             raise DataError(
-                f"Class '{stratum}' has no images in the {empty[0]} split: its {total} images form "
-                f"{len(keys)} group(s) for {len(names)} splits; add images of that class, group "
-                f"more finely, or lower the {empty[0]} fraction to 0."
+                f"Class '{name}' has no images in the {empty[0]} split: its {len(items)} images "
+                f"form {n_groups} group(s) for {len(names)} splits; add images of that class, "
+                f"group more finely, or lower the {empty[0]} fraction to 0."
             )
     return out
 
@@ -129,7 +137,11 @@ def assign_splits(
             phashes=[hashes[r.sha256] for r in ordered],
         )
     fractions = {"train": 1.0 - val - test, "val": val, "test": test}
-    splits = split_groups(keys, [r.model_class for r in ordered], fractions, seed)
+    # Stratified by model class (good and each defect subtype); good and defect must each reach
+    # every split, while a subtype with fewer groups than splits sits in as many as it can.
+    splits = split_groups(
+        keys, [r.model_class for r in ordered], fractions, seed, required=[r.label for r in ordered]
+    )
     out = [replace(r, split=s) for r, s in zip(ordered, splits)]
 
     splits_of: dict[str, set[str]] = defaultdict(set)
