@@ -2,8 +2,8 @@
 same network from scratch, same budget, on the magnetic-tile defect photos.
 
 The 1,344 grayscale tiles of `../shared/data/magnetic-tile-defect` are ingested into a temporary
-project (good + defect[blowhole, break, crack, fray, uneven]) and split 70/15/15 (stratified,
-near-duplicate frames kept together). Both runs use the same image size, epochs, batch size, seed
+project (good + defect[blowhole, break, crack, fray, uneven]) and split 70/15/15 by physical tile
+(`visionline.data.TILE_SPEC`: the photos of one tile under its six lighting runs stay in one split). Both runs use the same image size, epochs, batch size, seed
 and head learning rate; each gets its natural schedule (a one-epoch frozen warm-up and a 0.3×
 backbone learning rate for the pretrained net, everything trainable for the scratch net). Scored on
 the test split: defect recall with the threshold set on val at ≤ 2 % false rejects, the
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from visionline.config import Project, dump_config, parse_config
-from visionline.data import DatasetRepo
+from visionline.data import TILE_SPEC, DatasetRepo
 from visionline.train import TrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -57,7 +57,7 @@ def run(size: int, epochs: int, seed: int, augment: float) -> dict:
         repo = DatasetRepo(project)
         label_map = {"MT_Free": "good"} | {f"MT_{s}": f"defect/{s.lower()}" for s in SUBTYPES}
         added = repo.add(DATA, name="magnetic-tiles", label_map=label_map, masks=True).version
-        version = repo.split(added.id, val=0.15, test=0.15, seed=0)
+        version = repo.split(added.id, val=0.15, test=0.15, seed=0, group_by=TILE_SPEC)
         tracking = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         common = {
             "backbone": "efficientnet_lite0",
