@@ -15,9 +15,10 @@ from visionline.anomaly._fit import score_images
 from visionline.anomaly._metrics import anomaly_metrics
 from visionline.anomaly._model import load_anomaly_model
 from visionline.anomaly._pixel import aupro, content_region, mask_in_model_frame, pixel_auroc
-from visionline.anomaly._records import images, mask_of, split_records
+from visionline.anomaly._records import images, mask_of
 from visionline.anomaly._run import class_indices
 from visionline.errors import DataError
+from visionline.evaluate import split_records
 
 if TYPE_CHECKING:
     from visionline.config import Project
@@ -179,30 +180,18 @@ def evaluate_anomaly(
 
 
 def _log_to_mlflow(result: AnomalyEvalResult, ref: Any, tracking_uri: str, split: str) -> None:
-    from visionline.registry._resolve import client
+    from visionline.evaluate import log_evaluation
 
-    mlflow_client = client(tracking_uri)
     logged = {
         f"{split}_{key}": float(result.metrics[key])
         for key in LOGGED
         if result.metrics[key] is not None and math.isfinite(result.metrics[key])
     }
-    for key, value in logged.items():
-        mlflow_client.log_metric(ref.run_id, key, value)
-    mlflow_client.log_metric(ref.run_id, "threshold", result.operating_point.threshold)
-    mlflow_client.log_metric(ref.run_id, "gate_passed", float(result.gates.passed))
-    for key, value in result.gates.as_tags().items():
-        mlflow_client.set_tag(ref.run_id, key, value[:5000])
-    for path in (result.report_path, result.metrics_path):
-        if path is not None:
-            mlflow_client.log_artifact(ref.run_id, str(path), artifact_path="eval")
-    if ref.name and ref.version:
-        for key, value in result.gates.as_tags().items():
-            mlflow_client.set_model_version_tag(ref.name, ref.version, key, value[:5000])
-        mlflow_client.set_model_version_tag(
-            ref.name, ref.version, "threshold", f"{result.operating_point.threshold:.6f}"
-        )
-        for key, value in logged.items():
-            mlflow_client.set_model_version_tag(
-                ref.name, ref.version, f"metric.{key}", f"{value:.4g}"
-            )
+    log_evaluation(
+        ref,
+        tracking_uri,
+        logged,
+        result.operating_point.threshold,
+        result.gates,
+        (result.report_path, result.metrics_path),
+    )

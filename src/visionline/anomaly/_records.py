@@ -44,17 +44,6 @@ def good_training_records(
     return good
 
 
-def split_records(version: DatasetVersion, split: str) -> list[ImageRecord]:
-    records = version.split_records(split)
-    if not records:
-        present = sorted({r.split for r in version.records if r.split})
-        raise DataError(
-            f"Dataset version {version.short_id} has no images in split {split!r} "
-            f"(it has: {', '.join(present) or 'no splits'}); split it first or pick another split."
-        )
-    return records
-
-
 def images(blobs: BlobStore, records: Sequence[ImageRecord]) -> Iterator[Image.Image]:
     """Decoded images in record order, one at a time."""
     for record in records:

@@ -17,8 +17,9 @@ from visionline.anomaly._config import AnomalyConfig
 from visionline.anomaly._fit import FitStats, fit_detector, score_images
 from visionline.anomaly._metrics import anomaly_metrics
 from visionline.anomaly._model import AnomalySpec, PatchCore, save_anomaly_model
-from visionline.anomaly._records import good_training_records, images, split_records
+from visionline.anomaly._records import good_training_records, images
 from visionline.errors import DataError
+from visionline.evaluate import split_records
 
 if TYPE_CHECKING:
     from visionline.config import Project

@@ -19,6 +19,8 @@ from visionline.evaluate._evaluate import (
     evaluate_model,
     evaluate_predictions,
     jsonable,
+    log_evaluation,
+    split_records,
 )
 from visionline.evaluate._gates import Gate, GateReport, check_gates
 from visionline.evaluate._metrics import (
@@ -77,6 +79,7 @@ __all__ = [
     "fit_temperature",
     "jsonable",
     "load_predictions",
+    "log_evaluation",
     "mcnemar",
     "min_good_to_certify",
     "per_class_report",
@@ -88,6 +91,7 @@ __all__ = [
     "roc_auc",
     "rogan_gladen",
     "softmax",
+    "split_records",
     "subtype_recall",
     "threshold_for_false_reject_rate",
     "write_report",

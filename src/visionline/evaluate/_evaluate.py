@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,9 +126,6 @@ def _worst(result: EvalResult, blobs: Any) -> list[tuple[Any, str]]:
 
 
 def _log_to_mlflow(result: EvalResult, ref: ModelRef, tracking_uri: str, split: str) -> None:
-    from visionline.registry._resolve import client
-
-    mlflow_client = client(tracking_uri)
     metrics = result.metrics
     logged = {
         f"{split}_{key}": float(metrics[key])
@@ -143,21 +140,45 @@ def _log_to_mlflow(result: EvalResult, ref: ModelRef, tracking_uri: str, split: 
         )
         if metrics[key] is not None and math.isfinite(metrics[key])
     }
+    log_evaluation(
+        ref,
+        tracking_uri,
+        logged,
+        result.operating_point.threshold,
+        result.gates,
+        (result.report_path, result.metrics_path, result.calibrated_model_path),
+    )
+
+
+def log_evaluation(
+    ref: ModelRef,
+    tracking_uri: str,
+    logged: dict[str, float],
+    threshold: float,
+    gates: GateReport,
+    artifacts: Sequence[Path | None],
+) -> None:
+    """Record an evaluation on the model's MLflow run and, if registered, on its model version.
+
+    One place for both kinds of model (classifier, anomaly detector), so `models show`, `promote`
+    and the gates read the same tags whichever produced them.
+    """
+    from visionline.registry._resolve import client
+
+    mlflow_client = client(tracking_uri)
     for key, value in logged.items():
         mlflow_client.log_metric(ref.run_id, key, value)
-    mlflow_client.log_metric(ref.run_id, "threshold", result.operating_point.threshold)
-    mlflow_client.log_metric(ref.run_id, "gate_passed", float(result.gates.passed))
-    for key, value in result.gates.as_tags().items():
+    mlflow_client.log_metric(ref.run_id, "threshold", threshold)
+    mlflow_client.log_metric(ref.run_id, "gate_passed", float(gates.passed))
+    for key, value in gates.as_tags().items():
         mlflow_client.set_tag(ref.run_id, key, value[:5000])
-    for path in (result.report_path, result.metrics_path, result.calibrated_model_path):
+    for path in artifacts:
         if path is not None:
             mlflow_client.log_artifact(ref.run_id, str(path), artifact_path="eval")
     if ref.name and ref.version:
-        for key, value in result.gates.as_tags().items():
+        for key, value in gates.as_tags().items():
             mlflow_client.set_model_version_tag(ref.name, ref.version, key, value[:5000])
-        mlflow_client.set_model_version_tag(
-            ref.name, ref.version, "threshold", f"{result.operating_point.threshold:.6f}"
-        )
+        mlflow_client.set_model_version_tag(ref.name, ref.version, "threshold", f"{threshold:.6f}")
         for key, value in logged.items():
             mlflow_client.set_model_version_tag(
                 ref.name, ref.version, f"metric.{key}", f"{value:.4g}"
