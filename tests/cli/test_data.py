@@ -137,3 +137,26 @@ def test_split_group_by_reports_the_groups_and_refuses_bad_keys(project: Path):
         run("split", vid[:8], "--group-by", r"regex:^(\w+)/", cwd=project),
         "has no images in the val split",
     )
+
+
+@pytest.mark.slow
+def test_split_calib_adds_a_threshold_split_that_show_lists(tmp_path: Path):
+    (tmp_path / "visionline.yaml").write_text(YAML)
+    rng = np.random.default_rng(1)
+    for folder in ("ok", "crack"):
+        (tmp_path / "images" / folder).mkdir(parents=True)
+        for i in range(8):
+            pixels = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+            Image.fromarray(pixels).resize((32, 32)).save(tmp_path / "images" / folder / f"{i}.jpg")
+    assert run("add", "images", "--map", "ok=good", cwd=tmp_path).returncode == 0
+    (vid,) = _version_ids(tmp_path)
+    done = run("split", vid[:8], "--val", "0.25", "--calib", "0.25", "--test", "0.25", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "train 4, val 4, calib 4, test 4" in done.stdout
+    child = next(i for i in _version_ids(tmp_path) if i != vid)
+    shown = " ".join(run("show", child[:8], cwd=tmp_path).stdout.split())
+    assert "split: val 0.25, calib 0.25, test 0.25" in shown
+    assert_one_line_error(
+        run("split", vid[:8], "--val", "0.3", "--calib", "0.4", "--test", "0.3", cwd=tmp_path),
+        "calib=0.4",
+    )

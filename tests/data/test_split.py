@@ -133,3 +133,18 @@ def test_split_groups_fills_any_named_splits_by_group():
     assert [per[("defect", s)] for s in fractions] == [18, 6, 6, 6]
     assert [per[("good", s)] for s in fractions] == [66, 18, 18, 18]
     assert split_groups(groups, classes, fractions, seed=1) == splits
+
+
+def test_calib_split_is_stratified_group_aware_and_recorded(repo, dataset):
+    v = repo.split(dataset.id, val=0.2, test=0.2, seed=0, calib=0.2)
+    per = Counter((r.model_class, r.split) for r in v.records)
+    for cls in ("blowhole", "crack"):
+        assert [per[(cls, s)] for s in ("train", "val", "calib", "test")] == [8, 4, 4, 4]
+    assert all(per[("good", s)] >= 7 for s in ("train", "val", "calib", "test"))
+    family = {r.split for r in v.records if r.path == "good/0.jpg" or r.path.startswith("good/0_q")}
+    assert len(family) == 1
+    assert v.metadata["split"]["calib"] == 0.2
+    assert len(v.split_records("calib")) == sum(per[(c, "calib")] for c in ("good", "blowhole", "crack"))
+    assert "calib" not in repo.split(dataset.id, val=0.2, test=0.2, seed=0).metadata["split"]
+    with pytest.raises(ConfigError, match="calib=0.7"):
+        repo.split(dataset.id, val=0.2, test=0.2, calib=0.7)

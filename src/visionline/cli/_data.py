@@ -128,6 +128,7 @@ def _print_report(report: IngestReport) -> None:
 def _print_counts(counts: dict[str, int], splits: dict[str, dict[str, int]] | None = None) -> None:
     from rich.table import Table
 
+    from visionline.data import SPLITS
     from visionline.data._ingest import imbalance_ratio
 
     total = sum(counts.values()) or 1
@@ -136,7 +137,7 @@ def _print_counts(counts: dict[str, int], splits: dict[str, dict[str, int]] | No
     table.add_column("class")
     table.add_column("images", justify="right")
     table.add_column("share", justify="right")
-    split_names = sorted(splits or {}, key=lambda s: ("train", "val", "test", "unsplit").index(s))
+    split_names = sorted(splits or {}, key=lambda s: (*SPLITS, "unsplit").index(s))
     for split in split_names:
         table.add_column(split, justify="right")
     for name, count in counts.items():
@@ -215,7 +216,8 @@ def show(version: VersionArg, project: ProjectOption = None) -> None:
     if "split" in v.metadata:
         s = v.metadata["split"]
         console.print(
-            f"split: val {s['val']}, test {s['test']}, seed {s['seed']}; {_group_summary(s)}",
+            f"split: val {s['val']}, calib {s.get('calib', 0)}, test {s['test']}, seed {s['seed']}; "
+            f"{_group_summary(s)}",
             highlight=False,
         )
 
@@ -256,8 +258,17 @@ def diff(
 @app.command()
 def split(
     version: VersionArg,
-    val: Annotated[float, typer.Option(help="Fraction for validation.")] = 0.15,
-    test: Annotated[float, typer.Option(help="Fraction for test.")] = 0.15,
+    val: Annotated[
+        float, typer.Option(help="Fraction for validation (early stopping, tuning).")
+    ] = 0.15,
+    test: Annotated[float, typer.Option(help="Fraction for test (measured once, at the end).")] = 0.15,
+    calib: Annotated[
+        float,
+        typer.Option(
+            help="Fraction for calibration: the split that sets the decision threshold, so the "
+            "certified false-reject rate does not reuse val (0 = none; val sets it then).",
+        ),
+    ] = 0.0,
     seed: Annotated[
         int, typer.Option(help="Shuffle seed; the same seed gives the same split.")
     ] = 0,
@@ -272,13 +283,15 @@ def split(
     ] = None,
     project: ProjectOption = None,
 ) -> None:
-    """Stratified train/val/test split as a new child version; every group stays in one split."""
+    """Stratified train/val[/calib]/test split as a new child version; every group stays in one split."""
+    from visionline.data import SPLITS
+
     repo = _repo(project)
-    v = repo.split(version, val=val, test=test, seed=seed, group_by=group_by)
+    v = repo.split(version, val=val, test=test, seed=seed, group_by=group_by, calib=calib)
     counts = v.split_counts()
     console.print(
         f"[green]Split[/green] into version [bold]{v.short_id}[/bold] '{v.name}': "
-        + ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "val", "test")),
+        + ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS if s != "calib" or calib > 0),
         highlight=False,
     )
     console.print(_group_summary(v.metadata["split"]), highlight=False)

@@ -12,7 +12,9 @@ from typing import Any
 
 from visionline.errors import DataError
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "calib", "test")
+"""train fits weights, val picks the epoch and the hyperparameters, calib sets the threshold (when
+present; else val does), test is measured once at the end."""
 _META_KEY = b"visionline"
 
 

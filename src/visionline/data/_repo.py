@@ -72,7 +72,7 @@ class DatasetVersion:
         return self._records
 
     def split_records(self, split: str) -> list[ImageRecord]:
-        """Records of one split ('train', 'val' or 'test')."""
+        """Records of one split ('train', 'val', 'calib' or 'test')."""
         if split not in SPLITS:
             raise DataError(f"Split '{split}' does not exist; use one of {', '.join(SPLITS)}.")
         return [r for r in self.records if r.split == split]
@@ -301,12 +301,14 @@ class DatasetRepo:
         test: float = 0.15,
         seed: int = 0,
         group_by: str | None = None,
+        calib: float = 0.0,
     ) -> DatasetVersion:
-        """A new version (child of the input) with stratified, leak-free train/val/test splits;
-        `group_by` is a group spec (see `group_ids`), else near-duplicates form the groups."""
+        """A new version (child of the input) with stratified, leak-free train/val/test splits
+        (and a calib split for the threshold when `calib` > 0); `group_by` is a group spec (see
+        `group_ids`), else near-duplicates form the groups."""
         from visionline.data._split import split_version
 
-        return split_version(self, version_id, val, test, seed, group_by)
+        return split_version(self, version_id, val, test, seed, group_by, calib)
 
     def diff(self, a: str, b: str) -> VersionDiff:
         from visionline.data._ops import diff_versions

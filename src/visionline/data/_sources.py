@@ -17,7 +17,8 @@ from visionline.data._store import BlobStore
 from visionline.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
-_SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "calib": "calib",
+               "test": "test"}
 MASK_SUFFIX = "_mask.png"
 
 

@@ -124,6 +124,7 @@ def assign_splits(
     test: float,
     seed: int,
     group_by: str | None = None,
+    calib: float = 0.0,
 ) -> tuple[list[ImageRecord], dict[str, Any]]:
     """Records with `split` set, and what the split guarantees (groups, groups shared, ...)."""
     ordered = sorted(records, key=lambda r: r.sha256)
@@ -136,7 +137,7 @@ def assign_splits(
             group_by,
             phashes=[hashes[r.sha256] for r in ordered],
         )
-    fractions = {"train": 1.0 - val - test, "val": val, "test": test}
+    fractions = {"train": 1.0 - val - calib - test, "val": val, "calib": calib, "test": test}
     # Stratified by model class (good and each defect subtype); good and defect must each reach
     # every split, while a subtype with fewer groups than splits sits in as many as it can.
     splits = split_groups(
@@ -167,15 +168,21 @@ def split_version(
     test: float,
     seed: int,
     group_by: str | None = None,
+    calib: float = 0.0,
 ) -> DatasetVersion:
-    """A child version of `version_id` with every image assigned to train, val or test."""
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+    """A child version of `version_id` with every image assigned to train, val, calib or test.
+
+    `calib` (0 = none) holds images that only set the decision threshold, so the false-reject
+    rate certified on them is not flattered by the split that also picked the epoch (val).
+    """
+    if not (0 <= val < 1 and 0 <= calib < 1 and 0 <= test < 1 and val + calib + test < 1):
         raise ConfigError(
-            f"Split fractions val={val} and test={test} must be in [0, 1) and sum below 1; lower them."
+            f"Split fractions val={val}, calib={calib} and test={test} must be in [0, 1) and sum "
+            "below 1; lower them."
         )
     version = repo.get(version_id)
     hashes = record_phashes(repo, version.records)
-    records, summary = assign_splits(version.records, hashes, val, test, seed, group_by)
+    records, summary = assign_splits(version.records, hashes, val, test, seed, group_by, calib)
     metadata = {
         "labels": version.metadata.get("labels", {}),
         "validation": version.metadata.get("validation", {}),
@@ -185,6 +192,7 @@ def split_version(
             "seed": seed,
             "near_duplicate_max_distance": DEFAULT_MAX_DISTANCE,
         }
+        | ({"calib": calib} if calib > 0 else {})
         | summary,
     }
     return repo.create_version(records, f"{version.name}-split", version.id, metadata)
