@@ -52,6 +52,12 @@ class Device(str, Enum):
 PRETRAINED_BACKBONE_LR_MULT = 0.1
 """Discriminative learning rate: a pretrained backbone moves ten times slower than the head."""
 
+HEAD_EPOCHS = 100
+HEAD_LR = 1e-2
+HEAD_WEIGHT_DECAY = 1e-2
+FINETUNE_BLOCKS = 2
+"""The two-stage recipe's defaults, chosen on the magnetic tiles' val split (docs/quality.md)."""
+
 
 class TrainConfig(BaseModel):
     """A training run's settings. Saved next to every output and logged as MLflow params."""
@@ -71,9 +77,39 @@ class TrainConfig(BaseModel):
         description=f"backbone lr = lr × this; default {PRETRAINED_BACKBONE_LR_MULT}, or 1 from scratch",
     )
     weight_decay: float = Field(1e-4, ge=0)
-    freeze_epochs: int = Field(1, ge=0)
-    freeze_batchnorm: bool = Field(
-        False, description="keep the backbone's BatchNorm statistics fixed while fine-tuning"
+    head_epochs: int = Field(
+        HEAD_EPOCHS,
+        ge=0,
+        le=100_000,
+        description="stage 1: epochs of the head alone on cached frozen embeddings (computed once "
+        "per image), best epoch on val kept; 0 skips the stage; skipped with pretrained 'none'",
+    )
+    head_lr: float = Field(HEAD_LR, gt=0, le=1, description="stage 1's AdamW learning rate")
+    head_weight_decay: float = Field(
+        HEAD_WEIGHT_DECAY, ge=0, description="stage 1's AdamW weight decay (keeps the head small)"
+    )
+    embedding_views: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="stage 1 trains on this many fixed views of each image: identity, then "
+        "horizontal/vertical flips, half and quarter turns, transposes",
+    )
+    finetune_blocks: int | None = Field(
+        FINETUNE_BLOCKS,
+        ge=0,
+        description="stage 2 fine-tunes only the backbone's top N blocks (and the layers above "
+        "them); 0 keeps the stage-1 head only, None (YAML null) fine-tunes the whole backbone, "
+        "as does every start from pretrained 'none'",
+    )
+    freeze_epochs: int = Field(
+        0, ge=0, description="fine-tuning epochs with the whole backbone frozen (old warm-up)"
+    )
+    freeze_batchnorm: bool | None = Field(
+        None,
+        description="keep the backbone's BatchNorm statistics fixed while fine-tuning, so the "
+        "features stay the ones the stage-1 head was fitted on; default: on for pretrained "
+        "starts, off from scratch (random statistics must adapt)",
     )
     schedule: Schedule = Schedule.COSINE
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -91,7 +127,8 @@ class TrainConfig(BaseModel):
     cache_pixels: bool = Field(True, description="keep decoded pixels as .npy under the cache dir")
     num_workers: int = Field(0, ge=0)
     teacher: str | None = Field(
-        None, description="knowledge distillation: a model.pt path, runs:/<id> or models:/<name>@alias"
+        None,
+        description="knowledge distillation: a model.pt path, runs:/<id> or models:/<name>@alias",
     )
     kd_alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher's soft targets")
     kd_temperature: float = Field(4.0, gt=0, description="softmax temperature of the KD loss")
@@ -122,6 +159,18 @@ class TrainConfig(BaseModel):
         if self.pretrained == NO_WEIGHTS:
             return self.lr
         return self.lr * PRETRAINED_BACKBONE_LR_MULT
+
+    @property
+    def batchnorm_frozen(self) -> bool:
+        """`freeze_batchnorm`, or its default for the starting weights."""
+        if self.freeze_batchnorm is not None:
+            return self.freeze_batchnorm
+        return self.pretrained != NO_WEIGHTS
+
+    @property
+    def trained_blocks(self) -> int | None:
+        """How many top blocks stage 2 fine-tunes (None: all); a random backbone trains whole."""
+        return None if self.pretrained == NO_WEIGHTS else self.finetune_blocks
 
     def flat(self) -> dict[str, str]:
         """Flattened string values: what MLflow stores as params."""

@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,12 @@ from torch import nn
 from visionline.config import Project
 from visionline.errors import DataError, TrainingError
 from visionline.preprocessing import Preprocessing
-from visionline.train._backbones import load_matching_head, load_pretrained, normalization_for
+from visionline.train._backbones import (
+    NO_WEIGHTS,
+    load_matching_head,
+    load_pretrained,
+    normalization_for,
+)
 from visionline.train._checkpoint import (
     BEST_MODEL,
     LAST_CHECKPOINT,
@@ -55,6 +60,7 @@ from visionline.train._distributed import (
     init_process_group,
     resolve_device,
 )
+from visionline.train._head import fit_head, freeze_below_top_blocks, logit_metrics
 from visionline.train._model import InspectionModel, ModelSpec, build_model, save_model
 from visionline.train._tracking import Tracker, environment_tags, git_commit
 
@@ -89,6 +95,9 @@ class TrainResult:
     stopped_early: bool = False
     last_model: InspectionModel | None = None
     """The in-memory model after the final epoch (the best one is at `model_path`)."""
+    head_metrics: dict[str, float] | None = None
+    """Val metrics of the stage-1 head on frozen embeddings; `best_epoch` is -1 when no
+    fine-tuning epoch beat it (the saved model is then the stage-1 model)."""
 
 
 def _resolve_version(project: Project, dataset_version: DatasetVersion | str) -> DatasetVersion:
@@ -144,8 +153,6 @@ def evaluate_split(
     max_false_reject_rate: float,
 ) -> dict[str, float]:
     """Loss, accuracy and defect recall at the false-reject budget, in FP32 like the edge model."""
-    from visionline.evaluate import recall_at_false_reject_rate
-
     model.eval()
     logits = torch.cat(
         [
@@ -153,34 +160,39 @@ def evaluate_split(
             for _, batch in eval_batches(pixels, preprocessing, batch_size)
         ]
     )
-    target = torch.from_numpy(labels)
-    probs = logits.softmax(dim=1)
-    defect_score = (1.0 - probs[:, 0]).numpy()
-    is_defect = labels != 0
-    recall, threshold = recall_at_false_reject_rate(defect_score, is_defect, max_false_reject_rate)
-    return {
-        "val_loss": float(nn.functional.cross_entropy(logits, target)),
-        "val_accuracy": float((logits.argmax(1) == target).float().mean()),
-        "val_defect_recall": recall if not math.isnan(recall) else 0.0,
-        "val_threshold": threshold,
-    }
+    return logit_metrics(logits, labels, max_false_reject_rate)
 
 
-def set_backbone_mode(model: InspectionModel, frozen: bool, freeze_batchnorm: bool) -> None:
-    """After `train()`: a frozen backbone runs in eval mode; with `freeze_batchnorm` a fine-tuned
-    backbone keeps its BatchNorm layers in eval mode, so their statistics stay the pretrained ones
-    instead of following small batches of images unlike ImageNet."""
+def set_backbone_mode(
+    model: InspectionModel,
+    frozen: bool,
+    freeze_batchnorm: bool,
+    frozen_modules: Sequence[nn.Module] = (),
+) -> None:
+    """After `train()`: a frozen backbone runs in eval mode, and so do the `frozen_modules` below
+    the fine-tuned top blocks; with `freeze_batchnorm` a fine-tuned backbone keeps its BatchNorm
+    layers in eval mode, so their statistics stay the pretrained ones instead of following small
+    batches of images unlike ImageNet."""
     if frozen:
         model.backbone.eval()
-    elif freeze_batchnorm:
+        return
+    for module in frozen_modules:
+        module.eval()
+    if freeze_batchnorm:
         for module in model.backbone.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
 
 
-def _set_backbone_trainable(model: InspectionModel, trainable: bool) -> None:
-    for param in model.backbone.parameters():
-        param.requires_grad_(trainable)
+def _set_backbone_trainable(
+    model: InspectionModel, trainable: bool, top_blocks: int | None
+) -> list[nn.Module]:
+    """Freeze the whole backbone, or all but its top blocks; returns the frozen modules."""
+    if not trainable:
+        for param in model.backbone.parameters():
+            param.requires_grad_(False)
+        return [model.backbone]
+    return freeze_below_top_blocks(model.backbone, top_blocks)
 
 
 def _wrap(model: InspectionModel, ctx: DistContext, device: torch.device) -> nn.Module:
@@ -344,6 +356,19 @@ def _fit(
             else None,
             label_smoothing=config.label_smoothing,
         )
+        head_metrics = None
+        if state is None and config.head_epochs > 0 and config.pretrained != NO_WEIGHTS:
+            head_metrics = fit_head(
+                model,
+                config,
+                (train_records, train_pixels, train_y),
+                (val_records, val_pixels, val_y),
+                preprocessing,
+                project.cache_dir if config.cache_pixels else None,
+                device,
+                goals.operating_false_reject_rate,
+                bar,
+            )
         optimizer = torch.optim.AdamW(
             [
                 {
@@ -374,6 +399,19 @@ def _fit(
             )
 
         run_id = tracker.start(run_id, run_name)
+        if head_metrics is not None:
+            tracker.log_epoch({f"head_{k}": v for k, v in head_metrics.items()}, 0)
+            best, best_epoch = dict(head_metrics), -1
+            if ctx.is_main:
+                save_model(
+                    out / BEST_MODEL,
+                    model,
+                    spec,
+                    dataset_version=version.id,
+                    run_id=run_id,
+                    epoch=-1,
+                    metrics=head_metrics,
+                )
         if state is None:
             extra = {
                 "dataset_version": version.id,
@@ -402,11 +440,16 @@ def _fit(
         epoch = start_epoch
         stopped_early = False
         try:
-            wrapped, wrapped_frozen = None, None
-            for epoch in range(start_epoch, config.epochs):
+            wrapped, wrapped_frozen, frozen_modules = None, None, []
+            epochs = (
+                0 if config.finetune_blocks == 0 and head_metrics is not None else config.epochs
+            )
+            for epoch in range(start_epoch, epochs):
                 frozen = epoch < config.freeze_epochs
                 if wrapped is None or wrapped_frozen != frozen:
-                    _set_backbone_trainable(model, not frozen)
+                    frozen_modules = _set_backbone_trainable(
+                        model, not frozen, config.trained_blocks
+                    )
                     wrapped, wrapped_frozen = _wrap(model, ctx, device), frozen
                 metrics = _train_epoch(
                     wrapped,
@@ -426,6 +469,7 @@ def _fit(
                     preprocessing,
                     bar,
                     train_y,
+                    frozen_modules,
                 )
                 broadcast_buffers(model, ctx)
                 metrics.update(
@@ -500,7 +544,16 @@ def _fit(
             raise
 
     result = TrainResult(
-        run_id, best_epoch, best, out / BEST_MODEL, out, spec, history, stopped_early, model.eval()
+        run_id,
+        best_epoch,
+        best,
+        out / BEST_MODEL,
+        out,
+        spec,
+        history,
+        stopped_early,
+        model.eval(),
+        head_metrics,
     )
     if ctx.is_main:
         from visionline.train._model import load_model
@@ -556,12 +609,13 @@ def _train_epoch(
     preprocessing: Preprocessing,
     bar: Progress,
     labels: np.ndarray,
+    frozen_modules: Sequence[nn.Module] = (),
 ) -> dict[str, float]:
     # Every epoch's randomness derives from (seed, epoch, rank), so a resumed run repeats it.
     _seed_everything(config.seed * 100_003 + epoch * 1_009 + ctx.rank)
     loader = _loader(dataset, config, ctx, epoch, labels)
     wrapped.train()
-    set_backbone_mode(model, frozen, config.freeze_batchnorm)
+    set_backbone_mode(model, frozen, config.batchnorm_frozen, frozen_modules)
     bar.start(
         f"epoch {epoch + 1}/{config.epochs}" + (" (frozen)" if frozen else ""),
         total=len(loader),

@@ -1,0 +1,133 @@
+"""The two-stage recipe: a head on cached frozen embeddings, then the top blocks fine-tuned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from train_builders import tiny_config
+
+from visionline.data import DatasetRepo
+from visionline.preprocessing import Preprocessing
+from visionline.train import ModelSpec, build_model, fit, load_model
+from visionline.train._data import PixelCache, split_labels
+from visionline.train._head import (
+    VIEWS,
+    EmbeddingCache,
+    backbone_blocks,
+    freeze_below_top_blocks,
+)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A raw state dict of a random mobilenetv3_small trunk: a pretrained start that needs
+    neither the hub nor ImageNet weights, so the recipe's stages run on tiny images in seconds."""
+    model = build_model(ModelSpec("mobilenetv3_small_100", ["good", "x"], Preprocessing(size=32)))
+    path = tmp_path / "start.pt"
+    torch.save(model.backbone.state_dict(), path)
+    return path
+
+
+def test_views_are_the_eight_symmetries_of_a_square():
+    image = np.arange(2 * 3 * 3 * 1).reshape(2, 3, 3, 1)
+    seen = {VIEWS[k](image).tobytes() for k in range(8)}
+    assert len(seen) == 8
+    assert all(VIEWS[k](image).shape == image.shape for k in range(8))
+
+
+def test_embeddings_are_computed_once_and_reused_from_disk(tiny_project, tmp_path):
+    project, version = tiny_project
+    prep = Preprocessing(size=32)
+    model = build_model(ModelSpec("mobilenetv3_small_100", ["good", "x"], prep))
+    records, _ = split_labels(version, "train", ["good", "scratch", "dent"])
+    pixels = PixelCache(DatasetRepo(project).blobs, prep, None).stack(records)
+    cpu = torch.device("cpu")
+
+    first = EmbeddingCache(model, "mobilenetv3_small_100", "none", prep, tmp_path)
+    vectors = first.embed(records, pixels, 2, cpu)
+    assert vectors.shape == (2, len(records), model.embedding_dim)
+    assert first.computed == 2 * len(records)
+    assert not np.allclose(vectors[0], vectors[1])  # a flipped view is another input
+
+    again = EmbeddingCache(model, "mobilenetv3_small_100", "none", prep, tmp_path)
+    np.testing.assert_array_equal(again.embed(records, pixels, 2, cpu), vectors)
+    assert again.computed == 0
+    other_size = EmbeddingCache(
+        model,
+        "mobilenetv3_small_100",
+        "none",
+        Preprocessing(size=32, resize_mode="letterbox"),
+        tmp_path,
+    )
+    other_size.embed(records[:2], pixels[:2], 1, cpu)
+    assert other_size.computed == 2  # another resize mode is another key
+
+
+def test_only_the_top_blocks_and_the_layers_above_them_train():
+    model = build_model(ModelSpec("efficientnet_lite0", ["good", "x"], Preprocessing(size=32)))
+    blocks = backbone_blocks(model.backbone)
+    assert len(blocks) == 16
+    frozen = freeze_below_top_blocks(model.backbone, 2)
+    trainable = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
+    assert trainable and all(
+        n.startswith(("blocks.5.3", "blocks.6", "conv_head", "bn2")) for n in trainable
+    )
+    assert {"conv_head.weight", "blocks.6.0.conv_pwl.weight"} <= trainable
+    assert model.backbone.conv_stem in frozen and blocks[0] in frozen
+    freeze_below_top_blocks(model.backbone, 0)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    freeze_below_top_blocks(model.backbone, None)
+    assert all(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_fit_trains_the_head_first_and_then_only_the_top_blocks(
+    tiny_project, tracking_uri, tmp_path, checkpoint
+):
+    from mlflow import MlflowClient
+
+    project, version = tiny_project
+    config = tiny_config(pretrained=str(checkpoint), head_epochs=20, finetune_blocks=1, epochs=1)
+    result = fit(config, version, project, out_dir=tmp_path / "run", tracking_uri=tracking_uri)
+
+    assert result.head_metrics is not None and result.head_metrics["head_epoch"] < 20
+    assert len(result.history) == 1
+    start = torch.load(checkpoint, weights_only=True)
+    after = result.last_model.backbone.state_dict()
+    changed = {
+        k for k, v in start.items() if v.dtype.is_floating_point and not torch.equal(v, after[k])
+    }
+    # Only the top block and the head convolution moved; BatchNorm statistics stayed put.
+    assert changed and all(k.startswith(("blocks.5", "conv_head")) for k in changed)
+    assert not any("running_" in k for k in changed)
+    params = MlflowClient(tracking_uri).get_run(result.run_id).data.params
+    assert params["head_epochs"] == "20" and params["finetune_blocks"] == "1"
+    metrics = MlflowClient(tracking_uri).get_run(result.run_id).data.metrics
+    assert "head_val_defect_recall" in metrics
+
+
+def test_head_only_recipe_saves_the_stage_one_model(
+    tiny_project, tracking_uri, tmp_path, checkpoint
+):
+    project, version = tiny_project
+    config = tiny_config(pretrained=str(checkpoint), head_epochs=10, finetune_blocks=0)
+    result = fit(config, version, project, out_dir=tmp_path / "run", tracking_uri=tracking_uri)
+
+    assert result.history == [] and result.best_epoch == -1
+    model, _ = load_model(result.model_path)
+    start = torch.load(checkpoint, weights_only=True)
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in start.items())
+    assert result.best_metrics == result.head_metrics
+
+
+def test_a_second_run_reuses_the_cached_embeddings(
+    tiny_project, tracking_uri, tmp_path, checkpoint
+):
+    project, version = tiny_project
+    config = tiny_config(pretrained=str(checkpoint), head_epochs=5, finetune_blocks=0)
+    fit(config, version, project, out_dir=tmp_path / "a", tracking_uri=tracking_uri, progress=False)
+    cached = sorted((project.cache_dir / "embeddings").rglob("*.npy"))
+    assert len(cached) == 28  # each train and val image once, identity view only
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    fit(config, version, project, out_dir=tmp_path / "b", tracking_uri=tracking_uri, progress=False)
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
