@@ -60,8 +60,12 @@ MAIN_DEFAULTS: dict[str, Any] = {
     "resize_mode": "stretch",
     "weight_decay": 1e-4,
     "dropout": 0.2,
+    "head_epochs": 0,
+    "finetune_blocks": None,
+    "freeze_batchnorm": False,
 }
-"""`visionline train`'s defaults on main before this ablation, written out so `main` stays main."""
+"""`visionline train`'s defaults on main before this ablation, written out so `main` stays main:
+no stage-1 head, one frozen warm-up epoch, the whole backbone fine-tuned with BatchNorm live."""
 
 ARMS: dict[str, dict[str, Any]] = {
     "main": {},
@@ -98,6 +102,51 @@ ARMS: dict[str, dict[str, Any]] = {
     },
     "lr_1e-2_freeze_batchnorm": {"lr": 1e-2, "freeze_batchnorm": True},
     "new": {"defaults": True},
+    # Stage 5: the two-stage recipe (`recipe_*` arms start from TrainConfig()'s defaults): a head
+    # fitted on cached frozen embeddings, then the top N blocks fine-tuned with BatchNorm frozen.
+    "recipe_head_only_128": {"defaults": True, "finetune_blocks": 0, "image_size": 128},
+    "recipe_head_only_192": {"defaults": True, "finetune_blocks": 0, "image_size": 192},
+    "recipe_head_only_192_views_4": {
+        "defaults": True,
+        "finetune_blocks": 0,
+        "image_size": 192,
+        "embedding_views": 4,
+    },
+    "recipe_head_only_192_views_8": {
+        "defaults": True,
+        "finetune_blocks": 0,
+        "image_size": 192,
+        "embedding_views": 8,
+    },
+    "recipe_head_only_192_head_lr_1e-3": {
+        "defaults": True,
+        "finetune_blocks": 0,
+        "image_size": 192,
+        "head_lr": 1e-3,
+    },
+    "recipe_head_only_192_head_wd_0.1": {
+        "defaults": True,
+        "finetune_blocks": 0,
+        "image_size": 192,
+        "head_weight_decay": 0.1,
+    },
+    "recipe_top_1_192": {"defaults": True, "finetune_blocks": 1, "image_size": 192},
+    "recipe_top_2_192": {"defaults": True, "finetune_blocks": 2, "image_size": 192},
+    "recipe_top_4_192": {"defaults": True, "finetune_blocks": 4, "image_size": 192},
+    "recipe_top_2_128": {"defaults": True, "finetune_blocks": 2, "image_size": 128},
+    "recipe_top_2_192_lr_1e-4": {
+        "defaults": True,
+        "finetune_blocks": 2,
+        "image_size": 192,
+        "lr": 1e-4,
+        "backbone_lr_mult": 1.0,
+    },
+    "recipe_top_2_192_texture": {
+        "defaults": True,
+        "finetune_blocks": 2,
+        "image_size": 192,
+        "augment_policy": "texture",
+    },
 }
 """Each arm changes one setting of `main` (stage 2: of `lr_1e-2`); `binary` trains good vs
 defect instead of six classes."""
@@ -158,7 +207,7 @@ def _config(arm: str, size: int, epochs: int) -> tuple[Any, bool]:
     binary = bool(change.pop("binary", False))
     budget = {"image_size": size, "epochs": epochs, "patience": epochs, "device": "cpu"}
     if change.pop("defaults", False):
-        return TrainConfig(**budget), binary
+        return TrainConfig(**{**budget, **change}), binary
     return TrainConfig(**{**MAIN_DEFAULTS, **budget, **change}), binary
 
 
@@ -207,12 +256,16 @@ def run_arm(arm: str, size: int, epochs: int, setup: dict[str, Any], tmp: str) -
         "config": {
             k: v
             for k, v in config.flat().items()
-            if k in {*MAIN_DEFAULTS, "image_size", "freeze_batchnorm"}
+            if k
+            in {*MAIN_DEFAULTS, "image_size", "head_lr", "head_weight_decay", "embedding_views"}
         },
         "classes": "good/defect" if binary else "good + 5 defect subtypes",
         "train_s": round(time.perf_counter() - started, 1),
         "best_epoch": result.best_epoch,
         "train_loss": [round(h["train_loss"], 4) for h in result.history],
+        "head_val_defect_recall": None
+        if result.head_metrics is None
+        else result.head_metrics["val_defect_recall"],
     }
     wanted = ["val"] + (["calibration", "test"] if arm in REPORTED_ON_TEST else [])
     repo = DatasetRepo(project)
@@ -352,14 +405,20 @@ def main() -> None:
         setup = prepare(Path(tmp))
         print(f"prepared in {time.perf_counter() - started:.0f} s: {setup['counts']}", flush=True)
         context = multiprocessing.get_context("spawn")
+        results = {}
         with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-            futures = {
-                arm: pool.submit(run_arm, arm, args.size, args.epochs, setup, tmp) for arm in arms
-            }
-            results = {}
-            for arm, future in futures.items():
-                results[arm] = future.result()
-                print(f"{arm}: {results[arm]}", flush=True)
+            # Head-only arms first: they fill the shared embedding cache the others then reuse.
+            for wave in (
+                _head_only(arms, args),
+                [a for a in arms if a not in _head_only(arms, args)],
+            ):
+                futures = {
+                    arm: pool.submit(run_arm, arm, args.size, args.epochs, setup, tmp)
+                    for arm in wave
+                }
+                for arm, future in futures.items():
+                    results[arm] = future.result()
+                    print(f"{arm}: {results[arm]}", flush=True)
 
     result: dict[str, Any] = {
         "benchmark": "quality",
@@ -407,6 +466,10 @@ def main() -> None:
             f"AP {r['val_average_precision']:.3f}  best epoch {r['best_epoch']}  {r['train_s']} s"
         )
     print(f"wrote {path}")
+
+
+def _head_only(arms: list[str], args: argparse.Namespace) -> list[str]:
+    return [a for a in arms if _config(a, args.size, args.epochs)[0].finetune_blocks == 0]
 
 
 def run_probes(workers: int) -> None:
