@@ -18,7 +18,7 @@ from visionline.data import DatasetRepo, ImageRecord
 from visionline.preprocessing import Preprocessing
 
 CLASSES = ["good", "bruise", "rot"]
-COUNTS = {"train": (16, 8, 8), "val": (40, 10, 10), "test": (40, 10, 10)}
+COUNTS = {"train": (16, 8, 8), "val": (40, 10, 10), "calib": (50, 10, 10), "test": (40, 10, 10)}
 SIZE = 32
 
 

@@ -26,6 +26,7 @@ def test_evaluate_model_file_writes_metrics_and_report(eval_env, tmp_path):
     assert metrics["gates"]["passed"] is True
     assert metrics["operating_point"]["n_good"] == 40
     assert "add good validation images" in metrics["warnings"][0]
+    assert metrics["threshold_split"] == "val" and "split with a calib" in metrics["warnings"][1]
     assert metrics["dataset_version"] == eval_env.dataset and metrics["split"] == "test"
     assert metrics["rates"]["n_good"] == 40
     assert sum(map(sum, metrics["confusion_matrix"])) == 60
@@ -110,3 +111,14 @@ def test_threshold_headroom_sets_the_threshold_below_the_false_reject_budget(eva
     assert point["target_false_reject_rate"] == 0.025 and point["false_rejects"] <= 1
     assert budget.metrics["operating_point"]["target_false_reject_rate"] == 0.1
     assert headroom.metrics["threshold"] >= budget.metrics["threshold"]
+
+
+def test_the_calib_split_sets_the_threshold_when_the_version_has_one(eval_env, tmp_path):
+    with_calib = make_dataset(eval_env.project, seed=0, splits=("train", "val", "calib", "test"))
+    result = evaluate_model(
+        eval_env.project, str(eval_env.model), with_calib, output_dir=tmp_path, bootstrap=0
+    )
+    assert result.metrics["threshold_split"] == "calib"
+    assert result.operating_point.n_good == 50  # the calib split's good images, not val's 40
+    assert not any("calib fraction" in w for w in result.warnings)
+    assert "calib split" in (tmp_path / "report.html").read_text()

@@ -21,6 +21,7 @@ from visionline.evaluate._evaluate import (
     jsonable,
     log_evaluation,
     split_records,
+    threshold_split,
 )
 from visionline.evaluate._gates import Gate, GateReport, check_gates
 from visionline.evaluate._metrics import (
@@ -94,5 +95,6 @@ __all__ = [
     "split_records",
     "subtype_recall",
     "threshold_for_false_reject_rate",
+    "threshold_split",
     "write_report",
 ]

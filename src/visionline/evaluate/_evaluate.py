@@ -1,5 +1,6 @@
 """`evaluate_model`: resolve a model, run it on a dataset version, choose the threshold on the
-validation split, measure the test split, check the gates, write and log the report."""
+calibration split (the validation split when the version has none, and the report says so),
+measure the test split, check the gates, write and log the report."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from visionline.registry._resolve import ModelRef
 
 VALIDATION_SPLIT = "val"
+CALIBRATION_SPLIT = "calib"
 WORST_SHOWN = 12
 
 
@@ -72,6 +74,21 @@ def split_records(version: DatasetVersion, split: str) -> list:
     return records
 
 
+def threshold_split(version: DatasetVersion) -> str:
+    """The split that sets the decision threshold: `calib` when the version has one, else `val`.
+
+    Val already picked the early-stopping epoch and the tuned settings; a threshold set on it too
+    certifies a false-reject rate that those choices flatter.
+    """
+    return CALIBRATION_SPLIT if version.split_records(CALIBRATION_SPLIT) else VALIDATION_SPLIT
+
+
+VAL_THRESHOLD_WARNING = (
+    "The threshold was set on the val split, which also chose the epoch; split with a calib "
+    "fraction ('visionline data split --calib 0.15') for an honest false-reject rate."
+)
+
+
 def evaluate_predictions(
     validation: Predictions,
     test: Predictions,
@@ -81,7 +98,8 @@ def evaluate_predictions(
     extra_gates: Iterable[Gate] = (),
     bootstrap: int = 1000,
 ) -> EvalResult:
-    """Threshold on validation good scores, metrics and gates on the test predictions."""
+    """Threshold on the good scores of `validation` (the calib or val split), metrics and gates
+    on the test predictions."""
     goals = project.config.goals
     if calibrate:
         temperature = fit_temperature(validation.logits, validation.labels)
@@ -198,7 +216,8 @@ def evaluate_model(
     log: bool = True,
     progress: bool = False,
 ) -> EvalResult:
-    """Evaluate `model_uri` on `dataset`'s `split`, with the threshold set on its `val` split.
+    """Evaluate `model_uri` on `dataset`'s `split`, with the threshold set on its `calib` split
+    (its `val` split when it has no calib split; the metrics and warnings say which).
 
     Writes report.html and metrics.json to `output_dir` (default: reports/eval-<model>-<data>-<split>)
     and, when the model came from an MLflow run, logs both plus gate tags to that run.
@@ -212,16 +231,19 @@ def evaluate_model(
     repo = DatasetRepo(project)
     version = repo.get(dataset)
     test_records = split_records(version, split)
-    val_records = split_records(version, VALIDATION_SPLIT)
+    chosen = threshold_split(version)
+    val_records = split_records(version, chosen)
     validation = predict_records(model, spec, val_records, repo.blobs, batch_size, progress)
     test = predict_records(model, spec, test_records, repo.blobs, batch_size, progress)
     result = evaluate_predictions(
         validation, test, project, spec.temperature, calibrate, extra_gates, bootstrap
     )
-    if split == VALIDATION_SPLIT:
+    if split == chosen:
         result.warnings.append(
             "The threshold was set on the same split it is measured on; evaluate on 'test' for honest numbers."
         )
+    elif chosen == VALIDATION_SPLIT:
+        result.warnings.append(VAL_THRESHOLD_WARNING)
     model_tag = (f"{ref.name}-v{ref.version}" if ref.name else ref.run_id) or ref.path.stem
     output_dir = output_dir or project.reports_dir / f"eval-{model_tag}-{version.short_id}-{split}"
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +254,7 @@ def evaluate_model(
         model_version=ref.version,
         dataset_version=version.id,
         split=split,
+        threshold_split=chosen,
         preprocessing=spec.preprocessing.to_dict(),
         warnings=result.warnings,
     )
@@ -253,6 +276,7 @@ def evaluate_model(
         meta={
             "dataset": version.short_id,
             "split": split,
+            "threshold set on": f"{chosen} split",
             "run": ref.run_id or "-",
             "temperature": f"{result.temperature:.3f}",
         },
