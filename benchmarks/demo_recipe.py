@@ -1,0 +1,236 @@
+"""Choosing the demo's training settings without looking at the demo's own test split.
+
+`visionline demo` used to carry settings that were changed until its gates passed on its test
+split, so its test numbers flattered it. Here the candidates are compared on synthetic apples
+of ANOTHER seed (same generator, same image count, size and defect rate as the demo's dataset,
+same project goals and the same train/val/calib/test split fractions as the demo):
+
+- each candidate is one `fit` (efficientnet_lite0 from the offline ImageNet weights, the
+  demo's batch size and seed) in its own process on one thread;
+- the choice uses the val split only: defect recall at <= 2% false rejects (threshold set on the
+  val good scores), ties broken by ROC AUC, then by training time (the demo must stay <= 5
+  minutes on 2 cores);
+- for information, each candidate's test split OF THIS OTHER SEED is also scored the way
+  `visionline evaluate` scores it (threshold from the calib split at the project's 2% operating
+  false-reject rate): recall, false-reject rate, and recall without the defects the generator
+  marks `hard` (made faint by construction; they are counted).
+
+The chosen settings are then written into `visionline.pipeline._demo` by hand and the demo's
+own test split is reported once, by `visionline demo`.
+
+    .venv/bin/python benchmarks/demo_recipe.py [--seed 7] [--workers 2] [--arms a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _record import write_result
+
+MAX_FRR = 0.02
+
+CANDIDATES: dict[str, dict[str, Any]] = {
+    # The demo's settings before this benchmark: full-backbone fine-tuning after one frozen epoch.
+    "demo_before": {
+        "epochs": 8, "freeze_epochs": 1, "lr": 0.003, "backbone_lr_mult": 0.3, "augment": 0.2,
+        "head_epochs": 0, "finetune_blocks": None,
+    },
+    # The two-stage recipe (head on cached embeddings, then the top blocks) at its defaults.
+    "two_stage": {"epochs": 8, "head_epochs": 100, "finetune_blocks": 2},
+    # Stage 1 only: the head on frozen embeddings of 8 fixed views (no fine-tuning at all).
+    "head_only": {"epochs": 1, "head_epochs": 200, "embedding_views": 8, "finetune_blocks": 0},
+    # Two-stage with more of the backbone and the old demo's faster rates and light augmentation.
+    "two_stage_4blocks": {
+        "epochs": 8, "head_epochs": 100, "finetune_blocks": 4, "lr": 0.003,
+        "backbone_lr_mult": 0.3, "augment": 0.2,
+    },
+}
+
+
+DEMO_YAML = """name: apples
+goals:
+  max_false_reject_rate: 0.05
+  threshold_false_reject_rate: 0.02
+  min_defect_recall: 0.7
+  edge_p95_latency_ms: 50
+  image_size: 128
+"""
+"""The demo project's goals (`visionline.pipeline._demo._demo_config_yaml`)."""
+DEMO = {"images": 1500, "image_size": 128, "defect_rate": 0.35, "batch_size": 32,
+        "backbone": "efficientnet_lite0", "seed": 0}
+"""The demo's dataset and training budget (`DemoSettings`, `_synthesise`)."""
+SPLIT = {"val": 0.15, "calib": 0.15, "test": 0.2, "seed": 0}
+"""The demo's `pipeline.split`: val picks the epoch, calib sets the threshold, test is measured."""
+
+
+def _build(root: Path, seed: int, n_images: int) -> tuple[Path, str, dict[str, Any]]:
+    """A demo-like project on apples of `seed`, ingested and split as the demo splits."""
+    from visionline.config import Project
+    from visionline.data import DatasetRepo
+    from visionline.synth import SynthConfig, generate_dataset
+
+    root.mkdir(parents=True)
+    (root / "visionline.yaml").write_text(DEMO_YAML)
+    images = root / "synth" / "dataset"
+    config = SynthConfig(size=DEMO["image_size"], seed=seed, defect_rate=DEMO["defect_rate"])
+    generate_dataset(config, images, n_images)
+    repo = DatasetRepo(Project.load(root))
+    version = repo.add(images, name="apples-synth").version
+    version = repo.split(
+        version.id, val=SPLIT["val"], test=SPLIT["test"], seed=SPLIT["seed"], calib=SPLIT["calib"]
+    )
+    common = {
+        "backbone": DEMO["backbone"],
+        "pretrained": "imagenet",
+        "batch_size": DEMO["batch_size"],
+        "image_size": DEMO["image_size"],
+        "seed": DEMO["seed"],
+        "patience": 100,
+    }
+    return root, version.id, common
+
+
+def _hard_paths(root: Path) -> set[str]:
+    """Paths (relative to the dataset folder) of the defects the generator made faint."""
+    with open(root / "synth" / "dataset" / "manifest.csv", newline="") as handle:
+        return {row["file"] for row in csv.DictReader(handle) if row["hard"] == "True"}
+
+
+def _arm(name: str, settings: dict[str, Any], base: Path, version_id: str,
+         common: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    from visionline.config import Project
+    from visionline.data import DatasetRepo
+    from visionline.evaluate import (
+        choose_operating_point,
+        predict_records,
+        recall_at_false_reject_rate,
+        roc_auc,
+    )
+    from visionline.train import TrainConfig, fit, load_model
+
+    root = base.parent / f"arm-{name}"
+    shutil.copytree(base, root)
+    project = Project.load(root)
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    trained = fit(TrainConfig(**common, **settings), version_id, project,
+                  out_dir=root / "out", progress=False)
+    train_s, train_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    model, spec = load_model(trained.model_path)
+    repo = DatasetRepo(project)
+    version = repo.get(version_id)
+    scored = {}
+    for split in ("val", "calib", "test"):
+        preds = predict_records(model, spec, version.split_records(split), repo.blobs)
+        scored[split] = (preds.defect_scores(spec.temperature), preds.labels != 0, preds.records)
+    val_scores, val_defect, _ = scored["val"]
+    val_recall, _ = recall_at_false_reject_rate(val_scores, val_defect, MAX_FRR)
+    calib_scores, calib_defect, _ = scored["calib"]
+    threshold = choose_operating_point(calib_scores[~calib_defect], MAX_FRR).threshold
+    test_scores, test_defect, test_records = scored["test"]
+    flagged = test_scores > threshold
+    hard = _hard_paths(root)
+    visible = np.array([r.path not in hard for r in test_records]) & test_defect
+    return {
+        "settings": settings,
+        "train_s": round(train_s, 1),
+        "train_cpu_s": round(train_cpu_s, 1),
+        "best_epoch": trained.best_epoch,
+        "val": {"recall_at_2pct_frr": val_recall, "roc_auc": roc_auc(val_scores, val_defect)},
+        "other_seed_test": {
+            "threshold_from": "calib",
+            "threshold": threshold,
+            "defect_recall": float(flagged[test_defect].mean()),
+            "false_reject_rate": float(flagged[~test_defect].mean()),
+            "defect_recall_without_hard": float(flagged[visible].mean()),
+            "n_good": int((~test_defect).sum()),
+            "n_defect": int(test_defect.sum()),
+            "n_hard_defects": int(test_defect.sum() - visible.sum()),
+            "roc_auc": roc_auc(test_scores, test_defect),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=7, help="apples seed (the demo's is 0)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--arms", default=",".join(CANDIDATES))
+    parser.add_argument("--images", type=int, default=DEMO["images"], help="smoke runs only")
+    args = parser.parse_args()
+    if args.seed in (DEMO["seed"], DEMO["seed"] + 1):
+        raise SystemExit("Pick another --seed than the demo's dataset (0) and line (1).")
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in arms if a not in CANDIDATES]
+    if unknown:
+        raise SystemExit(f"Unknown arm(s) {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}.")
+    with tempfile.TemporaryDirectory(prefix="demo-recipe-") as tmp:
+        base, version_id, common = _build(Path(tmp) / "base", args.seed, args.images)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+            futures = {
+                a: pool.submit(_arm, a, CANDIDATES[a], base, version_id, common) for a in arms
+            }
+            results = {a: f.result() for a, f in futures.items()}
+    for name, arm in results.items():
+        test = arm["other_seed_test"]
+        print(
+            f"{name:18s} val recall@2%FRR {arm['val']['recall_at_2pct_frr']:.3f} "
+            f"AUC {arm['val']['roc_auc']:.3f} | seed-{args.seed} test recall "
+            f"{test['defect_recall']:.3f} at FRR {test['false_reject_rate']:.3f} | "
+            f"train {arm['train_s']:.0f} s"
+        )
+    chosen = max(
+        results,
+        key=lambda a: (round(results[a]["val"]["recall_at_2pct_frr"], 3),
+                       round(results[a]["val"]["roc_auc"], 3), -results[a]["train_s"]),
+    )
+    print(f"chosen on val: {chosen}")
+    test = results[chosen]["other_seed_test"]
+    before = results.get("demo_before", {}).get("other_seed_test")
+    result = {
+        "benchmark": "demo_recipe",
+        "apples_seed": args.seed,
+        "images": args.images,
+        "demo_seed": DEMO["seed"],
+        "split": SPLIT,
+        "common": common,
+        "selection": "val recall at <= 2% FRR, then val ROC AUC, then training time",
+        "chosen": chosen,
+        "arms": results,
+        "readme": [
+            {
+                "benchmark": "demo_recipe",
+                "measure": f"demo settings chosen on apples of seed {args.seed} (not the demo's): "
+                "test recall at the calib-split threshold for 2% false rejects",
+                "visionline": f"{chosen}: {test['defect_recall']:.1%} recall, "
+                f"{test['false_reject_rate']:.1%} FRR",
+                "peer": (
+                    f"demo_before: {before['defect_recall']:.1%} recall, "
+                    f"{before['false_reject_rate']:.1%} FRR" if before else "-"
+                ),
+                "result": f"chosen on val; train {results[chosen]['train_s']:.0f} s on 1 thread",
+            }
+        ],
+    }
+    print(f"wrote {write_result('demo_recipe', result)}")
+
+
+if __name__ == "__main__":
+    main()
