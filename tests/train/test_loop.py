@@ -189,6 +189,32 @@ def test_val_split_without_good_images_is_refused(tiny_project, tmp_path):
         fit(tiny_config(), no_good_val, project, out_dir=tmp_path / "run")
 
 
+@pytest.mark.parametrize(
+    ("split", "kind", "why"),
+    [
+        ("train", "defect", "the model cannot learn what fails"),
+        ("train", "good", "the model cannot learn what passes"),
+        ("val", "defect", "epochs cannot be compared on defect recall"),
+    ],
+)
+def test_a_split_without_good_or_defect_images_is_refused(tiny_project, tmp_path, split, kind, why):
+    project, version = tiny_project
+    other = "val" if split == "train" else "train"
+    records = [
+        dataclasses.replace(r, split=other)
+        if r.split == split and (r.label == "good") == (kind == "good")
+        else r
+        for r in version.records
+    ]
+    emptied = DatasetRepo(project).create_version(records, f"no-{kind}-{split}", version.id, {})
+    with pytest.raises(
+        DataError,
+        match=rf"^The {split} split of {emptied.short_id} has no {kind} images, so {why}; add "
+        rf"{kind} images or re-split with 'visionline data split {emptied.short_id}'\.$",
+    ):
+        fit(tiny_config(), emptied, project, out_dir=tmp_path / "run")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error(tiny_project, tmp_path):
     project, version = tiny_project

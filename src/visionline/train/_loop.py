@@ -259,6 +259,24 @@ def fit(
             dist.destroy_process_group()
 
 
+def _require_good_and_defects(short_id: str, train_y: np.ndarray, val_y: np.ndarray) -> None:
+    """Both splits need good and defect images: the model learns, and the val split compares
+    epochs by, defect recall at a false-reject threshold set on good images."""
+    why = {
+        ("train", "good"): "the model cannot learn what passes",
+        ("train", "defect"): "the model cannot learn what fails",
+        ("val", "good"): "no false-reject threshold can be set",
+        ("val", "defect"): "epochs cannot be compared on defect recall",
+    }
+    for split, labels in (("train", train_y), ("val", val_y)):
+        for kind, present in (("good", (labels == 0).any()), ("defect", (labels != 0).any())):
+            if not present:
+                raise DataError(
+                    f"The {split} split of {short_id} has no {kind} images, so {why[split, kind]}; "
+                    f"add {kind} images or re-split with 'visionline data split {short_id}'."
+                )
+
+
 def _fit(
     config: TrainConfig,
     dataset_version: DatasetVersion | str,
@@ -283,11 +301,7 @@ def _fit(
     class_names = project.config.model_classes()
     train_records, train_y = split_labels(version, "train", class_names)
     val_records, val_y = split_labels(version, "val", class_names)
-    if not (val_y == 0).any():
-        raise DataError(
-            f"The val split of {version.short_id} has no good images, so no false-reject threshold "
-            f"can be set; re-split with 'visionline data split {version.short_id}'."
-        )
+    _require_good_and_defects(version.short_id, train_y, val_y)
     out = prepare_out_dir(project, out_dir, resume, version, config)
     state = load_state(out / LAST_CHECKPOINT, version) if resume else None
     if state is not None:
