@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -237,7 +238,8 @@ def fit_head(
 ) -> dict[str, float]:
     """Stage 1 inside `fit`: embed (records, pixels, labels) of train (`config.embedding_views`
     views) and val (identity) through the frozen backbone, cached, then `train_head`; the model's
-    head ends at its best val epoch and the returned dict holds that epoch's val metrics."""
+    head ends at its best val epoch and the returned dict holds that epoch's val metrics, how
+    many embeddings were computed (not cached) and the seconds each part took."""
     train_records, train_pixels, train_y = train
     val_records, val_pixels, val_y = val
     cache = EmbeddingCache(
@@ -251,8 +253,10 @@ def fit_head(
     )
     views = config.embedding_views
     bar.start("embedding (frozen backbone)", total=len(train_records) * views + len(val_records))
+    started = time.perf_counter()
     train_x = cache.embed(train_records, train_pixels, views, device, bar.update)
     val_x = cache.embed(val_records, val_pixels, 1, device, bar.update)[0]
+    embedded = time.perf_counter()
     model.head.to("cpu")
     weight = (
         inverse_frequency_weights(train_y, model.head.out_features)
@@ -275,6 +279,11 @@ def fit_head(
         seed=config.seed,
     )
     model.head.to(device)
+    best.update(
+        embedded_images=float(cache.computed),
+        embed_seconds=embedded - started,
+        fit_seconds=time.perf_counter() - embedded,
+    )
     bar.log(
         f"head: best of {config.head_epochs} epochs on {len(train_x[0])}x{views} cached "
         f"embeddings ({cache.computed} computed): val loss {best['val_loss']:.4f}  "
