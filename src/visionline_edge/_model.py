@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from visionline_edge._anomaly import ANOMALY_KIND, SCORE_OUTPUTS, anomaly_outputs
 from visionline_edge._verify import verify_bundle
 from visionline_edge.errors import ConfigError, DataError, IntegrityError
 from visionline_edge.preprocessing import Preprocessing, decode_image
@@ -27,11 +28,17 @@ class ImagePrediction(NamedTuple):
     decision: str
     embedding: np.ndarray
     predicted_class: str
+    anomaly_score: float | None = None
+    anomaly_map: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class EdgePrediction:
-    """A batch of results; iterate for one `ImagePrediction` per image."""
+    """A batch of results; iterate for one `ImagePrediction` per image.
+
+    An anomaly bundle also gives each image's raw anomaly score and its anomaly map (in the
+    model's square input frame); its defect score is the normalised anomaly score.
+    """
 
     probabilities: np.ndarray  # (N, C) float32
     defect_scores: np.ndarray  # (N,) = 1 - p(good)
@@ -39,6 +46,8 @@ class EdgePrediction:
     decisions: list[str]  # 'good' or the defect label of the most likely defect class
     embeddings: np.ndarray  # (N, D) float32
     predicted_classes: list[str]
+    anomaly_scores: np.ndarray | None = None  # (N,) raw detector scores
+    anomaly_maps: np.ndarray | None = None  # (N, S, S) float32
 
     def __len__(self) -> int:
         return len(self.decisions)
@@ -51,6 +60,8 @@ class EdgePrediction:
                 self.decisions[i],
                 self.embeddings[i],
                 self.predicted_classes[i],
+                None if self.anomaly_scores is None else float(self.anomaly_scores[i]),
+                None if self.anomaly_maps is None else self.anomaly_maps[i],
             )
 
 
@@ -89,6 +100,20 @@ class EdgeModel:
         self.threshold: float = float(manifest["threshold"])
         self.preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
         self.max_pixels: int = int(manifest.get("max_pixels", 40_000_000))
+        self.kind: str = str(manifest.get("kind", "classifier"))
+        self.anomaly_threshold: float | None = None
+        if self.kind not in ("classifier", ANOMALY_KIND):
+            raise ConfigError(
+                f"Bundle {self.name} holds a {self.kind!r} model, which this runtime cannot run; "
+                "upgrade visionline-edge."
+            )
+        if self.kind == ANOMALY_KIND:
+            try:
+                self.anomaly_threshold = float(manifest["anomaly"]["threshold"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise IntegrityError(
+                    f"Anomaly bundle {self.name} names no anomaly threshold; export it again."
+                ) from exc
         models = manifest["models"]
         self.precision = precision or manifest["deployed"]
         if self.precision not in models:
@@ -111,20 +136,42 @@ class EdgeModel:
                 f"({type(exc).__name__}: {exc}); export the bundle again."
             ) from exc
 
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every named output for a preprocessed NCHW float32 batch: `probabilities` and
+        `embedding`, and for an anomaly bundle also `score`, `decision` and `anomaly_map`."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.kind != ANOMALY_KIND:
+            names = ["probabilities", "embedding"]
+            return dict(zip(names, self.session.run(names, {"image": batch})))
+        raw = dict(zip(SCORE_OUTPUTS, self.session.run(list(SCORE_OUTPUTS), {"image": batch})))
+        return anomaly_outputs(raw, self.anomaly_threshold)  # type: ignore[arg-type]
+
     def predict_array(self, batch: np.ndarray) -> EdgePrediction:
         """Predict a preprocessed NCHW float32 batch."""
-        probabilities, embeddings = self.session.run(
-            ["probabilities", "embedding"], {"image": np.ascontiguousarray(batch, dtype=np.float32)}
-        )
-        scores = 1.0 - probabilities[:, 0]
-        flagged = scores > self.threshold
+        out = self.outputs(batch)
+        probabilities, embeddings = out["probabilities"], out["embedding"]
+        if self.kind == ANOMALY_KIND:  # decide on the raw score, exactly as the graph does
+            scores, flagged = probabilities[:, 1], out["score"] > self.anomaly_threshold
+        else:
+            scores = 1.0 - probabilities[:, 0]
+            flagged = scores > self.threshold
         defect_best = 1 + np.argmax(probabilities[:, 1:], axis=1)
         decisions = [
             self.class_labels[self.classes[int(j)]] if flag else "good"
             for flag, j in zip(flagged, defect_best)
         ]
         predicted = [self.classes[int(j)] for j in np.argmax(probabilities, axis=1)]
-        return EdgePrediction(probabilities, scores, flagged, decisions, embeddings, predicted)
+        maps = out.get("anomaly_map")
+        return EdgePrediction(
+            probabilities,
+            scores,
+            flagged,
+            decisions,
+            embeddings,
+            predicted,
+            out.get("score"),
+            None if maps is None else maps[:, 0],
+        )
 
     def predict(self, images: Sequence[bytes | Image.Image]) -> EdgePrediction:
         """Predict a batch of encoded images (bytes) or decoded PIL images."""

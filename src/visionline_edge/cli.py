@@ -138,14 +138,21 @@ def _score(args: argparse.Namespace) -> int:
                     "defect_score": round(one.defect_score, 6),
                     "predicted_class": one.predicted_class,
                 }
+                if one.anomaly_score is not None:
+                    rows[path]["anomaly_score"] = round(one.anomaly_score, 6)
         for path in chunk:
             row = rows[path]
             failed += "error" in row
             flagged += row.get("decision", "good") != "good"
             print(json.dumps(row) if args.json else _text(row))
+    threshold = (
+        f"anomaly threshold {model.anomaly_threshold:.4f}"
+        if model.anomaly_threshold is not None
+        else f"threshold {model.threshold:.4f}"
+    )
     print(
         f"{model.name} v{model.version}: {len(paths)} images, {flagged} flagged, "
-        f"{failed} unreadable (threshold {model.threshold:.4f}).",
+        f"{failed} unreadable ({threshold}).",
         file=sys.stderr,
     )
     return 0

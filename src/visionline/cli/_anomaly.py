@@ -156,7 +156,21 @@ def export_command(
         str,
         typer.Argument(help="model.pt path, runs:/<run_id> or models:/<name>@<alias>|/<version>."),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the .onnx file.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where to write the .onnx file.")
+    ] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle",
+            help="Write a signed edge bundle directory here instead (+ .tar.gz beside it).",
+        ),
+    ] = None,
+    sign: Annotated[
+        Path | None, typer.Option("--sign", help="Ed25519 private key that signs bundle.json.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Bundle name (default: the project).")] = None,
+    version: Annotated[str | None, typer.Option(help="Bundle version (default: UTC time).")] = None,
     data: Annotated[
         str | None,
         typer.Option(
@@ -165,8 +179,17 @@ def export_command(
     ] = None,
     project: ProjectOption = Path("."),
 ) -> None:
-    """ONNX with the bank and search inside (score, decision, anomaly map), parity-checked."""
+    """ONNX with the bank and search inside (score, decision, anomaly map), parity-checked;
+    with --bundle, a signed edge bundle that visionline-edge, score and serve load."""
     import numpy as np
+
+    if (out is None) == (bundle is None):
+        raise ConfigError("Pass exactly one of --out FILE.onnx and --bundle DIR.")
+    if bundle is not None:
+        _export_bundle(model, bundle, data, sign, name, version, project)
+        return
+    if sign is not None:
+        raise ConfigError("--sign signs a bundle; pass --bundle DIR with it.")
 
     from visionline.anomaly import check_anomaly_parity, export_anomaly_onnx, load_anomaly_model
     from visionline.registry import resolve_model
@@ -190,4 +213,32 @@ def export_command(
     console.print(
         f"ONNX model: {path} (threshold {spec.threshold:.4f}); parity on {len(batch)} images: "
         f"score {report['max_score_diff']:.1e}, map {report['max_map_diff']:.1e} relative"
+    )
+
+
+def _export_bundle(
+    model: str,
+    bundle: Path,
+    data: str | None,
+    sign: Path | None,
+    name: str | None,
+    version: str | None,
+    project: Path,
+) -> None:
+    from visionline.cli._export import _optional_project, _resolve_model
+    from visionline.export import ExportConfig, export_model
+
+    proj = _optional_project(project)
+    path, lineage = _resolve_model(model, proj)
+    config = ExportConfig(data=data.partition(":")[0] if data else None, name=name, version=version)
+    result = export_model(path, bundle, config, proj, sign, None, lineage, progress=False)
+    m = result.manifest
+    parity = m["gates"]["parity_fp32"]
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    signed = "signed" if (result.bundle_dir / "bundle.sig").exists() else "unsigned"
+    console.print(
+        f"[green]Wrote[/green] anomaly bundle {result.bundle_dir} ({signed}; anomaly threshold "
+        f"{m['anomaly']['threshold']:.4f}; parity on {parity['images']} images: score "
+        f"{parity['max_score_diff']:.1e}, map {parity['max_map_diff']:.1e}) and {result.archive.name}"
     )

@@ -132,10 +132,17 @@ def export(
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     parity = m["gates"]["parity_fp32"]
-    console.print(
-        f"[green]parity[/green] PyTorch vs ONNX on {parity['images']} {parity['source']} images: "
-        f"max |Δp| {parity['max_abs_diff']:.1e}, argmax agreement {parity['argmax_agreement']:.0%}"
-    )
+    if m.get("kind") == "anomaly":
+        console.print(
+            f"[green]parity[/green] PyTorch vs ONNX on {parity['images']} {parity['source']} "
+            f"images: score {parity['max_score_diff']:.1e}, map {parity['max_map_diff']:.1e} "
+            f"relative; anomaly threshold {m['anomaly']['threshold']:.4f}"
+        )
+    else:
+        console.print(
+            f"[green]parity[/green] PyTorch vs ONNX on {parity['images']} {parity['source']} images: "
+            f"max |Δp| {parity['max_abs_diff']:.1e}, argmax agreement {parity['argmax_agreement']:.0%}"
+        )
     if "int8_accuracy" in m["gates"]:
         g = m["gates"]["int8_accuracy"]
         console.print(

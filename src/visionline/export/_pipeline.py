@@ -117,6 +117,16 @@ def export_model(
         raise ConfigError(
             "Pruning needs --data VERSION for its fine-tune and before/after accuracy."
         )
+    from visionline.anomaly import is_anomaly_checkpoint
+
+    if is_anomaly_checkpoint(model_path):
+        if triton_repo is not None:
+            raise ConfigError(
+                "An anomaly model has no Triton export; drop --triton (serve its bundle instead)."
+            )
+        from visionline.export._anomaly_bundle import export_anomaly_bundle
+
+        return export_anomaly_bundle(model_path, out_dir, config, project, signing_key, lineage)
     model, spec = load_model(model_path)
     extras = _checkpoint_extras(model_path)
     prep = spec.preprocessing

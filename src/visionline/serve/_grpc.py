@@ -145,7 +145,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 forced_route=metadata.get(ROUTE_HEADER),
                 parameters={key: _parameter_value(value) for key, value in request.parameters.items()},
             )
-            wanted = [o.name for o in request.outputs] or list(result.outputs)
+            wanted = [o.name for o in request.outputs] or result.default_outputs
             unknown = [n for n in wanted if n not in result.outputs]
             if unknown:
                 raise DataError(f"Model {request.model_name} has no output {unknown[0]!r}.")

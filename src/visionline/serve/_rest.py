@@ -221,7 +221,7 @@ def create_app(service: InferenceService) -> Any:
             metrics.requests.labels(model, label_version, protocol, str(status_for(exc))).inc()
             raise
         post = time.perf_counter()
-        wanted = [o.name for o in parsed.outputs] if parsed.outputs else list(result.outputs)
+        wanted = [o.name for o in parsed.outputs] if parsed.outputs else result.default_outputs
         unknown = [n for n in wanted if n not in result.outputs]
         if unknown:
             raise DataError(f"Model {model} has no output {unknown[0]!r}; ask for {', '.join(result.outputs)}.")
@@ -256,11 +256,16 @@ def create_app(service: InferenceService) -> Any:
     async def predict(model: str, request: Request, files: list[UploadFile] = File(...)) -> dict:
         """Upload one or more images (multipart field `files`); get label, probabilities, decision.
 
-        Query parameters (`?delivery=D7&supplier=S2&line=1`) go to the prediction log.
+        Query parameters (`?delivery=D7&supplier=S2&line=1`) go to the prediction log, except
+        `anomaly_map=true`, which adds an anomaly model's map to each prediction.
         """
         import numpy as np
 
         started = time.perf_counter()
+        query = dict(request.query_params)
+        with_map = query.pop("anomaly_map", "false").lower()
+        if with_map not in ("true", "false", "1", "0"):
+            raise DataError(f"anomaly_map must be true or false, not {with_map!r}.")
         images = np.empty(len(files), dtype=object)
         images[:] = [await f.read() for f in files]
         tensor = Tensor("image", "BYTES", [len(files)], images)
@@ -268,7 +273,7 @@ def create_app(service: InferenceService) -> Any:
             result = await service.infer(
                 model, None, [tensor], request_id=request.scope["state"]["request_id"],
                 forced_route=request.headers.get(ROUTE_HEADER),
-                parameters=dict(request.query_params),
+                parameters=query,
             )
         except VisionlineError as exc:
             metrics.requests.labels(model, "", "predict", str(status_for(exc))).inc()
@@ -279,7 +284,8 @@ def create_app(service: InferenceService) -> Any:
             "version": result.version,
             "route": result.route,
             "predictions": [
-                {"filename": f.filename, **row} for f, row in zip(files, service.classify(result))
+                {"filename": f.filename, **row}
+                for f, row in zip(files, service.classify(result, with_map in ("true", "1")))
             ],
         }
         done = time.perf_counter()

@@ -19,6 +19,10 @@ from visionline.preprocessing import decode_image
 
 PROBABILITIES = "probabilities"
 EMBEDDING = "embedding"
+ANOMALY_SCORE = "score"
+ANOMALY_MAP = "anomaly_map"
+"""An anomaly bundle's map: sent only to a client that names it among the requested outputs."""
+_DATATYPES = {"tensor(float)": "FP32", "tensor(bool)": "BOOL", "tensor(int64)": "INT64"}
 
 
 class ModelRunner:
@@ -30,6 +34,8 @@ class ModelRunner:
         self.max_pixels = min(max_pixels or edge_model.max_pixels, edge_model.max_pixels)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.kind = str(getattr(edge_model, "kind", "classifier"))
+        self.is_anomaly = self.kind == "anomaly"
         size = edge_model.preprocessing.size
         self.input_shape = [3, size, size]
         self.version = str(edge_model.version)
@@ -45,8 +51,20 @@ class ModelRunner:
         result = []
         for output in self.session.get_outputs():
             dims = [-1] + [d if isinstance(d, int) else -1 for d in output.shape[1:]]
-            result.append({"name": output.name, "datatype": "FP32", "shape": dims})
+            datatype = _DATATYPES.get(output.type, "FP32")
+            result.append({"name": output.name, "datatype": datatype, "shape": dims})
+        if self.is_anomaly:  # derived by the edge runtime from the graph's outputs
+            for entry in self.model.manifest["signature"].get("derived_outputs", []):
+                result.append({"name": entry["name"], "datatype": "FP32", "shape": entry["shape"]})
         return result
+
+    @property
+    def default_outputs(self) -> list[str]:
+        """The outputs a request that names none gets: all but an anomaly bundle's map."""
+        if not self.is_anomaly:
+            return list(self.output_names)
+        names = [*self.output_names, PROBABILITIES, EMBEDDING]
+        return [name for name in names if name != ANOMALY_MAP]
 
     def decode(self, images: Sequence[bytes]) -> np.ndarray:
         """Encoded JPEG/PNG bytes → NCHW float32 with the bundle's own preprocessing."""
@@ -81,6 +99,8 @@ class ModelRunner:
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run one NCHW float32 batch; every output keeps the batch dimension."""
+        if self.is_anomaly:
+            return self.model.outputs(batch)
         values = self.session.run(self.output_names, {self.input_name: batch})
         return dict(zip(self.output_names, values))
 

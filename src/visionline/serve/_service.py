@@ -26,7 +26,7 @@ from visionline.serve._hooks import HookDispatcher, PredictionHook, PredictionRe
 from visionline.serve._metrics import ServerMetrics
 from visionline.serve._protocol import Tensor
 from visionline.serve._repository import ModelRepository, Served
-from visionline.serve._runner import EMBEDDING, PROBABILITIES
+from visionline.serve._runner import ANOMALY_MAP, ANOMALY_SCORE, EMBEDDING, PROBABILITIES
 
 log = logging.getLogger("visionline.serve")
 
@@ -61,6 +61,8 @@ class InferResult:
     class_labels: dict[str, str]
     threshold: float
     timings: dict[str, float]
+    default_outputs: list[str] = field(default_factory=list)
+    """What a request that names no outputs gets (an anomaly map only when asked for)."""
 
 
 class InferenceService:
@@ -274,6 +276,7 @@ class InferenceService:
             classes=runner.classes,
             class_labels=runner.class_labels,
             threshold=runner.threshold,
+            default_outputs=[n for n in runner.default_outputs if n in result.outputs],
             timings={
                 "preprocess": prepared.preprocess_s,
                 "queue": result.queue_s,
@@ -347,14 +350,23 @@ class InferenceService:
 
         served.batcher.dispatch(batch, done)
 
-    def classify(self, result: InferResult) -> list[dict]:
+    def classify(self, result: InferResult, anomaly_map: bool = False) -> list[dict]:
         """Per-image label (argmax), probabilities, and the decision at the bundle threshold.
 
         `decision` is `good` unless the defect score passes the threshold; then it is the label
-        of the most likely defect class, as the edge runtime decides.
+        of the most likely defect class, as the edge runtime decides. An anomaly bundle's rows
+        also carry the raw `anomaly_score`, and with `anomaly_map` the map (rows of floats in
+        the model's square input frame).
         """
         rows = []
-        for row in result.outputs[PROBABILITIES]:
+        raw_scores = result.outputs.get(ANOMALY_SCORE)
+        maps = result.outputs.get(ANOMALY_MAP)
+        if anomaly_map and maps is None:
+            raise DataError(
+                f"Model {result.model} is not an anomaly model and has no anomaly map; drop "
+                "the anomaly_map parameter."
+            )
+        for i, row in enumerate(result.outputs[PROBABILITIES]):
             score = float(1.0 - row[0])
             worst_defect = result.classes[1 + int(np.argmax(row[1:]))] if len(row) > 1 else "good"
             rows.append(
@@ -369,6 +381,10 @@ class InferenceService:
                     "threshold": result.threshold,
                 }
             )
+            if raw_scores is not None:
+                rows[-1]["anomaly_score"] = round(float(raw_scores[i]), 6)
+            if anomaly_map:
+                rows[-1]["anomaly_map"] = np.round(maps[i, 0], 4).tolist()
         return rows
 
     def close(self) -> None:

@@ -1,0 +1,51 @@
+"""A small real anomaly detector on synthetic apples, and its signed edge bundle.
+
+Several test folders (export, serve, visionline_edge, cli, monitor) take an anomaly bundle
+through the lifecycle; they share this one fit: 40 apples at 64 px (with defect masks), fitted
+on the train split's good apples, thresholded on the val split's good ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from visionline.config import Project, init_project
+
+IMAGE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class FittedApples:
+    project: Project
+    dataset: str
+    model: Path
+    raw: Path
+
+
+def fitted_apples(root: Path, images: int = 40) -> FittedApples:
+    """A project with a split apple dataset and an anomaly model fitted on it (not tracked)."""
+    from visionline.anomaly import AnomalyConfig, fit_anomaly
+    from visionline.data import DatasetRepo
+    from visionline.synth import SynthConfig, generate_dataset
+
+    init_project(root, name="apples")
+    project = Project.load(root)
+    raw = root / "raw"
+    generate_dataset(SynthConfig(size=IMAGE_SIZE, seed=11, defect_rate=0.3), raw, images)
+    repo = DatasetRepo(project)
+    added = repo.add(raw, name="apples")
+    split = repo.split(added.version.id, val=0.3, test=0.2, seed=0)
+    config = AnomalyConfig(
+        image_size=IMAGE_SIZE, batch_size=16, coreset_ratio=0.1, max_bank=256, autocontrast=False
+    )
+    fit = fit_anomaly(config, split.id, project, root / "run", progress=False, track=False)
+    return FittedApples(project, split.id, fit.model_path, raw)
+
+
+def export_bundle(fitted: FittedApples, out: Path, key: Path | None = None, version: str = "1"):
+    """The signed anomaly bundle (`ExportResult`) of `fitted`, with parity, metrics and reference."""
+    from visionline.export import ExportConfig, export_model
+
+    config = ExportConfig(data=fitted.dataset, version=version)
+    return export_model(fitted.model, out, config, fitted.project, key, progress=False)
