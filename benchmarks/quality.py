@@ -439,17 +439,26 @@ def main() -> None:
         context = multiprocessing.get_context("spawn")
         results = {}
         with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-            # Head-only arms first: they fill the shared embedding cache the others then reuse.
-            for wave in (
-                _head_only(arms, args),
-                [a for a in arms if a not in _head_only(arms, args)],
-            ):
-                futures = {
+            # Head-only arms and main first; the rest start once the head-only ones have filled
+            # the shared embedding cache (main keeps running meanwhile).
+            first = _head_only(arms, args)
+            futures = {
+                arm: pool.submit(run_arm, arm, args.size, args.epochs, setup, tmp) for arm in first
+            }
+            for arm in first:
+                if arm != "main":
+                    results[arm] = futures[arm].result()
+                    print(f"{arm}: {results[arm]}", flush=True)
+            futures.update(
+                {
                     arm: pool.submit(run_arm, arm, args.size, args.epochs, setup, tmp)
-                    for arm in wave
+                    for arm in arms
+                    if arm not in first
                 }
-                for arm, future in futures.items():
-                    results[arm] = future.result()
+            )
+            for arm in arms:
+                if arm not in results:
+                    results[arm] = futures[arm].result()
                     print(f"{arm}: {results[arm]}", flush=True)
             selected = _select_on_val(results)
             if args.select and selected is not None:
