@@ -251,6 +251,8 @@ class _BatchScorer:
                 flagged=False,
                 error=None,
             )
+            if self.model.kind == "anomaly":  # the detector's raw score beside the normalised one
+                row["anomaly_score"] = float("nan")
             try:
                 row["sha256"], hwc = self._pixels(item)
             except VisionlineError as exc:
@@ -271,6 +273,8 @@ class _BatchScorer:
                 for name, p in zip(classes, prediction.probabilities):
                     row[f"p_{name}"] = float(p)
                 row["defect_score"] = prediction.defect_score
+                if prediction.anomaly_score is not None:
+                    row["anomaly_score"] = prediction.anomaly_score
             for row, flag in zip(decoded, found.flagged):
                 row["flagged"] = bool(flag)
         return rows
@@ -403,6 +407,8 @@ def _frame(rows: list[dict[str, Any]], classes: list[str]) -> pd.DataFrame:
         "path", "sha256", "label", "split", "predicted_class", "decision",
         *(f"p_{name}" for name in classes), "defect_score", "flagged", "error",
     ]  # fmt: skip
+    if rows and "anomaly_score" in rows[0]:  # an anomaly bundle's raw detector score
+        columns.insert(columns.index("defect_score") + 1, "anomaly_score")
     ordered = sorted(rows, key=lambda row: int(row["index"]))
     frame = pd.DataFrame([[row[c] for c in columns] for row in ordered], columns=columns)
     frame["flagged"] = frame["flagged"].astype(bool)
