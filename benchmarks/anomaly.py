@@ -18,8 +18,12 @@ Run: .venv/bin/python benchmarks/anomaly.py  → benchmarks/results/anomaly.json
 from __future__ import annotations
 
 import glob
+import json
 import os
+import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +48,7 @@ from visionline.anomaly._model import PatchCore
 from visionline.anomaly._search import bank_neighbours
 from visionline.data import TILE_SPEC, group_ids
 from visionline.evaluate import choose_operating_point
-from visionline.preprocessing import ResizeMode
+from visionline.preprocessing import Preprocessing, ResizeMode
 
 TILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic-tile-defect"
 FRR = 0.02
@@ -52,6 +56,15 @@ FEW_SHOT = (10, 25, 50, 100)
 LATENCY_IMAGES = 20
 THREADS = 2
 QUICK = "--quick" in sys.argv
+BACKBONE = "efficientnet_lite0"
+PEER_REQUIREMENT = "anomalib==2.7.*"
+PEER_VENV = Path.home() / ".cache" / "visionline" / "bench-anomalib-2.7"
+PEER_GOOD = 100
+"""anomalib's KCenterGreedy reads every candidate patch in 328 projected dimensions per chosen
+centre: on all good images here it runs for the better part of an hour on 2 cores, so the peer
+(and visionline's matching few-shot point) fit on the same 100 good images."""
+PEER_SIZE = 256
+PEER_CORESET = 0.01
 CLASSES = ["good", "blowhole", "break", "crack", "fray", "uneven"]
 
 
@@ -113,6 +126,145 @@ def latency_ms(run, inputs: list[np.ndarray]) -> float:
     return float(np.median(times) * 1000)
 
 
+def anomalib_python() -> Path:
+    """The anomalib venv's interpreter, created on first use: a venv that sees the project's
+    packages through a .pth file (so anomalib reuses torch 2.14.1 instead of pulling another)
+    and gets anomalib from PyPI; the project's own venv is never changed."""
+    python = PEER_VENV / "bin" / "python"
+    if python.is_file():
+        return python
+    purelib = sysconfig.get_paths()["purelib"]
+    subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    (site / "visionline-project.pth").write_text(purelib + "\n")
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", PEER_REQUIREMENT],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"pip install {PEER_REQUIREMENT} failed: {done.stderr.strip()[-600:]}")
+    return python
+
+
+def run_peer(train: list[str], val, test, labels_val, labels_test, stages, weights: Path) -> dict:
+    """anomalib 2.7 PatchCore (benchmarks/_anomalib_peer.py) in its own venv, same images, split
+    and backbone weights; scored here with the same metric code as visionline."""
+    try:
+        python = anomalib_python()
+    except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+        return {"error": f"anomalib could not be installed here: {exc}"}
+    from visionline.train._backbones import normalization_for
+
+    mean, std = normalization_for(BACKBONE, "imagenet")
+    job = {
+        "backbone": BACKBONE,
+        "layers": [f"blocks.{s}" for s in stages],
+        "weights": str(weights),
+        "mean": list(mean),
+        "std": list(std),
+        "image_size": PEER_SIZE,
+        "coreset_ratio": PEER_CORESET,
+        "threads": THREADS,
+        "train": train,
+        "score": [p for p, _ in val] + [p for p, _ in test],
+        "latency_images": LATENCY_IMAGES,
+    }
+    with tempfile.TemporaryDirectory(prefix="visionline-peer-") as tmp:
+        job_path, out = Path(tmp) / "job.json", Path(tmp) / "out.npz"
+        job_path.write_text(json.dumps(job))
+        done = subprocess.run(
+            [
+                str(python),
+                str(Path(__file__).parent / "_anomalib_peer.py"),
+                str(job_path),
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode:
+            return {"error": f"anomalib PatchCore failed: {done.stderr.strip()[-600:]}"}
+        result = dict(np.load(out))
+    scores, maps = result["scores"], result["maps"].astype(np.float32)
+    n_val = len(val)
+    metrics = evaluate(scores[:n_val], labels_val, scores[n_val:], labels_test)
+    prep = Preprocessing(size=PEER_SIZE, resize_mode=ResizeMode.STRETCH)
+    metrics.update(pixel_metrics_from_masks(maps[n_val:], *test_masks(test), prep))
+    return {
+        "version": f"anomalib {result['anomalib_version']} on torch {result['torch_version']}",
+        "setup": f"PatchcoreModel(layers={job['layers']}, num_neighbors=9), offline "
+        f"{BACKBONE} ImageNet weights, resize to {PEER_SIZE}x{PEER_SIZE} (anomalib's default, "
+        f"squashed) + the weights' normalisation, KCenterGreedy coreset ratio {PEER_CORESET}",
+        "good_images": len(train),
+        "fit_seconds": float(result["fit_seconds"]),
+        "feature_seconds": float(result["feature_seconds"]),
+        "coreset_seconds": float(result["coreset_seconds"]),
+        "bank_size": int(result["bank_size"]),
+        "latency_ms_batch1_2threads": {"pytorch": float(result["latency_ms"])},
+        "metrics": metrics,
+    }
+
+
+def test_masks(test) -> tuple[list[np.ndarray], list[tuple[int, int]], list[bool]]:
+    masks, sizes = [], []
+    for path, _ in test:
+        image = Image.open(path)
+        sizes.append(image.size)
+        masks.append(binary_mask(Image.open(path[:-4] + ".png"), image.size, path))
+    return masks, sizes, [y != 0 for _, y in test]
+
+
+def onnx_variants(model, spec, train, test, labels_test, scores_test, one_image) -> dict:
+    """ONNX FP32 and INT8 (backbone convolutions only): latency, parity with PyTorch, AUROC."""
+    import onnxruntime as ort
+    from sklearn.metrics import roc_auc_score
+
+    from visionline.anomaly import check_anomaly_parity, onnx_anomaly_predict, quantize_anomaly_onnx
+
+    def session(path: Path):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    prep = spec.preprocessing
+    test_batch = prep([Image.open(p) for p, _ in test])
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="visionline-anomaly-bench-") as tmp:
+        fp32 = export_anomaly_onnx(model, spec, Path(tmp) / "anomaly.onnx")
+        out["fp32_parity"] = check_anomaly_parity(model, spec, fp32, test_batch[:8])
+        calibration = prep([Image.open(p) for p in train[:: max(1, len(train) // 32)][:32]])
+        int8 = quantize_anomaly_onnx(fp32, Path(tmp) / "anomaly-int8.onnx", calibration)
+        for name, path in (("fp32", fp32), ("int8", int8)):
+            run = session(path).run
+            out[f"{name}_ms"] = latency_ms(lambda x, run=run: run(None, {"image": x}), one_image)
+            out[f"{name}_megabytes"] = path.stat().st_size / 1e6
+        scores_int8, decisions, _ = onnx_anomaly_predict(session(int8), test_batch, 8)
+    scale = float(np.abs(scores_test).max())
+    out["int8_parity"] = {
+        "max_score_diff_relative": float(np.abs(scores_int8 - scores_test).max() / scale),
+        "score_rank_correlation": float(
+            np.corrcoef(np.argsort(np.argsort(scores_int8)), np.argsort(np.argsort(scores_test)))[
+                0, 1
+            ]
+        ),
+        "decisions_differ": int(np.sum(decisions != (scores_test > spec.threshold))),
+        "test_images": len(test),
+        "roc_auc_int8": float(roc_auc_score(labels_test != 0, scores_int8)),
+        "roc_auc_fp32": float(roc_auc_score(labels_test != 0, scores_test)),
+    }
+    return out
+
+
 def main() -> None:
     torch.set_num_threads(THREADS)
     rows = tile_split()
@@ -139,37 +291,39 @@ def main() -> None:
     scores_val, _ = score(model, val_features, size)
     scores_test, maps_test = score(model, test_features, size)
     ours = evaluate(scores_val, labels_val, scores_test, labels_test)
-    masks, sizes = [], []
-    for path, _ in test:
-        image = Image.open(path)
-        sizes.append(image.size)
-        masks.append(binary_mask(Image.open(path[:-4] + ".png"), image.size, path))
-    ours.update(pixel_metrics_from_masks(maps_test, masks, sizes, list(labels_test != 0), prep))
+    ours.update(pixel_metrics_from_masks(maps_test, *test_masks(test), prep))
     spec.threshold = ours["threshold"]
     print(f"visionline: AUROC {ours['roc_auc']:.4f}, pixel {ours['pixel_auroc']:.4f}", flush=True)
 
-    few_shot = []
+    few_shot, subsets = [], {}
     for n in [n for n in FEW_SHOT if n < len(train)]:
         subset = [train[i] for i in sorted(np.random.default_rng(0).permutation(len(train))[:n])]
+        subsets[n] = subset
         shot_config = config.model_copy(update={"max_good_images": n})
+        started = time.perf_counter()
         shot, _, shot_stats = fit_detector((Image.open(p) for p in subset), n, shot_config)
+        shot_seconds = time.perf_counter() - started
         shot_val, _ = score(shot, val_features, size)
-        shot_test, _ = score(shot, test_features, size)
+        shot_test, shot_maps = score(shot, test_features, size)
         m = evaluate(shot_val, labels_val, shot_test, labels_test)
-        few_shot.append(
-            {
-                "good_images": n,
-                "bank_size": shot_stats.bank_size,
-                "roc_auc": m["roc_auc"],
-                "recall_at_2pct_frr": m["defect_recall"],
-                "test_false_reject_rate": m["false_reject_rate"],
-            }
-        )
+        row = {
+            "good_images": n,
+            "bank_size": shot_stats.bank_size,
+            "fit_seconds": shot_seconds,
+            "roc_auc": m["roc_auc"],
+            "recall_at_2pct_frr": m["defect_recall"],
+            "test_false_reject_rate": m["false_reject_rate"],
+        }
+        if n == PEER_GOOD:
+            pixels = pixel_metrics_from_masks(shot_maps, *test_masks(test), prep)
+            row.update(pixel_auroc=pixels["pixel_auroc"], aupro=pixels["aupro"])
+        few_shot.append(row)
         print(few_shot[-1], flush=True)
     few_shot.append(
         {
             "good_images": len(train),
             "bank_size": stats.bank_size,
+            "fit_seconds": fit_seconds,
             "roc_auc": ours["roc_auc"],
             "recall_at_2pct_frr": ours["defect_recall"],
             "test_false_reject_rate": ours["false_reject_rate"],
@@ -179,19 +333,23 @@ def main() -> None:
     one_image = [prep([Image.open(p)]) for p, _ in test[:LATENCY_IMAGES]]
     with torch.inference_mode():
         torch_ms = latency_ms(lambda x: model(torch.from_numpy(x)), one_image)
-    from visionline.anomaly import check_anomaly_parity
-    from visionline.export._onnx import onnx_session
+    onnx = onnx_variants(model, spec, train, test, labels_test, scores_test, one_image)
+    print(
+        f"latency torch {torch_ms:.1f} ms, onnx {onnx['fp32_ms']:.1f} / {onnx['int8_ms']:.1f} ms "
+        f"int8 {onnx['int8_parity']}",
+        flush=True,
+    )
 
-    onnx_path = export_anomaly_onnx(model, spec, Path("/tmp/visionline-anomaly-bench.onnx"))
-    parity = check_anomaly_parity(model, spec, onnx_path, np.concatenate(one_image[:8]))
-    session = onnx_session(onnx_path, threads=THREADS)
-    onnx_ms = latency_ms(lambda x: session.run(None, {"image": x}), one_image)
-    print(f"latency torch {torch_ms:.1f} ms, onnx {onnx_ms:.1f} ms", flush=True)
+    peer_train = subsets.get(PEER_GOOD, train)
+    with tempfile.TemporaryDirectory(prefix="visionline-weights-") as tmp:
+        weights = Path(tmp) / "trunk.pt"
+        torch.save(offline_trunk_weights(), weights)
+        peer = run_peer(peer_train, val, test, labels_val, labels_test, config.stages, weights)
+    print(f"anomalib: {peer.get('metrics', {}).get('roc_auc', peer.get('error'))}", flush=True)
 
     probe = run_probe(train, val, test, labels_val, labels_test, stats.bank_size)
     print(f"probe: AUROC {probe['roc_auc']:.4f}", flush=True)
 
-    recall_ci = ours["defect_recall_exact_ci"]
     result = {
         "split": {
             "grouping": f"visionline.data.group_ids(paths, {TILE_SPEC!r}); 60/20/20 of each "
@@ -203,52 +361,112 @@ def main() -> None:
         },
         "visionline": {
             "config": config.model_dump(mode="json"),
+            "preprocessing": prep.to_dict(),
             "fit_seconds": fit_seconds,
             "fit_cpu_seconds": fit_cpu_seconds,
             "feature_seconds": stats.feature_seconds,
             "coreset_seconds": stats.coreset_seconds,
             "bank_size": stats.bank_size,
             "bank_megabytes": stats.bank_size * stats.feature_dim * 4 / 1e6,
-            "latency_ms_batch1_2threads": {"pytorch": torch_ms, "onnx_fp32": onnx_ms},
-            "onnx_parity": parity,
+            "latency_ms_batch1_2threads": {
+                "pytorch": torch_ms,
+                "onnx_fp32": onnx["fp32_ms"],
+                "onnx_int8": onnx["int8_ms"],
+            },
+            "onnx_megabytes": {"fp32": onnx["fp32_megabytes"], "int8": onnx["int8_megabytes"]},
+            "onnx_parity": onnx["fp32_parity"],
+            "int8_parity": onnx["int8_parity"],
             "metrics": ours,
         },
+        "anomalib": peer,
         "probe": probe,
         "few_shot": few_shot,
-        "readme": [
-            {
-                "benchmark": "anomaly (magnetic tiles, split by tile)",
-                "measure": "image AUROC, test",
-                "visionline": f"{ours['roc_auc']:.3f}",
-                "peer": f"plain probe {probe['roc_auc']:.3f}",
-                "result": f"{ours['roc_auc'] - probe['roc_auc']:+.3f}",
-            },
-            {
-                "benchmark": "anomaly (magnetic tiles, split by tile)",
-                "measure": "recall at 2% FRR (threshold from val good)",
-                "visionline": f"{ours['defect_recall']:.3f} ({recall_ci[0]:.2f}-{recall_ci[1]:.2f})",
-                "peer": f"plain probe {probe['defect_recall']:.3f}",
-                "result": f"{ours['defect_recall'] - probe['defect_recall']:+.3f}",
-            },
-            {
-                "benchmark": "anomaly (magnetic tiles, split by tile)",
-                "measure": "pixel AUROC / AUPRO",
-                "visionline": f"{ours['pixel_auroc']:.3f} / {ours['aupro']:.3f}",
-                "peer": f"plain probe {probe['pixel_auroc']:.3f} / {probe['aupro']:.3f}",
-                "result": f"{ours['pixel_auroc'] - probe['pixel_auroc']:+.3f} pixel AUROC",
-            },
-            {
-                "benchmark": "anomaly (magnetic tiles, split by tile)",
-                "measure": "fit time, bank; latency batch 1, 2 threads",
-                "visionline": f"{fit_seconds:.0f} s, {stats.bank_size} patches; "
-                f"{torch_ms:.0f} ms PyTorch, {onnx_ms:.0f} ms ONNX",
-                "peer": "-",
-                "result": f"{len(train)} good images",
-            },
-        ],
+        "readme": readme_rows(
+            ours, peer, probe, few_shot, stats, fit_seconds, torch_ms, onnx, len(train)
+        ),
     }
+    Path("/tmp/visionline-anomaly-result.json").write_text(json.dumps(result, default=float))
     if not QUICK:
         print(write_result("anomaly", result))
+
+
+def offline_trunk_weights() -> dict[str, torch.Tensor]:
+    """The backbone's offline ImageNet weights in timm's naming (what anomalib's extractor uses)."""
+    from visionline.train._backbones import create_backbone, load_pretrained
+
+    trunk = create_backbone(BACKBONE, num_classes=0)
+    load_pretrained(trunk, BACKBONE, "imagenet")
+    return trunk.state_dict()
+
+
+def readme_rows(ours, peer, probe, few_shot, stats, fit_seconds, torch_ms, onnx, n_train) -> list:
+    bench = "anomaly (magnetic tiles, split by tile)"
+    at_peer = next((r for r in few_shot if r["good_images"] == PEER_GOOD), few_shot[-1])
+    recall_ci = ours["defect_recall_exact_ci"]
+    rows = [
+        {
+            "benchmark": bench,
+            "measure": f"image AUROC / recall at 2% FRR, test, all {n_train} good images",
+            "visionline": f"{ours['roc_auc']:.3f} / {ours['defect_recall']:.3f} "
+            f"({recall_ci[0]:.2f}-{recall_ci[1]:.2f})",
+            "peer": f"plain probe {probe['roc_auc']:.3f} / {probe['defect_recall']:.3f}",
+            "result": f"{ours['roc_auc'] - probe['roc_auc']:+.3f} AUROC",
+        },
+        {
+            "benchmark": bench,
+            "measure": "pixel AUROC / AUPRO, test",
+            "visionline": f"{ours['pixel_auroc']:.3f} / {ours['aupro']:.3f}",
+            "peer": f"plain probe {probe['pixel_auroc']:.3f} / {probe['aupro']:.3f}",
+            "result": f"{ours['pixel_auroc'] - probe['pixel_auroc']:+.3f} pixel AUROC",
+        },
+    ]
+    if "metrics" in peer:
+        pm = peer["metrics"]
+        rows.append(
+            {
+                "benchmark": bench,
+                "measure": f"{PEER_GOOD} good images: image AUROC / recall at 2% FRR / pixel AUROC",
+                "visionline": f"{at_peer['roc_auc']:.3f} / {at_peer['recall_at_2pct_frr']:.3f} / "
+                f"{at_peer.get('pixel_auroc', float('nan')):.3f}",
+                "peer": f"anomalib 2.7 PatchCore {pm['roc_auc']:.3f} / {pm['defect_recall']:.3f} / "
+                f"{pm['pixel_auroc']:.3f}",
+                "result": f"{at_peer['roc_auc'] - pm['roc_auc']:+.3f} AUROC",
+            }
+        )
+        rows.append(
+            {
+                "benchmark": bench,
+                "measure": f"{PEER_GOOD} good images: fit time, bank; PyTorch latency",
+                "visionline": f"{at_peer['fit_seconds']:.0f} s, {at_peer['bank_size']}; {torch_ms:.0f} ms",
+                "peer": f"anomalib {peer['fit_seconds']:.0f} s "
+                f"(coreset {peer['coreset_seconds']:.0f} s), {peer['bank_size']}; "
+                f"{peer['latency_ms_batch1_2threads']['pytorch']:.0f} ms",
+                "result": "same backbone weights, images and split",
+            }
+        )
+    else:
+        rows.append(
+            {
+                "benchmark": bench,
+                "measure": "anomalib 2.7 PatchCore",
+                "visionline": "-",
+                "peer": peer["error"][:120],
+                "result": "not run",
+            }
+        )
+    rows.append(
+        {
+            "benchmark": bench,
+            "measure": "fit, bank; latency batch 1, 2 threads",
+            "visionline": f"{fit_seconds:.0f} s, {stats.bank_size} patches; "
+            f"{torch_ms:.0f} ms PyTorch, {onnx['fp32_ms']:.0f} ms ONNX FP32, "
+            f"{onnx['int8_ms']:.0f} ms INT8",
+            "peer": "-",
+            "result": f"INT8 AUROC {onnx['int8_parity']['roc_auc_int8']:.3f} vs FP32 "
+            f"{onnx['int8_parity']['roc_auc_fp32']:.3f}",
+        }
+    )
+    return rows
 
 
 def run_probe(train, val, test, labels_val, labels_test, bank_size: int) -> dict:
@@ -279,12 +497,7 @@ def run_probe(train, val, test, labels_val, labels_test, bank_size: int) -> dict
     scores_val, _ = score(model, extract(model, prep, [p for p, _ in val]), 224, plain=True)
     scores_test, maps = score(model, extract(model, prep, [p for p, _ in test]), 224, plain=True)
     metrics = evaluate(scores_val, labels_val, scores_test, labels_test)
-    masks, sizes = [], []
-    for path, _ in test:
-        image = Image.open(path)
-        sizes.append(image.size)
-        masks.append(binary_mask(Image.open(path[:-4] + ".png"), image.size, path))
-    metrics.update(pixel_metrics_from_masks(maps, masks, sizes, list(labels_test != 0), prep))
+    metrics.update(pixel_metrics_from_masks(maps, *test_masks(test), prep))
     metrics["fit_seconds"] = fit_seconds
     metrics["bank_size"] = bank_size
     return metrics

@@ -44,3 +44,34 @@ def test_the_onnx_model_takes_any_batch_size(exported):
     single, _, _ = onnx_anomaly_predict(session, one, batch_size=1)
     batched, _, _ = onnx_anomaly_predict(session, five, batch_size=5)
     np.testing.assert_allclose(batched[0], single[0], rtol=1e-4)
+
+
+def test_int8_quantises_only_the_backbone_and_keeps_the_contract(exported, tmp_path):
+    import onnx
+
+    from visionline.anomaly import quantize_anomaly_onnx
+    from visionline.anomaly._onnx import INPUT_NAME, OUTPUT_NAMES
+
+    model, spec, path = exported
+    calibration = spec.preprocessing([tile(80 + i)[0] for i in range(4)])
+    int8 = quantize_anomaly_onnx(path, tmp_path / "anomaly-int8.onnx", calibration)
+    graph = onnx.load(str(int8)).graph
+    assert [i.name for i in graph.input] == [INPUT_NAME]
+    assert [o.name for o in graph.output] == list(OUTPUT_NAMES)
+    quantised = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    conv_inputs = {i for n in graph.node if n.op_type == "Conv" for i in n.input}
+    matmul_inputs = {i for n in graph.node if n.op_type == "MatMul" for i in n.input}
+    assert conv_inputs & quantised and not matmul_inputs & quantised
+    images = [tile(90)[0], tile(91, defect=True)[0], tile(92, defect=True)[0]]
+    scores, decisions, maps = onnx_anomaly_predict(onnx_session(int8), spec.preprocessing(images))
+    assert decisions.tolist() == [False, True, True] and maps.shape == (3, 128, 128)
+    assert scores[1:].min() > 2 * scores[0]  # quantised features still separate the defects
+
+
+def test_int8_without_calibration_images_names_the_fix(exported, tmp_path):
+    from visionline.anomaly import quantize_anomaly_onnx
+    from visionline.errors import ConfigError
+
+    _, _, path = exported
+    with pytest.raises(ConfigError, match="at least one good image"):
+        quantize_anomaly_onnx(path, tmp_path / "x.onnx", np.zeros((0, 3, 128, 128), np.float32))

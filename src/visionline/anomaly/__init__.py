@@ -27,6 +27,7 @@ from visionline.anomaly._onnx import (
     check_anomaly_parity,
     export_anomaly_onnx,
     onnx_anomaly_predict,
+    quantize_anomaly_onnx,
 )
 from visionline.anomaly._pixel import aupro, binary_mask, mask_in_model_frame, pixel_auroc
 from visionline.anomaly._run import AnomalyFitResult, fit_anomaly
@@ -59,6 +60,7 @@ __all__ = [
     "pixel_metrics",
     "pixel_metrics_from_masks",
     "preprocessing_for",
+    "quantize_anomaly_onnx",
     "save_anomaly_model",
     "score_images",
 ]

@@ -1,6 +1,18 @@
 """ONNX export of a detector with the memory bank and the nearest-neighbour search inside the
-graph: image → (score, decision at the bundle threshold, anomaly map), plus the parity gate
-against PyTorch on the same images."""
+graph, its INT8 variant, and the parity gate against PyTorch on the same images.
+
+The graph's contract (kept stable: bundles, the server and the edge runtime rely on it):
+
+- input ``image``: float32 (N, 3, S, S), the output of the model's `Preprocessing` (S = its
+  size; resize mode, autocontrast, mean/std as recorded there); any batch size N.
+- output ``score``: float32 (N,), the image anomaly score, a patch-feature distance (higher =
+  more anomalous, unbounded, not a probability).
+- output ``decision``: bool (N,), ``score > threshold``, the threshold fixed at export (set on
+  validation good images at the false-reject budget).
+- output ``anomaly_map``: float32 (N, 1, S, S), per-pixel distance in the model-input frame
+  (same units as the score, smoothed); map it back to the image with the `Preprocessing`'s
+  resize mode (letterbox padding carries no meaning).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +25,7 @@ import torch
 from torch import nn
 
 from visionline.anomaly._model import AnomalySpec, PatchCore
-from visionline.errors import GateFailedError
+from visionline.errors import ConfigError, GateFailedError
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("score", "decision", "anomaly_map")
@@ -58,6 +70,58 @@ def export_anomaly_onnx(model: PatchCore, spec: AnomalySpec, path: Path, opset: 
     optimize_onnx(raw, path)
     raw.unlink()
     return path
+
+
+def quantize_anomaly_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> Path:
+    """Static INT8 (QDQ, per-channel weights) of the backbone's convolutions only.
+
+    The memory bank, the nearest-neighbour search (MatMul), the reweighting and the smoothing
+    stay float: quantised distances would move every score by the quantisation step of the bank.
+    `calibration` is a normalised batch of good images (N, 3, S, S).
+    """
+    import contextlib
+    import io
+    import tempfile
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(calibration) == 0:
+        raise ConfigError("INT8 calibration needs at least one good image; supply some.")
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            parts = [calibration[i : i + 8] for i in range(0, len(calibration), 8)]
+            self._batches = iter([{INPUT_NAME: np.ascontiguousarray(p)} for p in parts])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    int8_path = Path(int8_path)
+    int8_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="visionline-anomaly-int8-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT prints calibration progress
+            quantize_static(
+                str(prepared),
+                str(int8_path),
+                _Reader(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["Conv"],
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"CalibTensorRangeSymmetric": False},
+            )
+    return int8_path
 
 
 def onnx_anomaly_predict(
