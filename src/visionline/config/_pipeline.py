@@ -36,8 +36,12 @@ class ValidateStep(_Strict):
 
 
 class SplitStep(_Strict):
-    val: float = Field(0.15, gt=0, lt=1)
-    test: float = Field(0.15, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1, description="early stopping and tuning")
+    calib: float = Field(
+        0.15, ge=0, lt=1,
+        description="sets the decision threshold (0: val sets it, and the report says so)",
+    )
+    test: float = Field(0.15, gt=0, lt=1, description="measured once, at the end")
     seed: int = 0
     group_by: str | None = Field(
         None,
@@ -110,6 +114,19 @@ class RetrainSettings(_Strict):
     )
     min_labelled_defects: int = Field(20, ge=1, description="defect verdicts needed to judge recall")
     val_share: float = Field(0.2, ge=0, lt=1, description="new images that go to val (rest: train)")
+    holdout_share: float = Field(
+        0.3, ge=0, lt=1,
+        description="new labelled images kept out of training to judge the challenger on the "
+        "conditions that triggered retraining",
+    )
+    min_holdout: int = Field(
+        20, ge=1, description="held-out production images needed for that judgement"
+    )
+    label_budget: int | None = Field(
+        None, ge=1,
+        description="when a trigger fires with too few new labels: how many kept production "
+        "images active learning (mixed) asks the operator to label (default: min_new_labels)",
+    )
     epochs: int = Field(3, ge=1, description="fine-tuning epochs, starting from the champion")
     lr: float = Field(5e-4, gt=0, le=1)
 
