@@ -14,7 +14,11 @@ from pipeline_support import configure, make_project
 from visionline.errors import DataError
 from visionline.monitor import LoggedPrediction, MonitorDB, PredictionLogger
 from visionline.pipeline import check_triggers, retrain, run_pipeline
-from visionline.pipeline._continuous import build_retraining_version
+from visionline.pipeline._continuous import (
+    build_holdout_version,
+    build_retraining_version,
+    split_holdout,
+)
 
 
 def _lenient_goals(project):
@@ -22,7 +26,9 @@ def _lenient_goals(project):
     path = project.root / "visionline.yaml"
     config = yaml.safe_load(path.read_text())
     config["goals"].update(max_false_reject_rate=0.5, min_defect_recall=0.05)
-    config["pipeline"]["retrain"] = {"min_new_labels": 10, "epochs": 1, "min_labelled_defects": 500}
+    config["pipeline"]["retrain"] = {
+        "min_new_labels": 10, "epochs": 1, "min_labelled_defects": 500, "min_holdout": 5,
+    }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return configure(project.root)
 
@@ -33,11 +39,12 @@ def _log(db_url, blobs, items):
         assert logger.flush()
 
 
-def _prediction(name, image=None, flagged=False, ts=None):
+def _prediction(name, image=None, flagged=False, ts=None, score=0.6, embedding=None):
     return LoggedPrediction(
-        model=name, version="1", probabilities={"good": 0.4, "bruise": 0.6}, defect_score=0.6,
-        flagged=flagged, decision="defect" if flagged else "good", predicted_class="bruise",
-        threshold=0.5, ts=ts or time.time(), image=image,
+        model=name, version="1", probabilities={"good": 1 - score, "bruise": score},
+        defect_score=score, flagged=flagged, decision="defect" if flagged else "good",
+        predicted_class="bruise", threshold=0.5, ts=ts or time.time(), image=image,
+        embedding=embedding,
     )
 
 
@@ -151,7 +158,9 @@ def test_the_loop_retrains_promotes_and_hot_swaps_the_live_server(tmp_path):
         result = retrain(project.__class__.load(project.root), progress=False)
 
         assert [t.kind for t in result.triggers] == ["labels"]
-        assert result.ran and result.new_images == len(set(truth))
+        assert result.ran and result.new_images + result.held_out == len(set(truth))
+        assert result.held_out >= 5 and result.holdout["images"] == result.held_out
+        assert result.holdout["challenger"]["defect_recall_ci"][0] <= 1
         assert result.registered == f"{name}/2"
         steps = {n: r.status for n, r in result.run.steps.items()}
         assert steps["ingest"] == "given" and steps["train"] == "done"
@@ -164,3 +173,83 @@ def test_the_loop_retrains_promotes_and_hot_swaps_the_live_server(tmp_path):
         again = retrain(project.__class__.load(project.root), progress=False)
         assert not again.ran and again.triggers == []
     logger.close()
+
+
+def test_held_out_images_are_the_new_ones_stable_and_judged_with_the_versions_threshold_split(
+    tmp_path,
+):
+    import numpy as np
+
+    from visionline.data import BlobStore, DatasetRepo
+    from visionline.synth import SynthConfig, generate_dataset
+
+    project = make_project(tmp_path / "p", images=40)
+    configure(project.root, split={"val": 0.2, "calib": 0.2, "test": 0.2})
+    project = project.__class__.load(project.root)
+    run = run_pipeline(project, until="split", progress=False)
+    base = DatasetRepo(project).get(run.steps["split"].outputs["dataset"].id)
+    assert base.split_records("calib")
+    generate_dataset(SynthConfig(size=48, seed=98), tmp_path / "line", 40)
+    items = [_prediction(project.config.name, p.read_bytes(), embedding=np.ones(4))
+             for p in sorted((tmp_path / "line").rglob("*.jpg"))]
+    _log(project.monitor_db_url, BlobStore(project.blob_store_uri), items)
+    db = MonitorDB(project.monitor_db_url)
+    for item in items[:10]:
+        db.add_feedback(item.id, "good", None, "operator")
+    cut = time.time()
+    time.sleep(0.01)
+    for item in items[10:]:
+        db.add_feedback(item.id, "defect", "rot", "operator")
+    frame = db.feedback_frame()
+
+    training, held = split_holdout(frame, cut, 0.5)
+    assert len(training) + len(held) == len(frame) and 5 <= len(held) <= 25
+    assert set(held["label"]) == {"defect"}  # only images labelled after the last retraining
+    again, held_again = split_holdout(frame, cut, 0.5)
+    assert list(held_again["image_sha256"]) == list(held["image_sha256"])
+    assert split_holdout(frame, cut, 0.0)[1].empty
+
+    version, _ = build_retraining_version(project, base.id, training, 0.2)
+    assert not {r.sha256 for r in version.records} & set(held["image_sha256"])
+    holdout = build_holdout_version(project, version, held)
+    assert holdout.parent == version.id
+    assert {r.sha256 for r in holdout.split_records("test")} == set(held["image_sha256"])
+    calib = {r.sha256 for r in version.split_records("calib")}
+    assert {r.sha256 for r in holdout.split_records("calib")} == calib
+    assert not holdout.split_records("train") and not holdout.split_records("val")
+    assert build_holdout_version(project, version, held.iloc[0:0]) is None
+
+
+def test_a_trigger_without_enough_new_labels_requests_the_active_learning_selection(tmp_path):
+    import json
+
+    import numpy as np
+
+    from visionline.data import BlobStore
+
+    project = _lenient_goals(make_project(tmp_path / "p", images=20))
+    configure(project.root, retrain={"min_new_labels": 10, "label_budget": 4})
+    project = project.__class__.load(project.root)
+    name = project.config.name
+    db = MonitorDB(project.monitor_db_url)
+    db.add_alarm({"ts": time.time(), "model": name, "version": "1", "window": 3,
+                  "detectors": ["quality"], "statistics": {}, "p_values": {},
+                  "cause": "dirty lens", "details": {}})
+    rng = np.random.default_rng(0)
+    images = sorted((project.root / "raw").rglob("*.jpg"))[:12]
+    items = [
+        _prediction(name, path.read_bytes(), score=score, embedding=rng.normal(size=8))
+        for path, score in zip(images, np.linspace(0.05, 0.95, len(images)))
+    ]
+    _log(project.monitor_db_url, BlobStore(project.blob_store_uri), items)
+    db.add_feedback(items[0].id, "good", None, "operator")
+
+    result = retrain(project, progress=False)
+
+    assert [t.kind for t in result.triggers] == ["drift"] and not result.ran
+    request = json.loads(result.label_request.read_text())
+    assert request["strategy"] == "mixed" and len(request["images"]) == 4
+    assert request["pool"] == 11  # kept, not yet labelled
+    assert items[0].id not in {pick["prediction_id"] for pick in request["images"]}
+    nearest = min(items[1:], key=lambda item: abs(item.defect_score - 0.5))
+    assert nearest.id in {pick["prediction_id"] for pick in request["images"]}

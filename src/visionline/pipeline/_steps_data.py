@@ -80,5 +80,6 @@ def split(ctx: StepContext) -> dict[str, Artifact]:
         test=settings["test"],
         seed=settings["seed"],
         group_by=settings.get("group_by"),
+        calib=settings.get("calib", 0.0),
     )
     return {"dataset": _dataset(version, kept_existing_split=False)}
