@@ -165,6 +165,7 @@ def retrain_command(
     verdict = "promoted to champion" if result.promoted else "not promoted"
     console.print(
         f"Challenger {result.registered} on dataset {str(result.dataset_version)[:12]} "
-        f"(+{result.new_images} production images): {verdict} — {'; '.join(result.reasons)}"
+        f"(+{result.new_images} production images, {result.held_out} held out to judge it): "
+        f"{verdict} — {'; '.join(result.reasons)}"
     )
     console.print(f"Deployed {result.deployed}." if result.deployed else "Nothing was deployed.")
