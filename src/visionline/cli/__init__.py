@@ -19,6 +19,7 @@ from visionline.cli._eval import eval_command
 from visionline.cli._export import register as register_export
 from visionline.cli._init import init
 from visionline.cli._label import app as label_app
+from visionline.cli._leaderboard import leaderboard_command
 from visionline.cli._monitor import app as monitor_app
 from visionline.cli._pipeline import app as pipeline_app
 from visionline.cli._pipeline import retrain_command
@@ -45,6 +46,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(label_app, name="label")
 app.command()(train)
 app.command("tune")(tune_command)
+app.command("leaderboard")(leaderboard_command)
 app.add_typer(anomaly_app, name="anomaly")
 app.command("eval")(eval_command)
 app.add_typer(models_app, name="models")

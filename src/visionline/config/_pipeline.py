@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Executor(str, Enum):
@@ -17,6 +17,19 @@ class Executor(str, Enum):
 
     LOCAL = "local"
     RAY = "ray"
+
+
+class TrainMethod(str, Enum):
+    """What `pipeline.train.method` fits: one `visionline train` run, or the leaderboard of
+    classical, probe, fine-tuned, anomaly and stacked entries (settings under
+    `pipeline.train.leaderboard`), whose best exportable entry goes on down the pipeline."""
+
+    SUPERVISED = "supervised"
+    LEADERBOARD = "leaderboard"
+
+
+TRAIN_METHOD_KEYS = ("method", "leaderboard")
+"""Keys of `pipeline.train` that are not TrainConfig settings."""
 
 
 class _Strict(BaseModel):
@@ -140,7 +153,9 @@ class PipelineConfig(BaseModel):
     validate_data: ValidateStep = Field(default_factory=ValidateStep, alias="validate")
     split: SplitStep = Field(default_factory=SplitStep)
     tune: TuneStep = Field(default_factory=TuneStep)
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig settings")
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="TrainConfig settings, plus method and leaderboard"
+    )
     evaluate: EvaluateStep = Field(default_factory=EvaluateStep)
     gate: GateStep = Field(default_factory=GateStep)
     export: ExportStep = Field(default_factory=ExportStep)
@@ -152,6 +167,15 @@ class PipelineConfig(BaseModel):
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @field_validator("train")
+    @classmethod
+    def _known_train_method(cls, value: dict[str, Any]) -> dict[str, Any]:
+        method = value.get("method", TrainMethod.SUPERVISED.value)
+        known = [m.value for m in TrainMethod]
+        if method not in known:
+            raise ValueError(f"pipeline.train.method must be one of {', '.join(known)}, not {method!r}")
+        return value
 
     def step_settings(self, step: str) -> dict[str, Any]:
         """One step's settings as a plain mapping (what its cache key hashes)."""

@@ -13,8 +13,10 @@ def train_config(settings: dict[str, Any], tuned: dict[str, Any] | None = None) 
     from pydantic import ValidationError
 
     from visionline.config import describe_validation_error
+    from visionline.config._pipeline import TRAIN_METHOD_KEYS
     from visionline.train import TrainConfig
 
+    settings = {k: v for k, v in settings.items() if k not in TRAIN_METHOD_KEYS}
     try:
         return TrainConfig.model_validate({**settings, **(tuned or {})})
     except ValidationError as exc:
@@ -60,9 +62,13 @@ def tune(ctx: StepContext) -> dict[str, Artifact]:
 
 
 def train(ctx: StepContext) -> dict[str, Artifact]:
-    """`fit` into the step's work folder; an interrupted attempt resumes from its last epoch."""
+    """`fit` into the step's work folder; an interrupted attempt resumes from its last epoch.
+    With `method: leaderboard` the leaderboard runs instead (see `leaderboard_train`)."""
+    from visionline.config._pipeline import TrainMethod
     from visionline.train import fit
 
+    if ctx.settings.get("method") == TrainMethod.LEADERBOARD.value:
+        return leaderboard_train(ctx)
     tuned = ctx.optional("params")
     config = train_config(ctx.settings, tuned.meta["values"] if tuned else None)
     dataset = ctx.artifact("dataset")
@@ -88,6 +94,43 @@ def train(ctx: StepContext) -> dict[str, Artifact]:
                 "backbone": config.backbone.value,
                 "resumed": resume,
                 **{k: float(v) for k, v in result.best_metrics.items()},
+            },
+        )
+    }
+
+
+def leaderboard_train(ctx: StepContext) -> dict[str, Artifact]:
+    """Run the leaderboard on the split; its best-ranked exportable entry (a probe or fine-tuned
+    model.pt) is the model that evaluate, export and register take on. The register step, not
+    the leaderboard, registers it, so a pipeline registers one model per run."""
+    from visionline.errors import TrainingError
+    from visionline.leaderboard import load_leaderboard_config, run_leaderboard
+
+    config = load_leaderboard_config(ctx.settings.get("leaderboard"), register_best=False)
+    dataset = ctx.artifact("dataset")
+    result = run_leaderboard(
+        ctx.project, dataset.id, config, out_dir=ctx.workdir / "leaderboard", progress=ctx.progress
+    )
+    exportable = [e for e in result.ranked if e.outcome.exportable]
+    if not exportable:
+        raise TrainingError(
+            "No probe or fine-tuned leaderboard entry finished, so the pipeline has no model to "
+            "export; raise pipeline.train.leaderboard.budget_min or include those families."
+        )
+    chosen, best = exportable[0], result.ranked[0]
+    return {
+        "model": Artifact(
+            "model",
+            file_digest(chosen.outcome.model_path),
+            relative(ctx.project, chosen.outcome.model_path),
+            {
+                "run_id": chosen.outcome.run_id,
+                "method": "leaderboard",
+                "entry": chosen.name,
+                "leaderboard_best": best.name,
+                "no_ml_needed": result.no_ml_needed,
+                "verdict": result.verdict,
+                "leaderboard": relative(ctx.project, result.paths["json"]),
             },
         )
     }
