@@ -32,15 +32,16 @@ class Budget:
     def elapsed_s(self) -> float:
         return self.clock() - self.started
 
-    def check(self) -> None:
-        """Raise `OutOfBudget` once the deadline has passed."""
-        if self.remaining_s() <= 0:
+    def check(self, reserve_s: float = 0.0) -> None:
+        """Raise `OutOfBudget` once the deadline (less `reserve_s` kept for later entries) has
+        passed."""
+        if self.remaining_s() <= reserve_s:
             raise OutOfBudget(f"the {self.minutes:g}-minute budget ran out")
 
-    def epoch_callback(self):
+    def epoch_callback(self, reserve_s: float = 0.0):
         """An `on_epoch_end` hook for `visionline.train.fit` that stops training at the deadline."""
 
         def _hook(epoch: int, metrics: dict[str, float]) -> None:
-            self.check()
+            self.check(reserve_s)
 
         return _hook

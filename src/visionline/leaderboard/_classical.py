@@ -37,7 +37,7 @@ CLASSICAL_MODELS = ("logreg", "gboost")
 def _features(ctx: Context) -> dict[str, np.ndarray]:
     """Features of train, threshold and test images, computed once for both classical entries."""
     if "classical" not in ctx.cache:
-        check = ctx.budget.check
+        check = ctx.check
         ctx.cache["classical"] = {
             split.name: classical_features(split.images, check)
             for split in (ctx.data.train, ctx.data.calib, ctx.data.test)

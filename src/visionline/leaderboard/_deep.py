@@ -92,7 +92,7 @@ def run_probe(ctx: Context, backbone: str) -> Outcome:
     load_pretrained(model.backbone, backbone, IMAGENET)  # missing weights: one-sentence error
     model.eval()
     embedded = {
-        split.name: _batched_outputs(split.images, preprocessing, model.embed, ctx.budget.check)
+        split.name: _batched_outputs(split.images, preprocessing, model.embed, ctx.check)
         for split in (data.train, data.calib, data.test)
     }
     estimator = make_pipeline(
@@ -180,7 +180,7 @@ def run_finetune(ctx: Context, backbone: str) -> Outcome:
         ctx.project,
         out_dir=ctx.out_dir / "entries" / name.replace("/", "-"),
         tracking_uri=ctx.tracking_uri,
-        on_epoch_end=ctx.budget.epoch_callback(),
+        on_epoch_end=ctx.epoch_callback(),
         run_name=ctx.run_name(name),
         tags=ctx.tags("finetune"),
         progress=ctx.progress,
@@ -191,8 +191,8 @@ def run_finetune(ctx: Context, backbone: str) -> Outcome:
     def forward(batch):
         return model(batch)
 
-    calib_logits = _batched_outputs(data.calib.images, preprocessing, forward, ctx.budget.check)
-    test_logits = _batched_outputs(data.test.images, preprocessing, forward, ctx.budget.check)
+    calib_logits = _batched_outputs(data.calib.images, preprocessing, forward, ctx.check)
+    test_logits = _batched_outputs(data.test.images, preprocessing, forward, ctx.check)
     calib_p = softmax(calib_logits, spec.temperature)
     test_p = softmax(test_logits, spec.temperature)
     latency = measure_latency_ms(

@@ -51,7 +51,7 @@ def run_anomaly(ctx: Context) -> Outcome:
     )
 
     config = load_anomaly_config(None, **{"seed": ctx.config.seed, **ctx.config.anomaly})
-    ctx.budget.check()
+    ctx.check()
     fitted = fit_anomaly(
         config,
         ctx.data.version.id,
@@ -61,14 +61,14 @@ def run_anomaly(ctx: Context) -> Outcome:
         progress=ctx.progress,
     )
     _tag_run(ctx, fitted.run_id)
-    ctx.budget.check()
+    ctx.check()
     model, spec = load_anomaly_model(fitted.model_path)
     prep = spec.preprocessing
     calib, _ = score_images(
-        model, prep, _checked(ctx.data.calib.images, ctx.budget.check), config.batch_size
+        model, prep, _checked(ctx.data.calib.images, ctx.check), config.batch_size
     )
     test, _ = score_images(
-        model, prep, _checked(ctx.data.test.images, ctx.budget.check), config.batch_size
+        model, prep, _checked(ctx.data.test.images, ctx.check), config.batch_size
     )
     latency = measure_latency_ms(
         lambda image: model(torch.from_numpy(prep([image]))),

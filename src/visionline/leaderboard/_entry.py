@@ -85,7 +85,16 @@ class Context:
     progress: bool = False
     entries: list[Entry] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
-    log: Callable[[str], None] = print
+    stack_planned: bool = False
+    reserve_s: float = 0.0
+    """Seconds kept back for the entries that must run last (the stack)."""
+
+    def check(self) -> None:
+        """Stop the running entry (`OutOfBudget`) when its share of the budget is spent."""
+        self.budget.check(self.reserve_s)
+
+    def epoch_callback(self):
+        return self.budget.epoch_callback(self.reserve_s)
 
     def run_name(self, name: str) -> str:
         return f"leaderboard-{name.replace('/', '-')}-{self.data.version.short_id}"
