@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from visionline.cli._common import ProjectOption, console, err_console, load_project
 from visionline.cli._eval import parse_data, quiet_mlflow
 from visionline.errors import ConfigError, GateFailedError
+
+if TYPE_CHECKING:
+    from visionline.anomaly import AnomalyConfig
 
 app = typer.Typer(
     help="Anomaly detection from good images only: fit a memory bank, evaluate with heatmaps.",
@@ -63,7 +66,7 @@ def fit_command(
     project_dir: ProjectOption = None,
 ) -> None:
     """Fit on the train split's good images; threshold on the val split's good images."""
-    from visionline.anomaly import fit_anomaly, load_anomaly_config
+    from visionline.anomaly import load_anomaly_config
 
     settings = load_anomaly_config(
         config,
@@ -76,6 +79,21 @@ def fit_command(
         max_good_images=max_good_images,
         max_memory_gb=max_memory_gb,
     )
+    run_fit(settings, data, register, tracking_uri, out, project_dir)
+
+
+def run_fit(
+    settings: AnomalyConfig,
+    data: str,
+    register: str | None = None,
+    tracking_uri: str | None = None,
+    out: Path | None = None,
+    project_dir: Path | None = None,
+) -> None:
+    """Fit, print what the fit found, and optionally register the run (`anomaly fit`, and
+    `train --method anomaly`)."""
+    from visionline.anomaly import fit_anomaly
+
     quiet_mlflow()
     project = load_project(project_dir)
     result = fit_anomaly(settings, data, project, out_dir=out, tracking_uri=tracking_uri)

@@ -55,6 +55,14 @@ def print_gates(gates: dict) -> None:
     console.print(table)
 
 
+def _is_anomaly_model(model: str, project) -> bool:  # project: Project
+    """Whether `model` (a path or an MLflow URI) resolves to an anomaly detector's file."""
+    from visionline.anomaly import is_anomaly_checkpoint
+    from visionline.registry import resolve_model
+
+    return is_anomaly_checkpoint(resolve_model(model, project.tracking_uri).path)
+
+
 def eval_command(
     model: Annotated[
         str,
@@ -88,6 +96,7 @@ def eval_command(
     """Evaluate a model: false rejects, escapes, per-class and per-subtype recall, AUCs, calibration.
 
     The threshold is set on the val split's good images for the project's max false-reject rate.
+    An anomaly model gets 'visionline anomaly eval' (image and pixel metrics, heatmap report).
     """
     from rich.table import Table
 
@@ -96,6 +105,16 @@ def eval_command(
     version, split = parse_data(data)
     quiet_mlflow()
     loaded = load_project(project)
+    if _is_anomaly_model(model, loaded):
+        from visionline.cli._anomaly import eval_command as anomaly_eval
+
+        if calibrate:
+            raise ConfigError(
+                f"{model} is an anomaly model, whose scores are distances, not probabilities to "
+                "calibrate; drop --calibrate."
+            )
+        anomaly_eval(model, data, gate, out, bootstrap, project)
+        return
     result = evaluate_model(
         loaded,
         model,

@@ -5,8 +5,9 @@ Runs unchanged under `torchrun --nproc_per_node N --no-python visionline train .
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,10 +15,28 @@ from visionline.cli._common import ProjectOption, console, load_project
 from visionline.errors import ConfigError
 
 
+class Method(str, Enum):
+    """What `visionline train` fits."""
+
+    SUPERVISED = "supervised"
+    ANOMALY = "anomaly"
+
+
+_ANOMALY_OPTIONS = ("backbone", "pretrained", "image_size", "batch_size", "seed")
+"""Options an anomaly fit shares with supervised training; the others are refused."""
+
+
 def train(
     data: Annotated[
         str, typer.Option("--data", "-d", help="Dataset version id (or unique prefix).")
     ],
+    method: Annotated[
+        Method,
+        typer.Option(
+            help="supervised: a classifier on labelled images; anomaly: a memory bank fitted on "
+            "good images only (what 'visionline anomaly fit' does; --config takes its settings)."
+        ),
+    ] = Method.SUPERVISED,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML file of TrainConfig settings.")
     ] = None,
@@ -86,6 +105,9 @@ def train(
         "kd_alpha": kd_alpha,
         "kd_temperature": kd_temperature,
     }
+    if method is Method.ANOMALY:
+        _fit_anomaly(data, config, overrides, resume, tracking_uri, out, project_dir)
+        return
     if resume and (config is not None or any(v is not None for v in overrides.values())):
         given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None]
         raise ConfigError(
@@ -106,3 +128,29 @@ def train(
         + ("  [dim](stopped early)[/dim]" if result.stopped_early else "")
     )
     console.print(f"model: {result.model_path}")
+
+
+def _fit_anomaly(
+    data: str,
+    config: Path | None,
+    overrides: dict[str, Any],
+    resume: bool,
+    tracking_uri: str | None,
+    out: Path | None,
+    project_dir: Path | None,
+) -> None:
+    """`train --method anomaly`: the anomaly fit, tracked in the same MLflow experiment."""
+    from visionline.anomaly import load_anomaly_config
+    from visionline.cli._anomaly import run_fit
+
+    refused = [k for k, v in overrides.items() if v is not None and k not in _ANOMALY_OPTIONS]
+    if resume:
+        refused.append("resume")
+    if refused:
+        given = ", ".join(f"--{name.replace('_', '-')}" for name in refused)
+        raise ConfigError(
+            f"{given} only apply to supervised training; drop them for --method anomaly "
+            "(its settings are AnomalyConfig fields in --config)."
+        )
+    shared = {k: overrides[k] for k in _ANOMALY_OPTIONS}
+    run_fit(load_anomaly_config(config, **shared), data, None, tracking_uri, out, project_dir)
