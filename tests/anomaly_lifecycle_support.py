@@ -1,7 +1,7 @@
 """A small real anomaly detector on synthetic apples, and its signed edge bundle.
 
 Several test folders (export, serve, visionline_edge, cli, monitor) take an anomaly bundle
-through the lifecycle; they share this one fit: 40 apples at 64 px (with defect masks), fitted
+through the lifecycle; they share this one recipe: 40 apples at 64 px with defect masks, fitted
 on the train split's good apples, thresholded on the val split's good ones.
 """
 
@@ -32,9 +32,11 @@ def fitted_apples(root: Path, images: int = 40) -> FittedApples:
     init_project(root, name="apples")
     project = Project.load(root)
     raw = root / "raw"
-    generate_dataset(SynthConfig(size=IMAGE_SIZE, seed=11, defect_rate=0.3), raw, images)
+    generate_dataset(
+        SynthConfig(size=IMAGE_SIZE, seed=11, defect_rate=0.3), raw, images, masks=True
+    )
     repo = DatasetRepo(project)
-    added = repo.add(raw, name="apples")
+    added = repo.add(raw, name="apples", masks=True)
     split = repo.split(added.version.id, val=0.3, test=0.2, seed=0)
     config = AnomalyConfig(
         image_size=IMAGE_SIZE, batch_size=16, coreset_ratio=0.1, max_bank=256, autocontrast=False

@@ -112,6 +112,19 @@ def test_visionline_score_writes_the_anomaly_score_column(exported, tmp_path):
     assert scored.summary.corrected  # the bundle's validated recall and FRR correct the estimate
 
 
+@pytest.mark.slow
+def test_synthetic_apples_with_masks_get_pixel_metrics(exported, tmp_path):
+    from visionline.anomaly import evaluate_anomaly
+
+    fitted, *_ = exported
+    result = evaluate_anomaly(
+        fitted.project, str(fitted.model), fitted.dataset, "test", tmp_path, bootstrap=0, log=False
+    )
+    m = result.metrics
+    assert m["pixel_images"] == m["n_good"] + m["n_defect"] and m["n_defect"] > 0
+    assert 0.5 < m["pixel_auroc"] <= 1.0 and 0.0 <= m["aupro"] <= 1.0
+
+
 def test_an_anomaly_model_without_a_threshold_is_refused_in_one_sentence(tmp_path):
     from tests.anomaly.conftest import tile
     from visionline.anomaly import AnomalyConfig, fit_detector, save_anomaly_model

@@ -165,3 +165,26 @@ def test_delivery_rates_follow_supplier_distributions(tmp_path):
     assert len(set(rates.values())) == 2
     with pytest.raises(ConfigError, match="suppliers must be at least 1"):
         generate_deliveries(config, tmp_path / "e", suppliers=0)
+
+
+def test_defect_masks_lie_on_their_defect_and_ingest_as_masks(tmp_path):
+    from visionline.config import Project, init_project
+    from visionline.data import DatasetRepo
+
+    config = SynthConfig(size=64, seed=4, defect_rate=0.5)
+    out = generate_dataset(config, tmp_path / "ds", n=10, masks=True).out
+    rows = read_csv(out / "manifest.csv")
+    for row in rows:
+        if row["label"] == "good":
+            assert row["mask"] == "" and not (out / row["file"]).with_name(
+                Path(row["file"]).stem + "_mask.png"
+            ).exists()
+            continue
+        mask = np.asarray(Image.open(out / row["mask"]))
+        assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
+        assert 0 < (mask == 255).mean() < 0.5  # the defect, not the whole apple
+    init_project(tmp_path / "project")
+    repo = DatasetRepo(Project.load(tmp_path / "project"))
+    records = repo.add(out, masks=True).version.records
+    assert len(records) == 10  # masks are stored beside their images, never as images
+    assert all((r.mask_sha256 is not None) == (r.label != "good") for r in records)

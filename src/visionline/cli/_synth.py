@@ -92,6 +92,13 @@ def dataset(
         bool, typer.Option("--add", help="Ingest the result as a dataset version.")
     ] = False,
     name: Annotated[str | None, typer.Option(help="Dataset version name (with --add).")] = None,
+    masks: Annotated[
+        bool,
+        typer.Option(
+            "--masks",
+            help="Also write each defect's mask as <image>_mask.png (ingest with data add --masks).",
+        ),
+    ] = False,
     force: ForceOption = False,
     project: ProjectOption = Path("."),
 ) -> None:
@@ -108,13 +115,15 @@ def dataset(
 
         repo = DatasetRepo(load_project(project))
     config = _config(config_file, size, seed, defect_rate=defect_rate)
-    summary = generate_dataset(config, out, n, force=force, progress=True)
+    summary = generate_dataset(config, out, n, force=force, progress=True, masks=masks)
     counts = ", ".join(f"{label} {count}" for label, count in summary.counts.items())
     console.print(f"[green]Wrote[/green] {n} images to {summary.out} ({counts}).")
     console.print(f"Manifest: {summary.manifest} (+ .parquet), config: {summary.out}/synth.json")
     if repo is not None:
         default_name = f"synth-{config.seed}-{n}"
-        report = repo.add(summary.out, name=name or default_name, show_progress=True)
+        report = repo.add(
+            summary.out, name=name or default_name, masks=masks, show_progress=True
+        )
         version = report.version
         state = "created" if report.created else "already existed"
         console.print(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from visionline.errors import ConfigError
 from visionline.synth._config import Drift, Subtype, SynthConfig
@@ -98,6 +99,17 @@ def save_jpeg(result: RenderResult, path: Path) -> None:
     result.image().save(path, "JPEG", quality=int(result.metadata["jpeg_quality"]))
 
 
+def mask_path(image: Path) -> Path:
+    """Where a defect image's mask goes: `X_mask.png` beside `X.jpg`, as `data add --masks` reads."""
+    return image.with_name(f"{image.stem}_mask.png")
+
+
+def save_mask(result: RenderResult, path: Path) -> None:
+    """The defect's pixels (coverage ≥ 0.5) as a white-on-black PNG the size of the image."""
+    pixels = np.where(result.defect_mask >= 0.5, 255, 0).astype(np.uint8)
+    Image.fromarray(pixels, mode="L").save(path, "PNG")
+
+
 def prepare_output(out: Path, force: bool) -> Path:
     """An empty output folder; `force` clears only a folder that synth wrote before."""
     out = Path(out)
@@ -138,17 +150,25 @@ def _render_all(
     progress: bool,
     description: str,
     variety_weights: list[np.ndarray | None] | None = None,
+    masks: bool = False,
 ) -> Iterator[dict]:
-    """Render and save each (index, subtype, path, extra) job; yield its manifest row."""
+    """Render and save each (index, subtype, path, extra) job; yield its manifest row. With
+    `masks`, each defect image also gets its mask file (`mask_path`), named in the row."""
     with _progress(progress, len(jobs), description) as bar:
         for n, (index, subtype, path, extra) in enumerate(jobs):
             weights = None if variety_weights is None else variety_weights[n]
             result = line.render(index, subtype, weights)
             path.parent.mkdir(parents=True, exist_ok=True)
             save_jpeg(result, path)
+            row = {"index": index, **extra}
+            if masks:
+                row["mask"] = ""
+                if subtype is not None:
+                    save_mask(result, mask_path(path))
+                    row["mask"] = mask_path(Path(extra["file"])).as_posix()
             if bar is not None:
                 bar.advance(bar.task_ids[0])
-            yield {"index": index, **extra, **result.metadata}
+            yield {**row, **result.metadata}
 
 
 def _write_table(rows: list[dict], stem: Path) -> None:
@@ -174,10 +194,17 @@ class DatasetSummary:
 
 
 def generate_dataset(
-    config: SynthConfig, out: Path, n: int, force: bool = False, progress: bool = False
+    config: SynthConfig,
+    out: Path,
+    n: int,
+    force: bool = False,
+    progress: bool = False,
+    masks: bool = False,
 ) -> DatasetSummary:
     """An ImageFolder tree (`good/` + one folder per subtype) with exactly round(n × defect
-    rate) defects spread evenly over the subtypes, plus `manifest.csv/.parquet` and `synth.json`."""
+    rate) defects spread evenly over the subtypes, plus `manifest.csv/.parquet` and `synth.json`.
+    With `masks`, every defect image gets `<name>_mask.png` beside it (ingest with `--masks`), so
+    anomaly maps get pixel metrics."""
     if n < 1:
         raise ConfigError(f"n must be at least 1, not {n}; pass a positive number of images.")
     out = prepare_output(out, force)
@@ -192,7 +219,7 @@ def generate_dataset(
         folder = GOOD if subtype is None else subtype.value
         rel = f"{folder}/{index:06d}.jpg"
         jobs.append((index, subtype, out / rel, {"file": rel}))
-    rows = list(_render_all(line, jobs, progress, "rendering apples"))
+    rows = list(_render_all(line, jobs, progress, "rendering apples", masks=masks))
     counts = {GOOD: n - n_defect} | {
         s.value: sum(1 for label in labels if label is s) for s in config.subtypes
     }
