@@ -149,7 +149,10 @@ def export_model(
 
             repo = DatasetRepo(project)
             version = repo.get(config.data)
-            val_split = "val" if version.split_records("val") else "test"
+            from visionline.evaluate import threshold_split
+
+            val_split = threshold_split(version)
+            val_split = val_split if version.split_records(val_split) else "test"
             val = _data.load_split(version, repo.blobs, val_split, prep, progress=bar)
             if int8 and (val.is_defect.all() or not val.is_defect.any()):
                 raise DataError(
