@@ -128,3 +128,35 @@ def test_a_buffered_plc_backlog_is_a_metric(model: Any, tmp_path: Path) -> None:
     sink.close()
     metrics = agent.metrics.render().decode()
     assert "visionline_edge_plc_backlog 2.0" in metrics and "visionline_edge_plc_alarm 1.0" in metrics
+
+
+def test_several_views_of_one_item_give_one_verdict(model: Any, tmp_path: Path) -> None:
+    light, dark = png((230, 230, 230)), png((10, 10, 10))
+    views = [("a1_top", light), ("a1_side", dark), ("a2_top", light), ("a2_side", light),
+             ("a3_top", dark), ("a4_top", light), ("a4_side", png((5, 5, 5))[:20])]
+    frames = [Frame(name, time.time(), data=data) for name, data in views]
+    sink, outbox = RecordingSink(), Outbox(tmp_path / "outbox.db")
+    agent = LineAgent(ListSource(frames), Decider(model, 5000), outbox, sink, views=2)
+    stats = agent.run()
+    # a1: the dark side decides; a3 lost its second shot and is decided on one view; a4 has a
+    # corrupt view, so the item cannot be vouched for and takes the fail-safe
+    assert [(v.item_id, v.reject, v.fail_safe) for v in sink.sent] == [
+        ("a1", True, False), ("a2", False, False), ("a3", True, False), ("a4", True, True),
+    ]
+    assert stats.frames == 7 and stats.items == 4
+    records = outbox.pending(10)
+    assert [r["request_id"] for r in records] == ["a1", "a2", "a3", "a4"]
+    assert [r["views"] for r in records] == [2, 2, 1, 2]
+
+
+def test_kept_images_travel_with_their_records_when_uploading(model: Any, tmp_path: Path) -> None:
+    import base64
+
+    images = [png((230, 230, 230)), png((10, 10, 10)), png((220, 220, 220))]
+    frames = [Frame(f"i{i}", time.time(), data=b) for i, b in enumerate(images)]
+    outbox = Outbox(tmp_path / "outbox.db")
+    LineAgent(ListSource(frames), Decider(model, 5000), outbox, RecordingSink(),
+              upload_images=True).run()
+    records = outbox.pending(10)
+    assert [("image" in r) for r in records] == [False, True, False]  # the flagged one
+    assert base64.b64decode(records[1]["image"]) == images[1]

@@ -108,3 +108,25 @@ def test_fail_safe_verdicts_do_not_count_as_model_answers(client_db) -> None:
     summary = client.get("/api/summary").json()
     assert summary["predictions"] == 2
     assert summary["versions"][0]["expected_accuracy"] == pytest.approx(alone)
+
+
+def test_uploaded_images_land_in_the_blob_store(tmp_path: Path) -> None:
+    import hashlib
+
+    from visionline.data import BlobStore
+
+    db = MonitorDB(f"sqlite:///{tmp_path / 'monitor.db'}")
+    blobs = BlobStore(tmp_path / "store")
+    client = TestClient(create_app(db, blobs))
+    image = b"\x89PNG fake image bytes"
+    body = {"records": [_record(1, image=base64.b64encode(image).decode()), _record(2)]}
+    assert client.post("/api/ingest", json=body).status_code == 200
+    frame = db.frame().set_index("request_id")
+    sha = hashlib.sha256(image).hexdigest()
+    assert frame.at["item-1", "image_sha256"] == sha and not isinstance(
+        frame.at["item-2", "image_sha256"], str
+    )
+    assert client.get(f"/images/{sha}").content == image
+    bad = client.post("/api/ingest", json={"records": [_record(3, image="not base64!")]})
+    assert bad.status_code == 422 and "image is not base64" in bad.json()["detail"]
+    db.close()

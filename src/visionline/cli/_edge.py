@@ -13,6 +13,7 @@ import typer
 
 from visionline.cli._common import console
 from visionline.cli._trust import PubkeyOption, TrustStoreOption
+from visionline.edge._config import DEFAULT_OUTBOX
 from visionline.edge._decide import FailSafe
 from visionline.errors import ConfigError
 
@@ -22,7 +23,6 @@ app = typer.Typer(help="The line agent: camera → verdict → reject signal, of
 OutboxOption = Annotated[
     Path, typer.Option("--outbox", help="The agent's local SQLite outbox (WAL).")
 ]
-DEFAULT_OUTBOX = Path(".visionline/edge/outbox.db")
 
 
 def _sink(url: str | None) -> Any:
@@ -37,10 +37,16 @@ def _sink(url: str | None) -> Any:
 
 @app.command("run")
 def run_command(
-    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Signed bundle folder or .tar.gz.")],
-    source: Annotated[str, typer.Option(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="edge.yaml: every option below as a key (deadline_ms: 80); options "
+        "given here win over the file."
+    )] = None,
+    bundle: Annotated[Path | None, typer.Option(
+        "--bundle", "-b", help="Signed bundle folder or .tar.gz.")] = None,
+    source: Annotated[str | None, typer.Option(
         "--source", help="Camera folder, video file, rtsp://..., or synth://?rate=20&drift=lighting."
-    )],
+    )] = None,
     plc: Annotated[str | None, typer.Option(
         "--plc", help="Reject signal sink: opcua://, modbus://, mqtt:// (leave out to only log)."
     )] = None,
@@ -71,11 +77,14 @@ def run_command(
     sample_every: Annotated[int, typer.Option(
         "--sample-every", help="Also keep every Nth item's image (0: flagged only)."
     )] = 100,
+    upload_images: Annotated[bool, typer.Option(
+        "--upload-images", help="Send kept images with their verdicts to the central log."
+    )] = False,
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", help="Serve Prometheus metrics on this port."
     )] = None,
-    channel: Annotated[Path | None, typer.Option(
-        "--channel", help="Fleet channel folder watched for new bundles (verify, shadow, switch)."
+    channel: Annotated[str | None, typer.Option(
+        "--channel", help="Fleet channel watched for new bundles (verify, shadow, switch)."
     )] = None,
     shadow_items: Annotated[int, typer.Option(
         "--shadow-items", min=1, help="Items a candidate runs in shadow, and the old model after."
@@ -86,10 +95,36 @@ def run_command(
     camera_timeout: Annotated[float | None, typer.Option(
         "--camera-timeout", min=0.1, help="Alarm (log + metric) when no frame came for this long, s."
     )] = None,
+    views: Annotated[int, typer.Option(
+        "--views", min=1, max=64, help="Frames per item (multi-view): the most defective decides."
+    )] = 1,
+    view_separator: Annotated[str, typer.Option(
+        "--view-separator", help="Item id = frame id up to the last separator (apple7_top)."
+    )] = "_",
     max_items: Annotated[int | None, typer.Option("--max-items", help="Stop after N items.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime threads.")] = None,
 ) -> None:
     """Run the line: frames in, verdicts within the deadline, reject signals out, verdicts synced."""
+    from click.core import ParameterSource
+
+    from visionline.edge._config import load_edge_config, validate_edge_config
+
+    given = {
+        name: value for name, value in ctx.params.items()
+        if name != "config" and ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
+    }
+    if config is not None:
+        settings = load_edge_config(config, given)
+    else:
+        if "source" not in given:
+            raise ConfigError("Pass --source (a camera folder, video, rtsp:// or synth://) or "
+                              "--config edge.yaml.")
+        settings = validate_edge_config(given, "visionline edge run")
+    _run(settings)
+
+
+def _run(s: Any) -> None:
+    """The agent for validated settings `s` (an `EdgeConfig`)."""
     from visionline.edge import (
         Decider,
         ImageStore,
@@ -103,66 +138,57 @@ def run_command(
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("visionline.edge").setLevel(logging.INFO)
-    if deadline_ms <= 0:
-        raise ConfigError("--deadline-ms must be positive; pass the time to the ejector in ms.")
-    if trust_store is None and pubkey is None:
-        raise ConfigError(
-            "The line agent runs only signed bundles; pass --trust-store DIR or --pubkey KEY.pub."
-        )
+    channel = Path(s.channel) if s.channel else None
     if channel is not None and not channel.is_dir():
         raise ConfigError(f"No channel folder {channel}; create it or fix --channel.")
-    if central is not None and not central.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"--central {central!r} is not an HTTP URL; pass the monitor's base URL, e.g. "
-            "http://plant-server:8050."
-        )
-    store = Outbox(outbox)
-    model = _load_running_bundle(store, bundle, channel, pubkey, trust_store, threads)
-    sink = _sink(plc)
-    frames = open_source(source)
-    decider = Decider(model, deadline_ms, fail_safe, line=line)
-    images = ImageStore(image_folder(outbox), int(image_quota_mb * 1024 * 1024))
+    store = Outbox(s.outbox)
+    model = _load_running_bundle(store, s.bundle, channel, s.pubkey, s.trust_store, s.threads)
+    sink = _sink(s.plc)
+    frames = open_source(s.source)
+    decider = Decider(model, s.deadline_ms, s.fail_safe, line=s.line)
+    images = ImageStore(image_folder(s.outbox), int(s.image_quota_mb * 1024 * 1024))
     rollout = None
     if channel is not None:
-        rollout = Rollout(decider, channel, pubkey=pubkey, trust_store=trust_store,
-                          shadow_items=shadow_items, min_agreement=min_agreement, threads=threads,
-                          active_path=model.root)
-    agent = LineAgent(frames, decider, store, sink, images, sample_every, rollout=rollout,
-                      camera_timeout_s=camera_timeout)
-    if metrics_port is not None:
+        rollout = Rollout(decider, channel, pubkey=s.pubkey, trust_store=s.trust_store,
+                          shadow_items=s.shadow_items, min_agreement=s.min_agreement,
+                          threads=s.threads, active_path=model.root)
+    agent = LineAgent(frames, decider, store, sink, images, s.sample_every, rollout=rollout,
+                      camera_timeout_s=s.camera_timeout, upload_images=s.upload_images,
+                      views=s.views, view_separator=s.view_separator)
+    if s.metrics_port is not None:
         try:
-            agent.metrics.serve(metrics_port)
+            agent.metrics.serve(s.metrics_port)
         except OSError as exc:
             frames.close()
             raise ConfigError(
-                f"Cannot serve metrics on port {metrics_port} ({exc.strerror}); pick a free "
+                f"Cannot serve metrics on port {s.metrics_port} ({exc.strerror}); pick a free "
                 "--metrics-port."
             ) from exc
 
     worker = None
-    if central:
-        worker = SyncWorker(outbox, central, sync_batch, sync_interval,
-                            max_backoff_s=max_backoff).start()
+    if s.central:
+        worker = SyncWorker(s.outbox, s.central, s.sync_batch, s.sync_interval,
+                            max_backoff_s=s.max_backoff).start()
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     console.print(
         f"Line agent: {decider.version} ({model.precision}, signed by {model.signed_by}), "
-        f"source {source}, deadline {deadline_ms:g} ms, fail-safe {fail_safe.value}."
+        f"source {s.source}, deadline {s.deadline_ms:g} ms, fail-safe {s.fail_safe.value}."
     )
     try:
-        stats = agent.run(max_items)
+        stats = agent.run(s.max_items)
     except KeyboardInterrupt:
         stats = agent.stats
     finally:
         frames.close()
         decider.close()
         if worker is not None:
-            worker.stop(drain_s=drain)
+            worker.stop(drain_s=s.drain)
         if sink is not None:
             sink.close()
-    console.print_json(json.dumps({**describe(stats), **_status(Outbox(outbox))}))
+    console.print_json(json.dumps({**describe(stats), **_status(Outbox(s.outbox))}))
 
 
-def _load_running_bundle(store: Any, bundle: Path, channel: Path | None, pubkey: Path | None,
+def _load_running_bundle(store: Any, bundle: Path | None, channel: Path | None, pubkey: Path | None,
                          trust_store: Path | None, threads: int | None) -> Any:
     """`--bundle`, or with a channel the bundle a roll-out switched to before a restart (verified
     again; if it no longer verifies, `--bundle`)."""

@@ -6,6 +6,7 @@ acknowledged by the central log, and `LineAgent` runs the loop.
 """
 
 from visionline.edge._agent import AgentStats, LineAgent
+from visionline.edge._config import EdgeConfig, load_edge_config
 from visionline.edge._decide import Decider, Decision, FailSafe
 from visionline.edge._fleet import Rollout, RolloutEvent
 from visionline.edge._frames import (
@@ -14,6 +15,7 @@ from visionline.edge._frames import (
     HotFolderSource,
     SynthSource,
     VideoSource,
+    group_views,
     open_source,
 )
 from visionline.edge._metrics import AgentMetrics
@@ -28,6 +30,7 @@ __all__ = [
     "BufferedSink",
     "Decider",
     "Decision",
+    "EdgeConfig",
     "FailSafe",
     "Frame",
     "FrameSource",
@@ -42,7 +45,9 @@ __all__ = [
     "SynthSource",
     "Verdict",
     "VideoSource",
+    "group_views",
     "item_key",
+    "load_edge_config",
     "open_sink",
     "open_source",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 from visionline.edge._decide import Decider, Decision
 from visionline.edge._fleet import Rollout
-from visionline.edge._frames import Frame, FrameSource
+from visionline.edge._frames import Frame, FrameSource, group_views
 from visionline.edge._metrics import AgentMetrics
 from visionline.edge._outbox import ImageStore, Outbox
 from visionline.edge._types import SignalSink
@@ -27,6 +28,7 @@ class AgentStats:
     """What one run did (also in the outbox's counters and the Prometheus metrics)."""
 
     frames: int = 0
+    items: int = 0
     rejected: int = 0
     passed: int = 0
     fail_safe: dict[str, int] = field(default_factory=dict)
@@ -51,9 +53,15 @@ class LineAgent:
         metrics: AgentMetrics | None = None,
         rollout: Rollout | None = None,
         camera_timeout_s: float | None = None,
+        keep_margin: float = 0.0,
+        upload_images: bool = False,
+        views: int = 1,
+        view_separator: str = "_",
     ) -> None:
         self.source, self.decider, self.outbox, self.sink = source, decider, outbox, sink
         self.images, self.sample_every = images, sample_every
+        self.keep_margin, self.upload_images = keep_margin, upload_images
+        self.views, self.view_separator = views, view_separator
         self.metrics = metrics or AgentMetrics()
         self.rollout = rollout
         self.stats = AgentStats()
@@ -72,7 +80,11 @@ class LineAgent:
         counters = {"verdicts": 1, "rejected" if verdict.reject else "passed": 1}
         if verdict.fail_safe:
             counters[f"fail_safe_{verdict.reason}"] = 1
-        self.outbox.add(decision.record, counters)
+        keep = self._keeps(decision)
+        record = decision.record
+        if keep and self.upload_images:  # the central log keeps it for labelling
+            record = {**record, "image": base64.b64encode(decision.image).decode()}
+        self.outbox.add(record, counters)
         m.decision_latency.observe(max(0.0, verdict.decided_at - verdict.captured_at))
         m.verdicts.labels("reject" if verdict.reject else "pass").inc()
         if verdict.fail_safe:
@@ -94,16 +106,21 @@ class LineAgent:
                 log.error("item %s: reject signal not delivered (%s)", verdict.item_id, exc)
             m.sink_latency.observe(time.perf_counter() - start)
         m.signal_latency.observe(max(0.0, time.time() - verdict.captured_at))
-        self._keep_image(decision)
-
-    def _keep_image(self, decision: Decision) -> None:
-        if self.images is None or decision.image is None:
-            return
-        sampled = self.sample_every > 0 and self.stats.frames % self.sample_every == 0
-        if decision.verdict.reject or sampled:
+        if keep and self.images is not None:
             suffix = ".png" if decision.image[:4] == b"\x89PNG" else ".jpg"
             self.images.save(f"{decision.record['id']}{suffix}", decision.image)
             self.metrics.images_disabled.set(1.0 if self.images.disabled else 0.0)
+
+    def _keeps(self, decision: Decision) -> bool:
+        """Whether the item's image is kept: flagged, within `keep_margin` of the threshold (the
+        items labels teach most), or every `sample_every`th; frames without bytes are not."""
+        if decision.image is None:
+            return False
+        verdict = decision.verdict
+        near = (not verdict.fail_safe and self.keep_margin > 0
+                and abs(verdict.score - decision.record["threshold"]) < self.keep_margin)
+        sampled = self.sample_every > 0 and self.stats.items % self.sample_every == 0
+        return verdict.reject or near or sampled
 
     def run(self, max_items: int | None = None) -> AgentStats:
         """Process frames until the source ends, `stop` is called or `max_items` were decided."""
@@ -129,21 +146,22 @@ class LineAgent:
                           silent)
 
     def _loop(self, max_items: int | None) -> None:
-        for frame in self.source:
+        for frames in group_views(self.source, self.views, self.view_separator):
             self._last_frame = time.monotonic()
             if self.camera_alarm:
                 self.camera_alarm = False
                 self.metrics.camera_alarm.set(0.0)
                 log.warning("frames arrive again")
-            self.stats.frames += 1
-            self.metrics.frames.inc()
-            decision = self.decider.decide(frame)
+            self.stats.frames += len(frames)
+            self.stats.items += 1
+            self.metrics.frames.inc(len(frames))
+            decision, frame = self.decider.decide_item(frames)
             self.handle(decision)
             if self.rollout is not None:
                 self._roll(frame, decision)
             if time.monotonic() >= self._next_gauge:
                 self.update_gauges()
-            if self._stop.is_set() or (max_items is not None and self.stats.frames >= max_items):
+            if self._stop.is_set() or (max_items is not None and self.stats.items >= max_items):
                 break
 
     def update_gauges(self) -> None:
@@ -178,6 +196,7 @@ def image_folder(outbox: Path) -> Path:
 def describe(stats: AgentStats) -> dict[str, Any]:
     return {
         "frames": stats.frames,
+        "items": stats.items,
         "rejected": stats.rejected,
         "passed": stats.passed,
         "fail_safe": dict(stats.fail_safe),

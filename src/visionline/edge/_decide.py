@@ -23,7 +23,11 @@ from PIL import Image
 from visionline.edge._frames import Frame
 from visionline.edge._types import Verdict
 
-__all__ = ["Decider", "Decision", "FailSafe", "infer"]
+__all__ = ["LOG_TAGS", "Decider", "Decision", "FailSafe", "infer"]
+
+LOG_TAGS = ("delivery_id", "supplier_id")
+"""Frame metadata that goes into the prediction log's columns of the same name (a batch or
+delivery tag read from the PLC or the file name), so the central side can report per delivery."""
 
 log = logging.getLogger("visionline.edge")
 
@@ -103,7 +107,7 @@ class Decider:
             captured_at=frame.captured_at,
             decided_at=decided,
         )
-        record = self._record(verdict, route="edge")
+        record = self._record(verdict, route="edge", frame=frame)
         record.update(
             probabilities={
                 c: round(float(p), 6) for c, p in zip(model.classes, prediction.probabilities)
@@ -115,6 +119,22 @@ class Decider:
             quality=[float(v) for v in quality],
         )
         return Decision(verdict, record, frame.data)
+
+    def decide_item(self, frames: list[Frame]) -> tuple[Decision, Frame]:
+        """One verdict for several views of one item, due `deadline_ms` after its first view:
+        the most defective view decides (a defect seen from one side is a defect), and a view
+        that could not be decided makes the whole item take the fail-safe (its unseen side
+        cannot be vouched for). Returns the decision and the view it came from."""
+        if len(frames) == 1 and "item" not in frames[0].meta:  # single-view line
+            return self.decide(frames[0]), frames[0]
+        item, start = frames[0].meta.get("item", frames[0].item_id), frames[0].captured_at
+        views = [Frame(item, start, f.data, f.array, f.meta) for f in frames]
+        decisions = [self.decide(view) for view in views]
+        failed = [d for d in decisions if d.verdict.fail_safe]
+        chosen = failed[0] if failed else max(decisions, key=lambda d: d.verdict.score)
+        index = decisions.index(chosen)
+        chosen.record["views"] = len(frames)
+        return chosen, views[index]
 
     def _fail_safe(self, frame: Frame, reason: str, decided: float) -> Decision:
         reject = self.fail_safe is FailSafe.reject
@@ -129,12 +149,14 @@ class Decider:
             fail_safe=True,
             reason=reason,
         )
-        record = self._record(verdict, route="fail_safe")
+        record = self._record(verdict, route="fail_safe", frame=frame)
         record.update(probabilities={}, predicted_class=reason, defect_score=-1.0)
         return Decision(verdict, record, frame.data)
 
-    def _record(self, verdict: Verdict, route: str) -> dict[str, Any]:
+    def _record(self, verdict: Verdict, route: str, frame: Frame) -> dict[str, Any]:
+        tags = {k: str(frame.meta[k]) for k in LOG_TAGS if frame.meta.get(k) is not None}
         return {
+            **tags,
             "id": uuid.uuid4().hex,
             "ts": verdict.captured_at,
             "model": self.model.name,

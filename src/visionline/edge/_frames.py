@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +26,7 @@ __all__ = [
     "HotFolderSource",
     "SynthSource",
     "VideoSource",
+    "group_views",
     "open_source",
 ]
 
@@ -236,6 +237,31 @@ class VideoSource:
     def close(self) -> None:
         self._stop.set()
         self._container.close()
+
+
+def group_views(source: Iterable[Frame], views: int, separator: str = "_") -> Iterator[list[Frame]]:
+    """Frames grouped per item for multi-view aggregation: with `views` > 1 a frame's item is
+    its id up to the last `separator` (`apple0042_top`, `apple0042_side` → `apple0042`, noted in
+    `meta["item"]`). A group is complete with `views` frames; a frame of another item closes the
+    group before it early (a camera that missed its shot), which is decided on the views it has.
+    """
+    if views <= 1:
+        for frame in source:
+            yield [frame]
+        return
+    group: list[Frame] = []
+    for frame in source:
+        item = frame.item_id.rsplit(separator, 1)[0]
+        frame.meta["item"] = item
+        if group and group[0].meta["item"] != item:
+            yield group
+            group = []
+        group.append(frame)
+        if len(group) == views:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _query(url: str) -> dict[str, str]:

@@ -288,7 +288,7 @@ def create_app(
     def performance() -> list[dict[str, Any]]:
         return realised_performance(db)
 
-    register_ingest(app, db)
+    register_ingest(app, db, blobs)
 
     @app.get("/images/{sha}")
     def image(sha: str) -> Response:

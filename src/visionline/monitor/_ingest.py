@@ -1,8 +1,9 @@
 """Rows for the prediction log from edge agents' outbox records (`POST /api/ingest`).
 
 A record carries the prediction table's columns, with the embedding as base64 float16 bytes and
-the image-quality statistics as a list; anything malformed is refused as a whole batch, so an
-agent never sees a partial acknowledgement.
+the image-quality statistics as a list, and optionally the item's encoded image as base64 (kept
+in the central blob store, so flagged and sampled edge images can be labelled); anything malformed
+is refused as a whole batch, so an agent never sees a partial acknowledgement.
 """
 
 import base64
@@ -17,7 +18,7 @@ from visionline.errors import DataError
 from visionline.monitor._db import PREDICTION_COLUMNS, MonitorDB, predictions
 from visionline_edge import QUALITY_STATS
 
-__all__ = ["MAX_BATCH", "fleet_summary", "ingest_rows", "register_ingest"]
+__all__ = ["MAX_BATCH", "fleet_summary", "ingest_rows", "register_ingest", "store_images"]
 
 MAX_BATCH = 5000
 _REQUIRED = ("id", "ts", "model", "version", "probabilities", "predicted_class",
@@ -52,6 +53,12 @@ def _row(record: Any, n: int) -> dict[str, Any]:
         raise DataError(f"records[{n}] has a malformed field ({exc}); resend the outbox record.")
     row["flagged"] = bool(row["flagged"])
     row["image_sha256"] = None
+    image = record.get("image")
+    if image is not None:
+        try:
+            row["image"] = base64.b64decode(image, validate=True)
+        except (TypeError, ValueError, binascii.Error) as exc:
+            raise DataError(f"records[{n}].image is not base64 ({exc}); resend the outbox record.")
     return row
 
 
@@ -94,7 +101,16 @@ def fleet_summary(db: MonitorDB) -> list[dict[str, Any]]:
     return lines
 
 
-def register_ingest(app: FastAPI, db: MonitorDB) -> None:
+def store_images(rows: list[dict[str, Any]], blobs: Any | None) -> None:
+    """Move each row's uploaded image into the blob store (by sha256); without a store the image
+    is dropped and the verdict is logged without it."""
+    for row in rows:
+        image = row.pop("image", None)
+        if image is not None and blobs is not None:
+            row["image_sha256"] = blobs.put(image)
+
+
+def register_ingest(app: FastAPI, db: MonitorDB, blobs: Any | None = None) -> None:
     """Add `POST /api/ingest` and `GET /api/fleet` (this module avoids postponed annotations so
     FastAPI sees `Request`)."""
 
@@ -112,5 +128,6 @@ def register_ingest(app: FastAPI, db: MonitorDB) -> None:
             raise HTTPException(422, "The body is not JSON; send the outbox batch.") from exc
         except DataError as exc:
             raise HTTPException(422, str(exc)) from exc
+        await run_in_threadpool(store_images, rows, blobs)
         inserted = await run_in_threadpool(db.insert_predictions, rows, True)
         return {"acknowledged": [r["id"] for r in rows], "inserted": inserted}
