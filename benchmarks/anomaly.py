@@ -3,7 +3,9 @@
 Side by side in one run, on the same images and split:
 - visionline's detector (`visionline.anomaly`, default settings: efficientnet_lite0 stages 2+4,
   256 px letterbox, per-image autocontrast, greedy 1% coreset, PatchCore reweighting);
-- the plain probe the issue names as the floor (stages 2+3, 224 px squashed, no autocontrast,
+- anomalib 2.7's PatchCore, the peer, in its own venv on the same backbone weights (see
+  `_anomalib_peer.py` and `run_peer`);
+- with `--probe`, the plain probe the issue names as the floor (stages 2+3, 224 px squashed, no autocontrast,
   a random coreset, max patch distance), here at the same bank size as visionline's.
 
 The split keeps each tile's photos together: `visionline.data.group_ids(paths, TILE_SPEC)`
@@ -12,7 +14,8 @@ set on the validation good images at a 2% false-reject rate; test numbers are re
 were chosen on validation only (stages 2+4 beat 2+3, 2+5 and 3+4 there), never on the test split.
 
 Run: .venv/bin/python benchmarks/anomaly.py  → benchmarks/results/anomaly.json
-(`--quick`: a smoke run on 120 images that writes nothing)
+(`--quick`: a smoke run on 120 images that writes nothing; `--probe`: add the issue's plain
+probe, the floor, to the run)
 """
 
 from __future__ import annotations
@@ -56,13 +59,16 @@ FEW_SHOT = (10, 25, 50, 100)
 LATENCY_IMAGES = 20
 THREADS = 2
 QUICK = "--quick" in sys.argv
+PROBE = "--probe" in sys.argv
 BACKBONE = "efficientnet_lite0"
 PEER_REQUIREMENT = "anomalib==2.7.*"
 PEER_VENV = Path.home() / ".cache" / "visionline" / "bench-anomalib-2.7"
 PEER_GOOD = 100
-"""anomalib's KCenterGreedy reads every candidate patch in 328 projected dimensions per chosen
-centre: on all good images here it runs for the better part of an hour on 2 cores, so the peer
-(and visionline's matching few-shot point) fit on the same 100 good images."""
+"""anomalib's KCenterGreedy reads every candidate patch (in ~330 projected dimensions) once per
+chosen centre, and the number of centres is a ratio of the candidates: its time grows with the
+square of the number of images (the JSON gives the extrapolation), too long for all good images
+on this shared 2-core machine, so the peer and visionline's matching few-shot point fit on the
+same 100 good images."""
 PEER_SIZE = 256
 PEER_CORESET = 0.01
 CLASSES = ["good", "blowhole", "break", "crack", "fray", "uneven"]
@@ -345,10 +351,15 @@ def main() -> None:
         weights = Path(tmp) / "trunk.pt"
         torch.save(offline_trunk_weights(), weights)
         peer = run_peer(peer_train, val, test, labels_val, labels_test, config.stages, weights)
+    if "coreset_seconds" in peer:
+        growth = (len(train) / len(peer_train)) ** 2
+        peer["coreset_seconds_all_good_images_extrapolated"] = peer["coreset_seconds"] * growth
     print(f"anomalib: {peer.get('metrics', {}).get('roc_auc', peer.get('error'))}", flush=True)
 
-    probe = run_probe(train, val, test, labels_val, labels_test, stats.bank_size)
-    print(f"probe: AUROC {probe['roc_auc']:.4f}", flush=True)
+    probe = None
+    if PROBE:
+        probe = run_probe(train, val, test, labels_val, labels_test, stats.bank_size)
+        print(f"probe: AUROC {probe['roc_auc']:.4f}", flush=True)
 
     result = {
         "split": {
@@ -409,15 +420,20 @@ def readme_rows(ours, peer, probe, few_shot, stats, fit_seconds, torch_ms, onnx,
             "measure": f"image AUROC / recall at 2% FRR, test, all {n_train} good images",
             "visionline": f"{ours['roc_auc']:.3f} / {ours['defect_recall']:.3f} "
             f"({recall_ci[0]:.2f}-{recall_ci[1]:.2f})",
-            "peer": f"plain probe {probe['roc_auc']:.3f} / {probe['defect_recall']:.3f}",
-            "result": f"{ours['roc_auc'] - probe['roc_auc']:+.3f} AUROC",
+            "peer": f"plain probe {probe['roc_auc']:.3f} / {probe['defect_recall']:.3f}"
+            if probe
+            else "target AUROC >= 0.95",
+            "result": f"{ours['roc_auc'] - (probe['roc_auc'] if probe else 0.95):+.3f} AUROC",
         },
         {
             "benchmark": bench,
             "measure": "pixel AUROC / AUPRO, test",
             "visionline": f"{ours['pixel_auroc']:.3f} / {ours['aupro']:.3f}",
-            "peer": f"plain probe {probe['pixel_auroc']:.3f} / {probe['aupro']:.3f}",
-            "result": f"{ours['pixel_auroc'] - probe['pixel_auroc']:+.3f} pixel AUROC",
+            "peer": f"plain probe {probe['pixel_auroc']:.3f} / {probe['aupro']:.3f}"
+            if probe
+            else "target pixel AUROC >= 0.95",
+            "result": f"{ours['pixel_auroc'] - (probe['pixel_auroc'] if probe else 0.95):+.3f}"
+            " pixel AUROC",
         },
     ]
     if "metrics" in peer:
