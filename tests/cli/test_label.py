@@ -790,3 +790,41 @@ def test_select_from_monitor_push_and_pull_adds_the_images(
     added = [r for r in new.records if r.sha256 == rows[1]["image_sha256"]]
     assert [(r.label, r.subtype) for r in added] == [("defect", "scab")]
     assert len(new.records) == len(v1.records) + 1
+
+
+@pytest.mark.slow
+def test_push_with_an_anomaly_model_pre_annotates_heatmap_regions(label_studio, tmp_path: Path):
+    """`label push --anomaly-model`: the regions of the heatmap above the threshold arrive in a
+    real Label Studio as rectangle pre-annotations an annotator can correct."""
+    from anomaly_lifecycle_support import fitted_apples
+
+    from visionline.data._labelstudio_regions import heatmap_regions, open_anomaly_model
+    from visionline.preprocessing import decode_image
+
+    fitted = fitted_apples(tmp_path / "apples")
+    version = DatasetRepo(fitted.project).get(fitted.dataset)
+    push = _ls(
+        label_studio, "label", "push", version.short_id, "--anomaly-model", fitted.model,
+        "--document-root", label_studio.document_root, "-p", fitted.project.root,
+    )  # fmt: skip
+    assert push.returncode == 0, push.stderr
+    detector = open_anomaly_model(str(fitted.model), fitted.project.tracking_uri)
+    expected = {}
+    for record in version.records:
+        image = decode_image(DatasetRepo(fitted.project).blobs.get(record.sha256))
+        _, maps = detector([image])
+        found = heatmap_regions(maps[0], detector.threshold, detector.preprocessing, *image.size)
+        if found:
+            expected[record.sha256] = found
+    assert expected, "the fitted apple model flags no region at all"
+    n = len(expected)
+    assert f"defect regions on {n} of {len(version.records)} images" in " ".join(push.stdout.split())
+    pid = _project_id(push.stdout)
+    for task in label_studio.tasks(pid):
+        shown = label_studio.api("GET", f"/api/predictions/?task={task['id']}")
+        boxes = [r for p in shown for r in p["result"] if r["type"] == "rectanglelabels"]
+        want = expected.get(task["data"]["sha256"], [])
+        assert [(b["value"]["x"], b["value"]["y"], b["value"]["width"]) for b in boxes] == [
+            (r.x, r.y, r.width) for r in want
+        ]
+        assert all(b["value"]["rectanglelabels"] == ["bruise"] for b in boxes)

@@ -65,6 +65,17 @@ ApiKeyOption = Annotated[
 ]
 
 
+AnomalyModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--anomaly-model",
+        help="Anomaly bundle, model.pt, runs:/ or models:/ URI: its heatmap's regions above the "
+        "threshold become pre-annotated defect rectangles.",
+        show_default=False,
+    ),
+]
+
+
 def _tasks(
     project: Project,
     version_id: str,
@@ -72,6 +83,7 @@ def _tasks(
     only_unlabelled: bool,
     predictions: Path | None,
     model_version: str | None,
+    anomaly_model: str | None = None,
 ) -> tuple[Any, list[dict[str, Any]], int, str]:
     from visionline.data import DatasetRepo
     from visionline.data._labelstudio import build_tasks, load_predictions
@@ -93,6 +105,16 @@ def _tasks(
         console.print(
             f"[yellow]warning:[/yellow] no row of {predictions} matched an image of version "
             f"{version.short_id} by sha256 or path; the tasks carry no predictions."
+        )
+    if anomaly_model:
+        from visionline.data._labelstudio_regions import add_anomaly_regions, open_anomaly_model
+
+        detector = open_anomaly_model(anomaly_model, project.tracking_uri)
+        before = sum("predictions" in t for t in tasks)
+        n_regions = add_anomaly_regions(tasks, repo, project.config, detector, name)
+        n_predicted += sum("predictions" in t for t in tasks) - before
+        console.print(
+            f"Anomaly model {detector.name}: defect regions on {n_regions} of {len(tasks)} images."
         )
     return version, tasks, n_predicted, name
 
@@ -116,6 +138,7 @@ def export(
     ] = None,
     document_root: DocumentRootOption = None,
     model_version: ModelVersionOption = None,
+    anomaly_model: AnomalyModelOption = None,
     project_dir: ProjectOption = None,
 ) -> None:
     """Write Label Studio import tasks and label_config.xml for a dataset version."""
@@ -123,7 +146,8 @@ def export(
 
     project = load_project(project_dir)
     found, tasks, n_predicted, name = _tasks(
-        project, version, document_root, only_unlabelled, predictions, model_version
+        project, version, document_root, only_unlabelled, predictions, model_version,
+        anomaly_model,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(tasks, indent=1))
@@ -263,12 +287,14 @@ def push(
     ] = None,
     document_root: DocumentRootOption = None,
     model_version: ModelVersionOption = None,
+    anomaly_model: AnomalyModelOption = None,
     project_dir: ProjectOption = None,
 ) -> None:
     """Create a Label Studio project for a dataset version and import its tasks."""
     project = load_project(project_dir)
     found, tasks, n_predicted, name = _tasks(
-        project, version, document_root, only_unlabelled, predictions, model_version
+        project, version, document_root, only_unlabelled, predictions, model_version,
+        anomaly_model,
     )
     push_tasks(project, found, tasks, n_predicted, name, url, api_key, project_title, document_root)
 
