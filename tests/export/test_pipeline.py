@@ -10,7 +10,14 @@ import onnx
 import pytest
 
 from visionline.errors import GateFailedError, IntegrityError
-from visionline.export import ExportConfig, export_model, generate_keys, load_bundle, verify_bundle
+from visionline.export import (
+    Calibration,
+    ExportConfig,
+    export_model,
+    generate_keys,
+    load_bundle,
+    verify_bundle,
+)
 from visionline.export._onnx import onnx_predict
 
 pytestmark = pytest.mark.slow
@@ -23,7 +30,12 @@ def bundle(export_workspace, tmp_path_factory):
     result = export_model(
         export_workspace["model"],
         out / "bundle",
-        ExportConfig(data=export_workspace["version"].id, fp16=True, calibration_images=32),
+        ExportConfig(
+            data=export_workspace["version"].id,
+            fp16=True,
+            calibration_images=32,
+            calibration=Calibration.PERCENTILE,  # `auto` measures all three: test_quantize
+        ),
         export_workspace["project"],
         signing_key=keys[0],
         triton_repo=out / "triton",
@@ -44,7 +56,7 @@ def test_int8_is_smaller_and_passes_the_gate(bundle, export_workspace) -> None:
     assert manifest["deployed"] == "int8"
     assert manifest["models"]["int8"]["bytes"] < 0.5 * manifest["models"]["fp32"]["bytes"]
     gate = manifest["gates"]["int8_accuracy"]
-    assert gate["passed"] and gate["recall_drop"] <= 0.01 and gate["frr_rise"] <= 0.01
+    assert gate["passed"] and gate["message"].startswith("INT8 passed on 40 val images")
     assert manifest["gates"]["parity_fp32"]["passed"]
     assert manifest["lineage"]["dataset_version"] == export_workspace["version"].id
     assert manifest["lineage"]["mlflow_run_id"] == "run-123"
@@ -145,3 +157,45 @@ def test_failed_gate_leaves_no_bundle(export_workspace, tmp_path) -> None:
         )
     assert not (tmp_path / "bundle").exists()
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_the_bundle_records_how_int8_was_chosen_and_the_paired_evidence(bundle) -> None:
+    manifest = bundle[0].manifest
+    gate, int8 = manifest["gates"]["int8_accuracy"], manifest["models"]["int8"]
+    assert gate["split"] == "val" and gate["recall"]["images"] == 16
+    assert gate["false_rejects"]["images"] == 24
+    low, high = gate["false_rejects"]["change_ci95"]
+    assert low <= gate["false_rejects"]["change"] <= high
+    assert 0 <= gate["recall"]["mcnemar_p_value"] <= 1
+    choice = gate["quantisation"]
+    assert set(choice["methods"]) == {"percentile"} and choice["flip_budget"] == 1
+    assert int8["calibration"] == choice["method"] and int8["float_nodes"] == choice["float_nodes"]
+    assert sum(choice["calibration_classes"].values()) == 32
+    assert set(choice["calibration_classes"]) == {"good", "bruise", "rot"}
+
+
+def test_a_refused_int8_model_leaves_the_fp32_bundle_and_says_why(
+    export_workspace, tmp_path, monkeypatch
+) -> None:
+    from visionline.export import _quantize
+
+    def broken_int8(fp32, out, calibration, classes, threshold, *args, **kwargs):
+        # ranges from blank images clip every real activation: the INT8 model is useless
+        _quantize.quantize_int8(fp32, out, np.zeros_like(calibration[:4]))
+        return _quantize.Int8Choice("minmax", [], [], 4, {}, threshold, 0)
+
+    monkeypatch.setattr(_quantize, "search_int8", broken_int8)
+    result = export_model(
+        export_workspace["model"],
+        tmp_path / "bundle",
+        ExportConfig(data=export_workspace["version"].id, int8=True, calibration_images=8),
+        export_workspace["project"],
+        progress=False,
+    )
+    manifest = result.manifest
+    assert manifest["deployed"] == "fp32" and set(manifest["models"]) == {"fp32"}
+    assert "model.int8.onnx" not in manifest["files"]
+    assert not (result.bundle_dir / "model.int8.onnx").exists()
+    assert manifest["gates"]["int8_accuracy"]["passed"] is False
+    assert any("INT8 refused on val images" in note and "deploys FP32" in note for note in result.notes)
+    verify_bundle(result.bundle_dir)

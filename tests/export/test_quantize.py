@@ -9,8 +9,16 @@ import numpy as np
 import onnx
 import pytest
 
+from visionline.errors import ConfigError, DataError
 from visionline.export._onnx import export_onnx, onnx_predict
-from visionline.export._quantize import _pad_input_channels, quantize_int8
+from visionline.export._options import Calibration
+from visionline.export._quantize import (
+    _pad_input_channels,
+    node_groups,
+    quantize_int8,
+    search_int8,
+    stratified_indices,
+)
 from visionline.preprocessing import Preprocessing
 from visionline.train import ModelSpec, build_model
 
@@ -61,3 +69,58 @@ def test_the_int8_model_quantises_the_padded_image_once(fp32_model, tmp_path):
     assert [n.op_type for n in consumers] == ["QuantizeLinear"]
     probabilities, _ = onnx_predict(tmp_path / "int8.onnx", calibration)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_calibration_images_are_stratified_by_class() -> None:
+    classes = ["good"] * 80 + ["bruise"] * 15 + ["rot"] * 5
+    picked = stratified_indices(classes, 20, seed=0)
+    chosen = [classes[i] for i in picked]
+    assert len(picked) == 20 and len(set(picked.tolist())) == 20
+    assert chosen.count("good") == 16 and chosen.count("bruise") == 3 and chosen.count("rot") == 1
+
+
+def test_calibration_without_defect_images_is_one_sentence() -> None:
+    with pytest.raises(DataError, match="needs good and defect images; add defect images"):
+        stratified_indices(["good"] * 10, 5)
+
+
+def test_a_model_without_convolutions_cannot_be_quantised(tmp_path) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["image"], ["probabilities"], axis=1)],
+        "softmax-only",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])],
+    )
+    path = tmp_path / "softmax.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ConfigError, match="cannot be quantised; export it with --no-int8"):
+        quantize_int8(path, tmp_path / "int8.onnx", np.zeros((2, 3), np.float32))
+
+
+@pytest.mark.slow
+def test_search_measures_every_method_and_keeps_sensitive_groups_float(fp32_model, tmp_path):
+    rng = np.random.default_rng(2)
+    images = rng.normal(size=(12, 3, SIZE, SIZE)).astype(np.float32)
+    classes = ["good"] * 8 + ["bruise"] * 4
+    scores = 1 - onnx_predict(fp32_model, images)[0][:, 0]
+    threshold = float(np.median(scores))  # decisions on a knife edge: INT8 flips some
+    choice = search_int8(
+        fp32_model, tmp_path / "int8.onnx", images, classes, threshold, Calibration.AUTO,
+        tolerance=0.0, max_float_groups=1,
+    )
+    assert set(choice.methods) == {"minmax", "entropy", "percentile"}
+    assert choice.methods["entropy"] != choice.methods["minmax"]
+    assert choice.calibration_classes == {"bruise": 4, "good": 8}
+    assert choice.methods[choice.method]["decision_flips"] > 1  # over budget: the sweep ran
+    swept = {row["group"] for row in choice.sensitivity}
+    assert swept == set(node_groups(fp32_model)) - {"/head/Gemm"}  # the head is float anyway
+    assert choice.float_groups == [row["group"] for row in choice.sensitivity][: len(choice.float_groups)]
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    producers = {out: n for n in model.graph.node for out in n.output}
+    for node in model.graph.node:
+        if node.name in choice.float_nodes and node.op_type == "Conv":
+            source = producers.get(node.input[1])
+            assert source is None or source.op_type != "DequantizeLinear"
+    assert all(row["decision_flips"] >= 0 for row in choice.steps)

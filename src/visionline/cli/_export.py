@@ -74,8 +74,9 @@ def export(
         bool, typer.Option("--fp16/--no-fp16", help="Also write an FP16 model for GPU targets.")
     ] = False,
     calibration: Annotated[
-        Calibration, typer.Option(help="INT8 activation-range calibration method.")
-    ] = Calibration.MINMAX,
+        Calibration,
+        typer.Option(help="INT8 activation-range calibration (auto: measure all three, keep the best)."),
+    ] = Calibration.AUTO,
     calibration_images: Annotated[
         int, typer.Option(help="Train images used for INT8 calibration.")
     ] = 200,
@@ -145,11 +146,8 @@ def export(
         )
     if "int8_accuracy" in m["gates"]:
         g = m["gates"]["int8_accuracy"]
-        console.print(
-            f"[green]INT8 gate passed[/green] at threshold {m['threshold']:.4f}: recall "
-            f"{g['reference']['defect_recall']:.1%} → {g['candidate']['defect_recall']:.1%}, false rejects "
-            f"{g['reference']['false_reject_rate']:.1%} → {g['candidate']['false_reject_rate']:.1%}"
-        )
+        colour = "green" if g["passed"] else "yellow"
+        console.print(f"[{colour}]{g['message']}[/{colour}]")
     if m.get("pruning"):
         b, a = m["pruning"]["before"], m["pruning"]["after"]
         console.print(

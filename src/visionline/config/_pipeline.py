@@ -20,15 +20,18 @@ class Executor(str, Enum):
 
 
 class TrainMethod(str, Enum):
-    """What `pipeline.train.method` fits: one `visionline train` run, or the leaderboard of
+    """What `pipeline.train.method` fits: one `visionline train` run, the leaderboard of
     classical, probe, fine-tuned, anomaly and stacked entries (settings under
-    `pipeline.train.leaderboard`), whose best exportable entry goes on down the pipeline."""
+    `pipeline.train.leaderboard`), whose best exportable entry goes on down the pipeline, or an
+    anomaly detector fitted on good images only (AnomalyConfig under `pipeline.train.anomaly`),
+    exported as an anomaly bundle."""
 
     SUPERVISED = "supervised"
     LEADERBOARD = "leaderboard"
+    ANOMALY = "anomaly"
 
 
-TRAIN_METHOD_KEYS = ("method", "leaderboard")
+TRAIN_METHOD_KEYS = ("method", "leaderboard", "anomaly")
 """Keys of `pipeline.train` that are not TrainConfig settings."""
 
 
@@ -85,7 +88,7 @@ class ExportStep(_Strict):
 
 class QuantiseStep(_Strict):
     enabled: bool = True
-    calibration: str = "minmax"
+    calibration: str = Field("auto", description="auto (measured), minmax, entropy or percentile")
     calibration_images: int = Field(200, ge=1)
     tolerance: float = Field(0.01, ge=0, le=1)
 

@@ -26,7 +26,7 @@ class ExportConfig(BaseModel):
     data: str | None = None
     int8: bool | None = None
     fp16: bool = False
-    calibration: Calibration = Calibration.MINMAX
+    calibration: Calibration = Calibration.AUTO
     calibration_images: int = Field(200, ge=1, le=100_000)
     tolerance: float = Field(0.01, ge=0.0, le=1.0)
     parity_atol: float = Field(1e-4, gt=0.0)
@@ -84,19 +84,22 @@ def export_model(
     lineage: dict[str, Any] | None = None,
     progress: bool = True,
     prebuilt: dict[str, Path] | None = None,
+    int8_choice: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Export, check parity, quantise and gate, compute reference statistics, bundle and sign.
 
     Work happens in a staging directory that replaces `out_dir` only when every check passed, so
     a failed gate leaves no half-written bundle behind. `prebuilt` ({"fp32": path, "int8": path})
-    reuses ONNX files that pipeline steps already made from this model; they are still checked.
+    reuses ONNX files that pipeline steps already made from this model; they are still checked
+    (`int8_choice` is what the quantise step measured for that INT8 file). An INT8 model that its
+    paired gate refuses is left out: the FP32 bundle is written, with the gate's evidence and a note.
     """
     from rich.progress import Progress
 
     from visionline.evaluate import threshold_for_false_reject_rate
     from visionline.export import _data, _onnx, _prune, _quantize
     from visionline.export._bundle import archive_bundle, finalize_bundle, staged_directory
-    from visionline.export._gate import accuracy_gate, operating_metrics
+    from visionline.export._gate import compare_decisions, operating_metrics
     from visionline.export._stats import reference_statistics
     from visionline.train import load_model
     from visionline_edge import image_quality
@@ -160,7 +163,7 @@ def export_model(
                     "INT8 accuracy gate; add both or export with --no-int8."
                 )
             if int8 or config.prune:
-                limit = max(config.calibration_images, 10_000 if config.prune else 0)
+                limit = max(4 * config.calibration_images, 10_000 if config.prune else 0)
                 train = _data.load_split(
                     version, repo.blobs, "train", prep, limit, config.seed, bar
                 )
@@ -235,31 +238,43 @@ def export_model(
             metrics["fp32"] = operating_metrics(fp32_scores, val.is_defect, threshold)
             ref_probs, ref_emb = fp32_probs, fp32_emb
         if int8:
-            task = bar.add_task(
-                f"INT8 calibration ({config.calibration.value}, {min(len(train), config.calibration_images)} images)",
-                total=None,
-            )
             if "int8" in prebuilt:
                 int8_path = Path(shutil.copyfile(prebuilt["int8"], stage / "model.int8.onnx"))
+                choice = dict(int8_choice or {"method": config.calibration.value})
             else:
-                calib = prep.normalize(train.pixels[: config.calibration_images])
-                int8_path = _quantize.quantize_int8(
-                    fp32_path, stage / "model.int8.onnx", calib, config.calibration
+                picked = _quantize.stratified_indices(
+                    train.classes, config.calibration_images, config.seed
                 )
+                choice = _quantize.search_int8(
+                    fp32_path,
+                    stage / "model.int8.onnx",
+                    prep.normalize(train.pixels[picked]),
+                    [train.classes[i] for i in picked],
+                    threshold,
+                    config.calibration,
+                    config.tolerance,
+                    progress=bar,
+                ).to_dict()
+                int8_path = stage / "model.int8.onnx"
             int8_probs, int8_emb = _onnx.onnx_predict(int8_path, val_batch)
-            int8_scores = 1.0 - int8_probs[:, 0]
-            bar.remove_task(task)
-            gate = accuracy_gate(
-                "INT8", fp32_scores, int8_scores, val.is_defect, threshold, config.tolerance
+            gate = compare_decisions(
+                "INT8", fp32_scores, 1.0 - int8_probs[:, 0], val.is_defect, threshold,
+                config.tolerance, split=val.split,
             )
-            gates["int8_accuracy"] = gate.to_dict()
-            metrics["int8"] = gate.candidate
-            models["int8"] = {
-                "file": "model.int8.onnx",
-                "precision": "int8",
-                "calibration": config.calibration.value,
-            }
-            deployed, ref_probs, ref_emb = "int8", int8_probs, int8_emb
+            gates["int8_accuracy"] = {**gate.to_dict(), "quantisation": choice}
+            if gate.passed:
+                metrics["int8"] = gate.candidate
+                models["int8"] = {
+                    "file": "model.int8.onnx",
+                    "precision": "int8",
+                    "calibration": choice.get("method"),
+                    "float_nodes": choice.get("float_nodes", []),
+                    "float_groups": choice.get("float_groups", []),
+                }
+                deployed, ref_probs, ref_emb = "int8", int8_probs, int8_emb
+            else:
+                int8_path.unlink()
+                notes.append(gate.message() + "; the bundle deploys FP32.")
         if config.fp16:
             _quantize.convert_fp16(fp32_path, stage / "model.fp16.onnx")
             models["fp16"] = {"file": "model.fp16.onnx", "precision": "fp16", "target": "gpu"}

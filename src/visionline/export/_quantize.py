@@ -1,15 +1,156 @@
-"""INT8 static quantisation (ONNX Runtime, QDQ, per-channel weights) and the FP16 variant."""
+"""INT8 static quantisation (ONNX Runtime, QDQ, per-channel weights), chosen by measurement.
+
+`search_int8` is what export uses: class-stratified calibration images, the calibration method
+whose INT8 model moves the fewest decisions on them, and, when the fully quantised model still
+moves too many, a per-node-group sensitivity sweep (quantise one group at a time, measure the
+score change) that keeps the most sensitive groups in float until the calibration images agree.
+What it measured goes into the bundle beside the accuracy gate, which then decides on images
+calibration did not see.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from visionline.errors import ConfigError
+from visionline.config import GOOD_CLASS
+from visionline.errors import ConfigError, DataError
 from visionline.export._onnx import INPUT_NAME
-from visionline.export._options import Calibration
+from visionline.export._options import MEASURED_CALIBRATIONS, Calibration
+
+QUANTISABLE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+_BLOCK = re.compile(r"^(.*?blocks\.\d+\.\d+)/")
+MAX_FLOAT_GROUPS = 4
+
+
+def stratified_indices(classes: Sequence[str], count: int, seed: int = 0) -> np.ndarray:
+    """`count` image indices spread over the classes in proportion, at least one of each.
+
+    Calibration ranges come from these images; without defect images the activations that
+    defects cause (dark blobs, torn edges) fall outside the ranges and get clipped.
+    """
+    classes = np.asarray(list(classes))
+    names = sorted(set(classes.tolist()))
+    if GOOD_CLASS not in names or len(names) < 2:
+        raise DataError(
+            "INT8 calibration needs good and defect images; add defect images to the train split "
+            "or export with --no-int8."
+        )
+    rng = np.random.default_rng(seed)
+    count = min(count, len(classes))
+    per_class = {n: rng.permutation(np.flatnonzero(classes == n)) for n in names}
+    quota = {n: max(1, round(count * len(per_class[n]) / len(classes))) for n in names}
+    while sum(quota.values()) > max(count, len(names)):
+        largest = max(quota, key=quota.get)
+        quota[largest] -= 1
+    chosen = np.concatenate([per_class[n][: quota[n]] for n in names])
+    return np.sort(chosen)
+
+
+class _Reader:
+    """Equal-size batches (ORT's histogram calibrators cannot stack a short last batch)."""
+
+    def __init__(self, images: np.ndarray, batch_size: int) -> None:
+        size = max(b for b in range(1, min(batch_size, len(images)) + 1) if len(images) % b == 0)
+        self._batches = iter(
+            [{INPUT_NAME: images[i : i + size]} for i in range(0, len(images), size)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def _prepare(fp32_path: Path, out: Path) -> tuple[Path, list[str]]:
+    """Shape-inferred copy with the image channels padded to 4; names of nodes kept float."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        graph = onnx.load(str(fp32_path)).graph
+    except Exception as exc:  # onnx raises DecodeError/ValueError/OSError for a bad file
+        raise ConfigError(
+            f"{fp32_path} is not a readable ONNX model ({exc.__class__.__name__}); re-export it."
+        ) from exc
+    if not any(node.op_type in QUANTISABLE_OPS for node in graph.node):
+        raise ConfigError(
+            f"{fp32_path.name} has no convolution or matrix multiply that INT8 could run, so it "
+            "cannot be quantised; export it with --no-int8."
+        )
+    quant_pre_process(str(fp32_path), str(out), skip_symbolic_shape=True)
+    return out, _head_nodes(out) + _pad_input_channels(out)
+
+
+def _quantize_prepared(
+    prepared: Path,
+    out: Path,
+    calibration: np.ndarray,
+    method: Calibration,
+    exclude: Sequence[str],
+    cache: Path,
+    batch_size: int = 16,
+) -> Path:
+    from onnxruntime.quantization import CalibrationMethod
+
+    ort_method = {
+        Calibration.MINMAX: CalibrationMethod.MinMax,
+        Calibration.ENTROPY: CalibrationMethod.Entropy,
+        Calibration.PERCENTILE: CalibrationMethod.Percentile,
+    }[Calibration(method)]
+    with contextlib.redirect_stdout(io.StringIO()):  # ORT prints calibration progress
+        if not cache.is_file():
+            _calibrate(prepared, calibration, ort_method, cache, batch_size)
+        _quantize_static(prepared, out, ort_method, exclude, cache)
+    return out
+
+
+def _calibrate(
+    prepared: Path, calibration: np.ndarray, ort_method: Any, cache: Path, batch_size: int
+) -> None:
+    """Activation ranges into `cache`. Entropy gets 256 histogram bins: with ORT's default 128
+    (= its 128 quantised bins) the only candidate range is the full one, i.e. MinMax again, and
+    ORT's Python search grows with bins squared (1024 bins took 140 s on a small model)."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    options: dict[str, Any] = {"symmetric": False, "moving_average": False}
+    if ort_method == CalibrationMethod.Entropy:
+        options.update(num_bins=256, num_quantized_bins=128)
+    calibrator = create_calibrator(
+        prepared,
+        None,
+        augmented_model_path=str(cache.with_suffix(".augmented.onnx")),
+        calibrate_method=ort_method,
+        extra_options=options,
+    )
+    calibrator.collect_data(_Reader(calibration, batch_size))
+    save_tensors_data(calibrator.compute_data(), cache)
+
+
+def _quantize_static(
+    prepared: Path, out: Path, ort_method: Any, exclude: Sequence[str], cache: Path
+) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(prepared),
+        str(out),
+        None,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=ort_method,
+        nodes_to_exclude=list(exclude),
+        calibration_cache_path=cache,
+    )
 
 
 def quantize_int8(
@@ -18,6 +159,7 @@ def quantize_int8(
     calibration_batch: np.ndarray,
     method: Calibration = Calibration.MINMAX,
     batch_size: int = 16,
+    float_nodes: Sequence[str] = (),
 ) -> Path:
     """Static QDQ quantisation with per-channel int8 weights, calibrated on NCHW float32 images.
 
@@ -25,55 +167,148 @@ def quantize_int8(
     run fastest (its VNNI "symmetric" convolution path). Measured on efficientnet_lite0, batch 1,
     int8 activations left 14 convolutions in float and ran 1.0x FP32, symmetric activations 0.85x
     and uint8 weights 0.1x; QOperator and the QDQ extra options gave the same fused graph.
+    `float_nodes` stay float (the head and the channel pad always do).
     """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     if len(calibration_batch) == 0:
         raise ConfigError("INT8 calibration needs at least one image; raise --calibration-images.")
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = iter(
-                [
-                    {INPUT_NAME: calibration_batch[i : i + batch_size]}
-                    for i in range(0, len(calibration_batch), batch_size)
-                ]
-            )
-
-        def get_next(self):
-            return next(self._batches, None)
-
-    ort_method = {
-        Calibration.MINMAX: CalibrationMethod.MinMax,
-        Calibration.ENTROPY: CalibrationMethod.Entropy,
-        Calibration.PERCENTILE: CalibrationMethod.Percentile,
-    }[Calibration(method)]
+    if Calibration(method) is Calibration.AUTO:
+        raise ConfigError("quantize_int8 needs one calibration method; search_int8 chooses among them.")
     int8_path.parent.mkdir(parents=True, exist_ok=True)
-    head = _head_nodes(fp32_path)
     with tempfile.TemporaryDirectory(prefix="visionline-quant-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        pads = _pad_input_channels(prepared)
-        quantize_static(
-            str(prepared),
-            str(int8_path),
-            _Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=ort_method,
-            nodes_to_exclude=head + pads,
-            extra_options={"CalibTensorRangeSymmetric": False, "CalibMovingAverage": False},
+        prepared, keep = _prepare(fp32_path, Path(tmp) / "prepared.onnx")
+        return _quantize_prepared(
+            prepared, int8_path, calibration_batch, method, [*keep, *float_nodes],
+            Path(tmp) / "ranges.json", batch_size,
         )
-    return int8_path
+
+
+def node_groups(path: Path) -> dict[str, list[str]]:
+    """Nodes by the network block they belong to (`…blocks.3.1`, `…conv_stem`, …), in graph order.
+
+    A block is the unit a sweep keeps in float: its convolutions, activations and residual add.
+    Only groups with a convolution or matrix multiply are returned.
+    """
+    import onnx
+
+    groups: dict[str, list[str]] = {}
+    quantisable: set[str] = set()
+    for node in onnx.load(str(path)).graph.node:
+        match = _BLOCK.match(node.name)
+        key = match.group(1) if match else "/".join(node.name.split("/")[:3]) or node.name
+        groups.setdefault(key, []).append(node.name)
+        if node.op_type in QUANTISABLE_OPS:
+            quantisable.add(key)
+    return {key: nodes for key, nodes in groups.items() if key in quantisable}
+
+
+@dataclass
+class Int8Choice:
+    """What `search_int8` measured and chose; recorded in the bundle."""
+
+    method: str
+    float_groups: list[str]
+    float_nodes: list[str]
+    calibration_images: int
+    calibration_classes: dict[str, int]
+    threshold: float
+    flip_budget: int
+    methods: dict[str, dict[str, float]] = field(default_factory=dict)
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _disagreement(reference: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    return {
+        "decision_flips": int(((reference > threshold) != (scores > threshold)).sum()),
+        "mean_abs_score_change": float(np.abs(scores - reference).mean()),
+        "max_abs_score_change": float(np.abs(scores - reference).max()),
+    }
+
+
+def _rank(row: dict[str, float]) -> tuple[float, float]:
+    return (row["decision_flips"], row["mean_abs_score_change"])
+
+
+def search_int8(
+    fp32_path: Path,
+    int8_path: Path,
+    calibration: np.ndarray,
+    classes: Sequence[str],
+    threshold: float,
+    method: Calibration = Calibration.AUTO,
+    tolerance: float = 0.01,
+    max_float_groups: int = MAX_FLOAT_GROUPS,
+    progress: Any = None,
+) -> Int8Choice:
+    """Quantise `fp32_path` into `int8_path`, choosing the method and the float groups by measurement.
+
+    `calibration` are normalised NCHW images with their `classes`; decisions are compared with
+    FP32 at `threshold`. The flip budget is `tolerance` of the calibration images (at least 1):
+    the sweep stops at the fewest float groups that stay within it, or keeps the best it found
+    with `max_float_groups` float groups.
+    """
+    from visionline.export._onnx import onnx_predict, onnx_session
+
+    if len(calibration) == 0:
+        raise ConfigError("INT8 calibration needs at least one image; raise --calibration-images.")
+    stratified_indices(classes, len(classes))  # both classes present, or a one-sentence error
+    counts = {name: int(n) for name, n in zip(*np.unique(np.asarray(classes), return_counts=True))}
+    methods = MEASURED_CALIBRATIONS if Calibration(method) is Calibration.AUTO else (Calibration(method),)
+    budget = max(1, int(np.floor(tolerance * len(calibration) + 1e-9)))
+    task = progress.add_task("INT8 search", total=None) if progress else None
+
+    def scores(path: Path) -> np.ndarray:
+        return 1.0 - onnx_predict(onnx_session(path, 1), calibration)[0][:, 0]
+
+    reference = scores(fp32_path)
+    with tempfile.TemporaryDirectory(prefix="visionline-int8-") as tmp_name:
+        tmp = Path(tmp_name)
+        prepared, keep = _prepare(fp32_path, tmp / "prepared.onnx")
+
+        def trial(name: str, meth: Calibration, exclude: Sequence[str]) -> dict[str, float]:
+            out = _quantize_prepared(
+                prepared, tmp / f"{name}.onnx", calibration, meth, [*keep, *exclude],
+                tmp / f"ranges-{meth.value}.json",
+            )
+            if progress:
+                progress.update(task, description=f"INT8 search: {name}")
+            return _disagreement(reference, scores(out), threshold)
+
+        measured = {m.value: trial(m.value, m, []) for m in methods}
+        best = Calibration(min(measured, key=lambda m: _rank(measured[m])))
+        choice = Int8Choice(
+            best.value, [], [], len(calibration), counts, float(threshold), budget, measured
+        )
+        if measured[best.value]["decision_flips"] > budget:
+            groups = {
+                name: nodes for name, nodes in node_groups(prepared).items()
+                if any(n not in keep for n in nodes)
+            }
+            for name, nodes in groups.items():
+                others = [n for other, ns in groups.items() if other != name for n in ns]
+                choice.sensitivity.append({"group": name, **trial("sweep", best, others)})
+            choice.sensitivity.sort(key=lambda row: -row["mean_abs_score_change"])
+            ranked = [row["group"] for row in choice.sensitivity]
+            best_row, best_k = measured[best.value], 0
+            for k in range(1, min(max_float_groups, len(ranked)) + 1):
+                row = trial("keep", best, [n for g in ranked[:k] for n in groups[g]])
+                choice.steps.append({"float_groups": ranked[:k], **row})
+                if _rank(row) < _rank(best_row):
+                    best_row, best_k = row, k
+                if row["decision_flips"] <= budget:
+                    break
+            choice.float_groups = ranked[:best_k]
+            choice.float_nodes = [n for g in choice.float_groups for n in groups[g]]
+        _quantize_prepared(
+            prepared, int8_path, calibration, best, [*keep, *choice.float_nodes],
+            tmp / f"ranges-{best.value}.json",
+        )
+    if progress:
+        progress.remove_task(task)
+    return choice
 
 
 def _pad_input_channels(path: Path, multiple: int = 4) -> list[str]:
@@ -162,3 +397,28 @@ def convert_fp16(fp32_path: Path, fp16_path: Path) -> Path:
     model = float16.convert_float_to_float16(model, keep_io_types=True)
     onnx.save(model, str(fp16_path))
     return fp16_path
+
+
+def speedup(fp32_path: Path, int8_path: Path, one: np.ndarray, threads: int = 2, rounds: int = 15) -> float:
+    """Median over interleaved rounds of FP32 / INT8 batch-1 latency (a quick figure for logs;
+    `benchmarks/edge.py` measures it properly)."""
+    import time
+
+    from visionline.export._onnx import onnx_session
+
+    sessions = [onnx_session(p, threads, spinning=False) for p in (fp32_path, int8_path)]
+    feed = {INPUT_NAME: np.ascontiguousarray(one[:1])}
+    for session in sessions:
+        session.run(None, feed)
+    ratios = []
+    for _ in range(rounds):
+        times = []
+        for session in sessions:
+            block = []
+            for _ in range(3):
+                start = time.perf_counter()
+                session.run(None, feed)
+                block.append(time.perf_counter() - start)
+            times.append(min(block))
+        ratios.append(times[0] / times[1])
+    return float(np.median(ratios))

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from visionline.errors import ConfigError, GateFailedError, ServiceUnavailableError
+from visionline.errors import ConfigError, ServiceUnavailableError
 from visionline.pipeline._graph import Artifact, StepContext, file_digest, relative
 
 PARITY_IMAGES = 64
@@ -33,10 +33,33 @@ def _split(ctx: StepContext, split: str, spec: Any, limit: int | None = None) ->
     return load_split(version, repo.blobs, split, spec.preprocessing, limit)
 
 
+def _is_anomaly(ctx: StepContext) -> bool:
+    return ctx.artifact("model").meta.get("kind") == "anomaly"
+
+
+def _export_anomaly(ctx: StepContext) -> dict[str, Artifact]:
+    """The detector's ONNX graph (bank and search inside), refused unless scores, maps and
+    decisions match PyTorch on validation images."""
+    from visionline.anomaly import check_anomaly_parity, export_anomaly_onnx, load_anomaly_model
+
+    detector, spec = load_anomaly_model(ctx.artifact("model").resolve(ctx.project))
+    val = _split(ctx, "val", spec, PARITY_IMAGES)
+    path = export_anomaly_onnx(detector, spec, ctx.workdir / "model.onnx")
+    parity = check_anomaly_parity(detector, spec, path, spec.preprocessing.normalize(val.pixels))
+    return {
+        "onnx": Artifact(
+            "onnx", file_digest(path), relative(ctx.project, path),
+            {"precision": "fp32", "kind": "anomaly", "parity": parity},
+        )
+    }
+
+
 def export(ctx: StepContext) -> dict[str, Artifact]:
     """ONNX FP32, refused unless it matches PyTorch on validation images."""
     from visionline.export import check_parity, export_onnx
 
+    if _is_anomaly(ctx):
+        return _export_anomaly(ctx)
     model, spec = _model(ctx)
     val = _split(ctx, "val", spec, PARITY_IMAGES)
     path = export_onnx(model, spec.preprocessing.size, ctx.workdir / "model.onnx", spec.temperature)
@@ -53,38 +76,60 @@ def export(ctx: StepContext) -> dict[str, Artifact]:
 
 
 def quantise(ctx: StepContext) -> dict[str, Artifact]:
-    """INT8 (static QDQ, per-channel), kept only if recall and false-reject rate hold at the
-    operating threshold; a rejected INT8 model is recorded and the bundle ships FP32."""
+    """INT8 chosen by measurement on class-stratified train images (calibration method, float
+    node groups), then judged by the paired gate on val images calibration did not see; a
+    refused INT8 model is recorded with the reason and the bundle ships FP32. An anomaly
+    model is not quantised here: its bundle ships FP32, and the step records that."""
     from visionline.evaluate import threshold_for_false_reject_rate
-    from visionline.export import Calibration, accuracy_gate, quantize_int8
+    from visionline.export import Calibration, compare_decisions
     from visionline.export._onnx import onnx_predict
+    from visionline.export._quantize import search_int8, speedup, stratified_indices
 
+    if _is_anomaly(ctx):
+        return {
+            "int8": Artifact(
+                "note", "anomaly-fp32-only",
+                meta={"precision": "int8", "accepted": False,
+                      "gate": "not quantised: anomaly bundles ship FP32"},
+            )
+        }
     _, spec = _model(ctx)
     settings = ctx.settings
     fp32 = ctx.artifact("onnx").resolve(ctx.project)
     prep = spec.preprocessing
-    calibration = _split(ctx, "train", spec, settings["calibration_images"])
+    train = _split(ctx, "train", spec, 4 * settings["calibration_images"])
+    picked = stratified_indices(train.classes, settings["calibration_images"])
     val = _split(ctx, "val", spec)
-    path = quantize_int8(
-        fp32, ctx.workdir / "model.int8.onnx", prep.normalize(calibration.pixels),
-        Calibration(settings["calibration"]),
-    )
     batch = prep.normalize(val.pixels)
     fp32_scores = 1.0 - onnx_predict(fp32, batch)[0][:, 0]
-    int8_scores = 1.0 - onnx_predict(path, batch)[0][:, 0]
     target = ctx.project.config.goals.operating_false_reject_rate
     threshold = threshold_for_false_reject_rate(fp32_scores[~val.is_defect], target)
-    try:
-        gate = accuracy_gate(
-            "INT8", fp32_scores, int8_scores, val.is_defect, threshold, settings["tolerance"]
-        )
-        accepted, verdict = True, gate.to_dict()
-    except GateFailedError as exc:
-        accepted, verdict = False, {"passed": False, "reason": str(exc)}
+    path = ctx.workdir / "model.int8.onnx"
+    choice = search_int8(
+        fp32, path, prep.normalize(train.pixels[picked]), [train.classes[i] for i in picked],
+        threshold, Calibration(settings["calibration"]), settings["tolerance"],
+    )
+    int8_scores = 1.0 - onnx_predict(path, batch)[0][:, 0]
+    gate = compare_decisions(
+        "INT8", fp32_scores, int8_scores, val.is_defect, threshold, settings["tolerance"]
+    )
+    verdict = "no significant loss" if gate.passed else "refused: " + ", ".join(
+        name for name, bad in (("recall", gate.recall_loss_significant),
+                               ("false rejects", gate.frr_rise_significant)) if bad
+    ) + " worse"
     return {
         "int8": Artifact(
             "onnx", file_digest(path), relative(ctx.project, path),
-            {"precision": "int8", "accepted": accepted, "gate": verdict},
+            {
+                "precision": "int8",
+                "accepted": gate.passed,
+                "speedup_vs_fp32": round(speedup(fp32, path, one=batch[:1]), 2),
+                "gate": verdict,
+                "calibration": choice.method,
+                "float_groups": len(choice.float_groups),
+                "evidence": gate.to_dict(),
+                "quantisation": choice.to_dict(),
+            },
         )
     }
 
@@ -98,7 +143,7 @@ def bundle(ctx: StepContext) -> dict[str, Artifact]:
     onnx_files = [a for out in ctx.inputs.values() for a in out.values() if a.kind == "onnx"]
     prebuilt = {a.meta["precision"]: a.resolve(ctx.project) for a in onnx_files}
     int8 = next((a for a in onnx_files if a.meta["precision"] == "int8"), None)
-    use_int8 = bool(int8 and int8.meta["accepted"])
+    use_int8 = int8 is not None  # export re-runs the same gate: a refusal lands in bundle.json
     key = ctx.settings.get("signing_key")
     signing_key = (ctx.project.root / key) if key else None
     quantise = ctx.pipeline.quantise
@@ -116,6 +161,7 @@ def bundle(ctx: StepContext) -> dict[str, Artifact]:
     result = export_model(
         model_path, ctx.workdir / "bundle", config, project=ctx.project, signing_key=signing_key,
         lineage={"mlflow_run_id": model.meta.get("run_id")}, progress=False, prebuilt=prebuilt,
+        int8_choice=int8.meta.get("quantisation") if int8 else None,
     )
     manifest = result.manifest
     return {
@@ -127,7 +173,7 @@ def bundle(ctx: StepContext) -> dict[str, Artifact]:
                 "deployed": manifest["deployed"],
                 "threshold": manifest["threshold"],
                 "signed": signing_key is not None,
-                "int8_rejected": bool(int8 and not use_int8),
+                "int8_rejected": bool(int8 and manifest["deployed"] != "int8"),
             },
         )
     }
@@ -139,6 +185,8 @@ def benchmark(ctx: StepContext) -> dict[str, Artifact]:
 
     model_path = ctx.artifact("model").resolve(ctx.project)
     bundle_dir = ctx.artifact("bundle").resolve(ctx.project)
+    if _is_anomaly(ctx):  # PyTorch eager runs classifiers only; the bundle's ONNX is timed
+        model_path = None
     report = bench(
         bundle_dir, [1, 8], ctx.settings["threads"], torch_model=model_path,
         runs=ctx.settings["runs"], budget_ms=ctx.project.config.goals.edge_p95_latency_ms,
@@ -174,7 +222,8 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
     name = ctx.project.config.name
     version = version_for_run(ctx.project, name, run_id)
     if version is None:
-        version = register_run(ctx.project, run_id, name)["version"]
+        kind = {"kind": "anomaly"} if model.meta.get("kind") == "anomaly" else None
+        version = register_run(ctx.project, run_id, name, tags=kind)["version"]
     row = show_model(ctx.project, name, version)[0]
     decided = row["tags"].get("promotion", "")
     promoted, reasons = CHAMPION in row["aliases"], ["already champion"]
