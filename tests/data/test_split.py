@@ -39,6 +39,10 @@ def test_split_is_deterministic_and_a_child_version(repo, dataset):
         "groups": 80,
         "groups_shared": 0,
         "near_duplicate_groups_shared": 0,
+        "near_duplicate_method": "orb-affine-ransac",
+        "notes": [],
+        "test_images": 17,
+        "test_images_with_a_near_duplicate_elsewhere": 0,
     }
     other = repo.split(dataset.id, val=0.2, test=0.2, seed=4)
     assert {r.sha256: r.split for r in other.records} != {r.sha256: r.split for r in a.records}

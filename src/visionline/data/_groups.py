@@ -9,7 +9,10 @@ key comes from a spec, because only the user knows what "the same object" means 
   runs with neighbouring frame numbers stays together);
 - ``csv:FILE:PATHCOLUMN:GROUPCOLUMN``: a column of a CSV file, looked up by path (a path in the
   file may be a trailing part of the image's path, e.g. its name);
-- ``near-duplicates``: connected components of pHash near-duplicate pairs.
+- ``near-duplicates``: near-duplicate groups that survive rotation, flips, zoom, crop, shear and
+  relighting (ORB keypoints verified by a RANSAC affine fit, see `visionline.data._dedupe`);
+- ``phash``: connected components of pHash pairs (Hamming distance <= 4), which only see copies
+  that are nearly pixel-identical (kept to compare with).
 
 The magnetic tiles use ``sequence:num_(\\d+):400`` (`TILE_SPEC`): each tile was shot under runs
 exp1..exp6 with frame numbers 10-300 apart (tiles of different class folders interleave, so the
@@ -38,7 +41,8 @@ DEFAULT_MAX_GROUP_SHARE = 0.25
 
 _MIN_IMAGES_FOR_SHARE_CHECK = 20
 _FORMS = (
-    "regex:PATTERN, sequence:PATTERN:MAXGAP, csv:FILE:PATHCOLUMN:GROUPCOLUMN or near-duplicates"
+    "regex:PATTERN, sequence:PATTERN:MAXGAP, csv:FILE:PATHCOLUMN:GROUPCOLUMN, near-duplicates "
+    "or phash"
 )
 
 
@@ -47,11 +51,13 @@ def group_ids(
     spec: str,
     *,
     phashes: Sequence[int] | None = None,
+    near_duplicates: Sequence[str] | None = None,
     max_group_share: float = DEFAULT_MAX_GROUP_SHARE,
 ) -> list[str]:
     """One group id per path, formed by `spec` (see the module doc).
 
-    `phashes` (one per path) spares reading the images for ``near-duplicates``. A grouping whose
+    `phashes` (one per path) spares reading the images for ``phash``, `near_duplicates` (a group
+    key per path) for ``near-duplicates``. A grouping whose
     largest group holds more than `max_group_share` of 20 or more images is refused, because a
     key that chains unrelated images into one giant group makes a stratified split impossible.
     """
@@ -65,6 +71,8 @@ def group_ids(
     elif kind == "csv" and rest:
         ids = _csv_ids(paths, spec, rest)
     elif spec == "near-duplicates":
+        ids = list(near_duplicates) if near_duplicates is not None else _similar_ids(paths)
+    elif spec == "phash":
         ids = _near_duplicate_ids(paths, phashes)
     else:
         raise ConfigError(
@@ -211,6 +219,25 @@ def _near_duplicate_ids(paths: Sequence[str], phashes: Sequence[int] | None) -> 
     else:
         hashes = list(phashes)
     groups = groups_from_pairs(len(hashes), near_duplicate_pairs(hashes))
+    return [f"near-duplicates/{paths[g]}" for g in groups]
+
+
+def _similar_ids(paths: Sequence[str]) -> list[str]:
+    from PIL import Image, UnidentifiedImageError
+
+    from visionline.data._dedupe import find_groups
+    from visionline.data._dedupe_features import concat, image_features
+
+    tables = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                tables.append(image_features(image, path))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(
+                f"Cannot read image {path} to find its near-duplicates ({exc}); fix or remove it."
+            ) from exc
+    groups = find_groups(concat(tables)).group
     return [f"near-duplicates/{paths[g]}" for g in groups]
 
 

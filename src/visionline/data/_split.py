@@ -125,17 +125,24 @@ def assign_splits(
     seed: int,
     group_by: str | None = None,
     calib: float = 0.0,
+    near_groups: list[int] | None = None,
 ) -> tuple[list[ImageRecord], dict[str, Any]]:
-    """Records with `split` set, and what the split guarantees (groups, groups shared, ...)."""
+    """Records with `split` set, and what the split guarantees (groups, groups shared, ...).
+
+    `near_groups` (a group number per record in sha256 order, from `near_duplicate_report`)
+    are the near-duplicate groups; without them, pHash components stand in.
+    """
     ordered = sorted(records, key=lambda r: r.sha256)
-    near = _near_duplicate_groups(ordered, hashes)
+    near = _near_duplicate_groups(ordered, hashes) if near_groups is None else near_groups
+    near_keys = [f"near-duplicates/{ordered[g].path}" for g in near]
     if group_by is None:
-        keys = [f"near-duplicates/{g}" for g in near]
+        keys = near_keys
     else:
         keys = group_ids(
             [r.path for r in ordered],
             group_by,
             phashes=[hashes[r.sha256] for r in ordered],
+            near_duplicates=near_keys,
         )
     fractions = {"train": 1.0 - val - calib - test, "val": val, "calib": calib, "test": test}
     # Stratified by model class (good and each defect subtype); good and defect must each reach
@@ -151,14 +158,37 @@ def assign_splits(
     near_splits: dict[int, set[str]] = defaultdict(set)
     for g, split in zip(near, splits):
         near_splits[g].add(split)
+    multi = {g for g, n in Counter(near).items() if n > 1}
+    test_leaks = sum(
+        1 for g, split in zip(near, splits) if split == "test" and len(near_splits[g]) > 1
+    )
     summary = {
         "group_by": group_by or "near-duplicates",
         "groups": len(splits_of),
         "groups_shared": sum(1 for s in splits_of.values() if len(s) > 1),
-        "near_duplicate_groups": sum(1 for g, n in Counter(near).items() if n > 1),
-        "near_duplicate_groups_shared": sum(1 for s in near_splits.values() if len(s) > 1),
+        "near_duplicate_method": "pHash" if near_groups is None else "orb-affine-ransac",
+        "near_duplicate_groups": len(multi),
+        "near_duplicate_groups_shared": sum(1 for g in multi if len(near_splits[g]) > 1),
+        "test_images_with_a_near_duplicate_elsewhere": test_leaks,
+        "test_images": splits.count("test"),
     }
     return out, summary
+
+
+def _near_groups(
+    repo: DatasetRepo, records: list[ImageRecord], user_key: bool
+) -> tuple[list[int] | None, list[str]]:
+    """Near-duplicate groups (sha256 order) and notes; with a user key a refused (giant)
+    grouping becomes a note, because the user's key decides the split."""
+    from visionline.data._dedupe_store import near_duplicate_report
+
+    try:
+        report = near_duplicate_report(repo, records)
+    except DataError as exc:
+        if not user_key:
+            raise
+        return None, [f"near-duplicate groups not used: {exc}"]
+    return report.group, report.notes
 
 
 def split_version(
@@ -182,7 +212,11 @@ def split_version(
         )
     version = repo.get(version_id)
     hashes = record_phashes(repo, version.records)
-    records, summary = assign_splits(version.records, hashes, val, test, seed, group_by, calib)
+    near_groups, notes = _near_groups(repo, version.records, group_by is not None)
+    records, summary = assign_splits(
+        version.records, hashes, val, test, seed, group_by, calib, near_groups
+    )
+    summary["notes"] = notes
     metadata = {
         "labels": version.metadata.get("labels", {}),
         "validation": version.metadata.get("validation", {}),

@@ -1,0 +1,190 @@
+"""Local features for near-duplicate detection, and their cache in the store by content hash.
+
+Each image is reduced to ORB keypoints (oriented FAST corners with rotated BRIEF descriptors),
+which survive rotation by any angle, zoom, crop and shear; a CLAHE-equalised grey image makes them
+indifferent to brightness, contrast and hue. A flipped copy has mirrored descriptors, so every
+image also keeps the features of its mirror image.
+
+The cache holds a fixed number of slots per image in four ``.npy`` files that are memory-mapped
+when read, so 100,000 images cost disk (about 14 KiB each) rather than memory. A new version only
+computes features for blobs the cache does not hold yet.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from visionline.errors import DataError
+
+SIDE = 256
+"""Longest side (px) an image is resized to before its keypoints are found."""
+MIN_SIDE = 48
+"""Shortest side (px) below which an image is too small to describe by keypoints."""
+FEATURES = 160
+"""Keypoints kept per orientation (the image and its mirror)."""
+
+_CACHE_NAME = f"orb-{SIDE}-{FEATURES}-v1"
+_FILES = ("shas", "xy", "desc", "count")
+_COPY_CHUNK = 4096
+
+
+@dataclass
+class FeatureTable:
+    """Features of n images: keypoints `xy` (n, 2, F, 2), descriptors `desc` (n, 2, F, 32) and
+    the number of valid slots `count` (n, 2); orientation 1 is the mirror image."""
+
+    xy: np.ndarray
+    desc: np.ndarray
+    count: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def take(self, index: np.ndarray) -> FeatureTable:
+        return FeatureTable(self.xy[index], self.desc[index], self.count[index])
+
+
+class ImageTooSmall(DataError):
+    """An image too small to describe by keypoints."""
+
+
+def _detector():  # noqa: ANN202  (cv2 types are not importable statically)
+    import cv2
+
+    cv2.setNumThreads(1)
+    return cv2.ORB_create(nfeatures=FEATURES, fastThreshold=5, edgeThreshold=15, patchSize=15)
+
+
+def image_features(image: Image.Image, name: str = "image") -> FeatureTable:
+    """Keypoints of one image and of its mirror image; raises `ImageTooSmall` below MIN_SIDE."""
+    import cv2
+
+    width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise ImageTooSmall(
+            f"{name} is {width}x{height} px, too small to compare for near-duplicates "
+            f"(needs at least {MIN_SIDE} px a side); remove it or use a larger copy."
+        )
+    scale = SIDE / max(width, height)
+    grey = image.convert("L").resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR
+    )
+    pixels = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4)).apply(np.asarray(grey))
+    orb = _detector()
+    xy = np.zeros((1, 2, FEATURES, 2), np.float16)
+    desc = np.zeros((1, 2, FEATURES, 32), np.uint8)
+    count = np.zeros((1, 2), np.int16)
+    for side, view in enumerate((pixels, np.ascontiguousarray(pixels[:, ::-1]))):
+        keypoints, descriptors = orb.detectAndCompute(view, None)
+        if descriptors is None:
+            continue
+        n = min(len(keypoints), FEATURES)
+        xy[0, side, :n] = [k.pt for k in keypoints[:n]]
+        desc[0, side, :n] = descriptors[:n]
+        count[0, side] = n
+    return FeatureTable(xy, desc, count)
+
+
+def concat(tables: list[FeatureTable]) -> FeatureTable:
+    if not tables:
+        return FeatureTable(
+            np.zeros((0, 2, FEATURES, 2), np.float16),
+            np.zeros((0, 2, FEATURES, 32), np.uint8),
+            np.zeros((0, 2), np.int16),
+        )
+    return FeatureTable(
+        np.concatenate([t.xy for t in tables]),
+        np.concatenate([t.desc for t in tables]),
+        np.concatenate([t.count for t in tables]),
+    )
+
+
+class FeatureCache:
+    """Features by blob sha256 under `root`; a corrupt cache is reported and rebuilt.
+
+    `message` says why the cache on disk was not used (None when it was fine or absent).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.dir = Path(root) / "near-duplicates" / _CACHE_NAME
+        self.message: str | None = None
+        self._shas: list[str] = []
+        self._table = concat([])
+        self._load()
+
+    def _load(self) -> None:
+        if not self.dir.is_dir():
+            return
+        try:
+            arrays = {n: np.load(self.dir / f"{n}.npy", mmap_mode="r") for n in _FILES}
+            n = len(arrays["shas"])
+            shapes_ok = (
+                arrays["xy"].shape == (n, 2, FEATURES, 2)
+                and arrays["desc"].shape == (n, 2, FEATURES, 32)
+                and arrays["count"].shape == (n, 2)
+                and arrays["desc"].dtype == np.uint8
+            )
+            if not shapes_ok:
+                raise ValueError("its arrays disagree in shape")
+            shas = [s.decode() for s in np.asarray(arrays["shas"])]
+        except (OSError, ValueError, EOFError, UnicodeDecodeError) as exc:
+            self.message = (
+                f"The near-duplicate feature cache {self.dir} is unreadable ({exc}); "
+                "it is rebuilt from the blobs (stored images and versions are unchanged)."
+            )
+            return
+        self._shas = shas
+        self._table = FeatureTable(arrays["xy"], arrays["desc"], arrays["count"])
+
+    def known(self) -> set[str]:
+        return set(self._shas)
+
+    def table(self, shas: list[str]) -> FeatureTable:
+        """Features of `shas` (all must be known), in that order."""
+        where = {s: i for i, s in enumerate(self._shas)}
+        return self._table.take(np.asarray([where[s] for s in shas], dtype=np.int64))
+
+    def add(self, shas: list[str], table: FeatureTable) -> None:
+        """Store the features of new blobs: the cache is rewritten beside and swapped in."""
+        if not shas:
+            return
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.dir.parent, prefix=".tmp-"))
+        old = len(self._shas)
+        total = old + len(shas)
+        try:
+            all_shas = np.asarray([s.encode() for s in self._shas + shas], dtype="S64")
+            np.save(staging / "shas.npy", all_shas)
+            for name, shape, dtype in (
+                ("xy", (2, FEATURES, 2), np.float16),
+                ("desc", (2, FEATURES, 32), np.uint8),
+                ("count", (2,), np.int16),
+            ):
+                out = np.lib.format.open_memmap(
+                    staging / f"{name}.npy", mode="w+", dtype=dtype, shape=(total, *shape)
+                )
+                previous = getattr(self._table, name)
+                for start in range(0, old, _COPY_CHUNK):
+                    out[start : start + _COPY_CHUNK] = previous[start : start + _COPY_CHUNK]
+                out[old:] = getattr(table, name)
+                out.flush()
+                del out
+            retired = self.dir.with_name(self.dir.name + ".old")
+            shutil.rmtree(retired, ignore_errors=True)
+            if self.dir.exists():
+                os.replace(self.dir, retired)
+            os.replace(staging, self.dir)
+            shutil.rmtree(retired, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.message = None
+        self._shas = []
+        self._table = concat([])
+        self._load()
