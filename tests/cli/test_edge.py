@@ -106,3 +106,21 @@ def test_a_restarted_agent_keeps_the_rolled_out_bundle(
     second = run(1)
     assert second.returncode == 0, second.stderr
     assert "Line agent: apples:2" in second.stdout
+
+
+def test_run_from_a_config_file_with_an_option_on_top(signed: tuple[Path, Path], tmp_path: Path) -> None:
+    import yaml
+
+    bundle, store = signed
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump({
+        "bundle": str(bundle), "trust_store": str(store), "line": "from-file",
+        "source": "synth://?rate=200&count=4&size=64", "outbox": str(tmp_path / "o.db"),
+    }))
+    run = run_visionline("edge", "run", "--config", config, "--line", "L9", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout[run.stdout.index("{"):])
+    assert report["line"] == "L9" and report["counts"]["verdicts"] == 4
+    config.write_text(config.read_text() + "plc: s7://10.0.0.1\n")
+    bad = run_visionline("edge", "run", "--config", config, cwd=tmp_path)
+    assert_one_line_error(bad, "plc (--plc) is invalid", "unknown PLC scheme")

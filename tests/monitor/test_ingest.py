@@ -90,12 +90,31 @@ def test_fleet_view_shows_each_lines_version(client_db) -> None:
                _record(3, line="L2", route="fail_safe", probabilities={}, defect_score=-1.0),
                _record(4, line=None)]
     client.post("/api/ingest", json={"records": records}).raise_for_status()
+    unreported = {"running": None, "backlog": None, "rollout": None, "last_sync": None}
     assert client.get("/api/fleet").json() == [
         {"line": "L1", "model": "apples", "version": "2", "verdicts": 2, "fail_safe": 0,
-         "last_verdict_ts": 1001.0},
+         "last_verdict_ts": 1001.0, **unreported},
         {"line": "L2", "model": "apples", "version": "1", "verdicts": 2, "fail_safe": 1,
-         "last_verdict_ts": 1003.0},
+         "last_verdict_ts": 1003.0, **unreported},
     ]
+
+
+def test_agents_report_version_backlog_and_roll_out_for_the_fleet_view(client_db) -> None:
+    client, _ = client_db
+    rollout = {"event": "switched", "version": "apples:2", "detail": "agreement 100%", "ts": 5.0}
+    client.post("/api/ingest", json={
+        "records": [_record(0)],
+        "agent": {"line": "L1", "version": "apples:2", "backlog": 17, "rollout": rollout},
+    }).raise_for_status()
+    heartbeat = {"records": [], "agent": {"line": "L9", "version": "apples:1", "backlog": 0}}
+    assert client.post("/api/ingest", json=heartbeat).json() == {"acknowledged": [], "inserted": 0}
+    fleet = {f["line"]: f for f in client.get("/api/fleet").json()}
+    assert fleet["L1"]["running"] == "apples:2" and fleet["L1"]["backlog"] == 17
+    assert fleet["L1"]["rollout"] == rollout and fleet["L1"]["last_sync"] > 0
+    assert fleet["L9"]["verdicts"] == 0 and fleet["L9"]["running"] == "apples:1"
+    page = client.get("/").text
+    assert "<tr data-line='L1'><td>L1</td><td>apples:2</td><td class='n'>17</td>" in page
+    assert "switched apples:2" in page and "data-line='L9'" in page
 
 
 def test_fail_safe_verdicts_do_not_count_as_model_answers(client_db) -> None:

@@ -105,13 +105,11 @@ def run_command(
     threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime threads.")] = None,
 ) -> None:
     """Run the line: frames in, verdicts within the deadline, reject signals out, verdicts synced."""
-    from click.core import ParameterSource
-
     from visionline.edge._config import load_edge_config, validate_edge_config
 
     given = {
         name: value for name, value in ctx.params.items()
-        if name != "config" and ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
+        if name != "config" and ctx.get_parameter_source(name).name != "DEFAULT"
     }
     if config is not None:
         settings = load_edge_config(config, given)

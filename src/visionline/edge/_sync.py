@@ -33,12 +33,15 @@ class SyncWorker:
         timeout_s: float = 10.0,
         max_backoff_s: float = 30.0,
         on_sync: Callable[[int, float | None], None] | None = None,
+        heartbeat_s: float = 10.0,
     ) -> None:
         self.outbox = Outbox(outbox_path)
         self.url = central.rstrip("/") + "/api/ingest"
         self.batch, self.interval_s, self.timeout_s = batch, interval_s, timeout_s
         self.max_backoff_s = max_backoff_s
         self.on_sync = on_sync
+        self.heartbeat_s = heartbeat_s
+        self._next_heartbeat = 0.0
         self.failures = 0
         self.last_error = ""
         self._stop = threading.Event()
@@ -49,12 +52,25 @@ class SyncWorker:
         return self
 
     def sync_once(self, client: object) -> int:
-        """Send one batch; returns how many records were acknowledged (raises on failure)."""
+        """Send one batch (or, when idle, a heartbeat every `heartbeat_s`) with the agent's own
+        report for the fleet view; returns how many records were acknowledged (raises on
+        failure)."""
         records = self.outbox.pending(self.batch)
-        if not records:
+        now = time.monotonic()
+        if not records and now < self._next_heartbeat:
             return 0
-        response = client.post(self.url, json={"records": records})  # type: ignore[attr-defined]
+        status = self.outbox.status()
+        body: dict[str, object] = {"records": records}
+        if status["line"]:
+            body["agent"] = {
+                "line": status["line"], "version": status["version"],
+                "backlog": max(0, status["backlog"] - len(records)), "rollout": status["rollout"],
+            }
+        elif not records:
+            return 0
+        response = client.post(self.url, json=body)  # type: ignore[attr-defined]
         response.raise_for_status()
+        self._next_heartbeat = now + self.heartbeat_s
         acked = [str(i) for i in response.json()["acknowledged"]]
         sent = {r["id"] for r in records}
         self.outbox.ack([i for i in acked if i in sent])

@@ -25,7 +25,7 @@ from visionline.monitor._analysis import (
 from visionline.monitor._charts import histogram_chart, interval_chart, line_chart, neg_log10
 from visionline.monitor._db import MonitorDB
 from visionline.monitor._drift import DriftConfig
-from visionline.monitor._ingest import register_ingest
+from visionline.monitor._ingest import FleetState, fleet_summary, register_ingest
 
 RECENT = 5000
 BINS = np.linspace(0.0, 1.0, 21)
@@ -34,10 +34,12 @@ BINS = np.linspace(0.0, 1.0, 21)
 class DashboardData:
     """Everything the page shows, computed from the log (and the bundle's reference, if given)."""
 
-    def __init__(self, db: MonitorDB, reference: Reference | None = None, rates: Any | None = None):
+    def __init__(self, db: MonitorDB, reference: Reference | None = None, rates: Any | None = None,
+                 fleet: FleetState | None = None):
         self.db = db
         self.reference = reference
         self.rates = rates
+        self.fleet = fleet
 
     def summary(self) -> dict[str, Any]:
         frame = self.db.frame(columns=["ts", "model", "version", "flagged", "probabilities"])
@@ -225,6 +227,20 @@ def render_page(data: DashboardData, by: str = "delivery_id") -> str:
             }
             for f in data.flagged()
         ],
+        fleet=[
+            {
+                "line": f["line"],
+                "running": f["running"] or (f"{f['model']}:{f['version']}" if f["model"] else "–"),
+                "backlog": "–" if f["backlog"] is None else f["backlog"],
+                "last_sync": _when(f["last_sync"]) if f["last_sync"] else "–",
+                "last_verdict": _when(f["last_verdict_ts"]) if f["last_verdict_ts"] else "–",
+                "verdicts": f["verdicts"],
+                "fail_safe": f["fail_safe"],
+                "rollout": (f"{f['rollout'].get('event')} {f['rollout'].get('version')}"
+                            if f["rollout"] else "–"),
+            }
+            for f in fleet_summary(data.db, data.fleet)
+        ],
         versions=[
             {
                 "model": v["model"],
@@ -254,7 +270,8 @@ def create_app(
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, Response
 
-    data = DashboardData(db, reference, rates)
+    fleet = FleetState()
+    data = DashboardData(db, reference, rates, fleet)
     metrics = MonitorMetrics()
     app = FastAPI(title="visionline monitor", docs_url=None, redoc_url=None)
 
@@ -288,7 +305,7 @@ def create_app(
     def performance() -> list[dict[str, Any]]:
         return realised_performance(db)
 
-    register_ingest(app, db, blobs)
+    register_ingest(app, db, blobs, fleet)
 
     @app.get("/images/{sha}")
     def image(sha: str) -> Response:

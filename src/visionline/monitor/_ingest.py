@@ -9,6 +9,8 @@ is refused as a whole batch, so an agent never sees a partial acknowledgement.
 import base64
 import binascii
 import math
+import threading
+import time
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -18,7 +20,7 @@ from visionline.errors import DataError
 from visionline.monitor._db import PREDICTION_COLUMNS, MonitorDB, predictions
 from visionline_edge import QUALITY_STATS
 
-__all__ = ["MAX_BATCH", "fleet_summary", "ingest_rows", "register_ingest", "store_images"]
+__all__ = ["MAX_BATCH", "FleetState", "fleet_summary", "ingest_rows", "register_ingest", "store_images"]
 
 MAX_BATCH = 5000
 _REQUIRED = ("id", "ts", "model", "version", "probabilities", "predicted_class",
@@ -75,9 +77,39 @@ def ingest_rows(body: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def fleet_summary(db: MonitorDB) -> list[dict[str, Any]]:
+class FleetState:
+    """What each line's agent last said about itself with a sync (running bundle, outbox
+    backlog, last roll-out event) and when: kept in memory, so after a restart of the central
+    side a line shows again with its next sync or heartbeat (within seconds)."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def report(self, agent: Any) -> None:
+        if not isinstance(agent, dict) or not isinstance(agent.get("line"), str):
+            return
+        entry = {
+            "running": agent.get("version") if isinstance(agent.get("version"), str) else None,
+            "backlog": agent.get("backlog") if isinstance(agent.get("backlog"), int) else None,
+            "rollout": agent.get("rollout") if isinstance(agent.get("rollout"), dict) else None,
+            "last_sync": time.time(),
+        }
+        with self._lock:
+            self._lines[agent["line"]] = entry
+
+    def lines(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {line: dict(entry) for line, entry in self._lines.items()}
+
+
+_UNREPORTED = {"running": None, "backlog": None, "rollout": None, "last_sync": None}
+
+
+def fleet_summary(db: MonitorDB, state: FleetState | None = None) -> list[dict[str, Any]]:
     """Per line that sent verdicts: the model version of its newest verdict, when that verdict
-    was captured, and how many verdicts and fail-safes the log holds from it."""
+    was captured, how many verdicts and fail-safes the log holds from it, and what its agent
+    reported with its last sync (bundle it runs, backlog, last roll-out event, when)."""
     from sqlalchemy import case, func, select
 
     fail_safe = func.sum(case((predictions.c.route == "fail_safe", 1), else_=0))
@@ -98,7 +130,11 @@ def fleet_summary(db: MonitorDB) -> list[dict[str, Any]]:
             ).one()
             lines.append({"line": line, "model": model, "version": version, "verdicts": int(n),
                           "fail_safe": int(failed or 0), "last_verdict_ts": float(last)})
-    return lines
+    reports = state.lines() if state is not None else {}
+    known = {entry["line"] for entry in lines}
+    lines += [{"line": line, "model": None, "version": None, "verdicts": 0, "fail_safe": 0,
+               "last_verdict_ts": None} for line in sorted(set(reports) - known)]
+    return [{**entry, **reports.get(entry["line"], _UNREPORTED)} for entry in lines]
 
 
 def store_images(rows: list[dict[str, Any]], blobs: Any | None) -> None:
@@ -110,24 +146,29 @@ def store_images(rows: list[dict[str, Any]], blobs: Any | None) -> None:
             row["image_sha256"] = blobs.put(image)
 
 
-def register_ingest(app: FastAPI, db: MonitorDB, blobs: Any | None = None) -> None:
+def register_ingest(
+    app: FastAPI, db: MonitorDB, blobs: Any | None = None, state: FleetState | None = None
+) -> None:
     """Add `POST /api/ingest` and `GET /api/fleet` (this module avoids postponed annotations so
     FastAPI sees `Request`)."""
+    state = state if state is not None else FleetState()
 
     @app.get("/api/fleet")
     def fleet() -> list[dict[str, Any]]:
-        """Lines, the version each runs, and their latest verdict."""
-        return fleet_summary(db)
+        """Lines, the version each runs, backlog, last sync and their latest verdict."""
+        return fleet_summary(db, state)
 
     @app.post("/api/ingest")
     async def ingest(request: Request) -> dict[str, Any]:
         """Edge agents' verdicts, inserted idempotently by record id (a resent batch is a no-op)."""
         try:
-            rows = ingest_rows(await request.json())
+            body = await request.json()
+            rows = ingest_rows(body)
         except ValueError as exc:
             raise HTTPException(422, "The body is not JSON; send the outbox batch.") from exc
         except DataError as exc:
             raise HTTPException(422, str(exc)) from exc
         await run_in_threadpool(store_images, rows, blobs)
-        inserted = await run_in_threadpool(db.insert_predictions, rows, True)
+        inserted = await run_in_threadpool(db.insert_predictions, rows, True) if rows else 0
+        state.report(body.get("agent"))
         return {"acknowledged": [r["id"] for r in rows], "inserted": inserted}
