@@ -1,0 +1,277 @@
+"""Near-duplicate groups: pHash (before) vs the ORB + RANSAC detector (now), on known groups.
+
+A folder is built from real and synthetic images: per source (a magnetic tile, one image per
+physical tile, or a synthetic apple) several copies with random rotation 0-360 deg, flips,
+zoom/crop up to 40 %, shear, brightness/contrast/hue and JPEG re-encoding; plus look-alikes
+(other tiles, other apples) that appear once and must not be merged. The folder is ingested into a
+temporary project; both detectors group the same version, and `data split` runs with each grouping.
+
+Reported per method: pair precision and recall, group purity, sources kept whole, the fraction of
+source groups split across train/val/test, and images/s. `--scale N` also measures the memory and
+time of the retrieval stage (signatures + chunked exact kNN) on N feature rows made from the real
+ones with random descriptor bit flips (verification is not run there).
+
+    .venv/bin/python benchmarks/near_duplicates.py --sources 300 --copies 5 --lookalikes 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import write_result  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TILES = ROOT / ".." / "shared" / "data" / "magnetic-tile-defect"
+YAML = """
+name: near-duplicates
+classes:
+- name: good
+- name: defect
+"""
+
+
+def augment(image: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:
+    """A copy as a previous team's augmentation would make it."""
+    img = image.convert("RGB")
+    fill = tuple(int(v) for v in np.asarray(img).reshape(-1, 3).mean(0))
+    if rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    img = img.rotate(float(rng.uniform(0, 360)), Image.Resampling.BILINEAR, True, fillcolor=fill)
+    w, h = img.size
+    sx, sy = rng.uniform(-0.2, 0.2, 2)
+    img = img.transform(
+        (w, h),
+        Image.Transform.AFFINE,
+        (1, sx, -sx * h / 2, sy, 1, -sy * w / 2),
+        Image.Resampling.BILINEAR,
+        fillcolor=fill,
+    )
+    keep = rng.uniform(0.6, 1.0)
+    cw, ch = int(w * keep), int(h * keep)
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    img = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((size, size), Image.Resampling.BILINEAR)
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.7, 1.3))
+    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.7, 1.3))
+    hsv = np.asarray(img.convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(int) + int(rng.integers(-12, 13))) % 256
+    return Image.fromarray(hsv, "HSV").convert("RGB")
+
+
+def jpeg(image: Image.Image, path: Path, quality: int) -> None:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    path.write_bytes(buffer.getvalue())
+
+
+def sources(n: int, size: int) -> list[tuple[str, Image.Image]]:
+    """n/2 tiles (one image per physical tile, TILE_SPEC) and n/2 synthetic apples, by class."""
+    from visionline.data import TILE_SPEC, group_ids
+    from visionline.synth import SynthConfig, SynthLine
+
+    paths = sorted(str(p) for p in TILES.glob("MT_*/Imgs/*.jpg"))
+    seen: set[str] = set()
+    tiles = []
+    for path, key in zip(paths, group_ids(paths, TILE_SPEC)):
+        if key not in seen:
+            seen.add(key)
+            tiles.append(path)
+    rng = np.random.default_rng(1)
+    picked = rng.permutation(len(tiles))[: n // 2]
+    out = [("defect", Image.open(tiles[i]).convert("RGB").resize((size, size))) for i in picked]
+    line = SynthLine(SynthConfig(size=size, seed=7))
+    out += [("good", line.render(i, None).image()) for i in range(n - len(out))]
+    return out
+
+
+def build(folder: Path, n_sources: int, copies: int, lookalikes: int, size: int) -> dict[str, int]:
+    """Write the folder; the source id of every file name (look-alikes: their own id)."""
+    rng = np.random.default_rng(0)
+    truth: dict[str, int] = {}
+    images = sources(n_sources + lookalikes, size)
+    for sid, (label, image) in enumerate(images):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        n = copies if sid < n_sources else 1
+        for c in range(n):
+            name = f"{label}/{sid:05d}_{c}.jpg"
+            copy = image if c == 0 else augment(image, rng, size)
+            jpeg(copy, folder / name, int(rng.integers(50, 95)))
+            truth[name] = sid
+    return truth
+
+
+def scores(paths: list[str], group: list[str], truth: dict[str, int], splits: list[str]) -> dict:
+    source = np.array([truth[p] for p in paths])
+    key = np.array([hash(g) for g in group])
+    same_true = source[:, None] == source[None, :]
+    same_pred = key[:, None] == key[None, :]
+    np.fill_diagonal(same_true, False)
+    np.fill_diagonal(same_pred, False)
+    tp = int((same_true & same_pred).sum())
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(group):
+        members[g].append(i)
+    multi = [m for m in members.values() if len(m) > 1]
+    purity = sum(Counter(source[m]).most_common(1)[0][1] for m in multi) / max(
+        1, sum(len(m) for m in multi)
+    )
+    by_source: dict[int, list[int]] = defaultdict(list)
+    for i, s in enumerate(source):
+        by_source[int(s)].append(i)
+    real = [m for m in by_source.values() if len(m) > 1]
+    whole = sum(1 for m in real if len({group[i] for i in m}) == 1)
+    split_across = sum(1 for m in real if len({splits[i] for i in m}) > 1)
+    return {
+        "pair_precision": round(tp / max(1, int(same_pred.sum())), 4),
+        "pair_recall": round(tp / max(1, int(same_true.sum())), 4),
+        "group_purity": round(purity, 4),
+        "sources_kept_whole": round(whole / max(1, len(real)), 4),
+        "source_groups_split_across_splits": round(split_across / max(1, len(real)), 4),
+        "predicted_groups": len(multi),
+        "largest_group": max((len(m) for m in multi), default=1),
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    from visionline.config import Project, dump_config, parse_config
+    from visionline.data import DatasetRepo
+    from visionline.data._dedupe_store import near_duplicate_report
+    from visionline.data._groups import group_ids
+    from visionline.data._split import record_phashes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = root / "images"
+        truth = build(folder, args.sources, args.copies, args.lookalikes, args.size)
+        (root / "project").mkdir()
+        project_file = root / "project" / "visionline.yaml"
+        project_file.write_text(dump_config(parse_config(YAML)))
+        repo = DatasetRepo(Project.load(project_file))
+        version = repo.add(folder).version
+        records = sorted(version.records, key=lambda r: r.sha256)
+        paths = [r.path for r in records]
+        n = len(records)
+
+        (repo.root / "phash.json").unlink(missing_ok=True)
+        started = time.perf_counter()
+        hashes = record_phashes(repo, records)
+        phash_keys = group_ids(paths, "phash", phashes=[hashes[r.sha256] for r in records])
+        phash_seconds = time.perf_counter() - started
+
+        load_before = os.getloadavg()
+        started = time.perf_counter()
+        report = near_duplicate_report(repo, records)
+        detect_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        near_duplicate_report(repo, records)
+        cached_seconds = time.perf_counter() - started
+        new_keys = [f"g{g}" for g in report.group]
+
+        results = {}
+        for method, keys, spec in (("phash", phash_keys, "phash"), ("orb_ransac", new_keys, None)):
+            split = repo.split(version.id, val=0.15, test=0.15, seed=0, group_by=spec)
+            by_sha = {r.sha256: r.split for r in split.records}
+            splits = [by_sha[r.sha256] for r in records]
+            results[method] = scores(paths, keys, truth, splits) | {
+                "split_summary": {
+                    k: v for k, v in split.metadata["split"].items() if k != "notes"
+                },
+            }
+        results["phash"]["images_per_second"] = round(n / phash_seconds, 1)
+        results["orb_ransac"]["images_per_second"] = round(n / detect_seconds, 1)
+        results["orb_ransac"]["seconds"] = round(detect_seconds, 1)
+        results["orb_ransac"]["seconds_cached_features"] = round(cached_seconds, 1)
+        return {
+            "images": n,
+            "sources_with_copies": args.sources,
+            "copies_per_source": args.copies,
+            "lookalikes": args.lookalikes,
+            "size_px": args.size,
+            "load_average_at_detection": [round(x, 1) for x in load_before],
+            "methods": results,
+            "scale": scale(repo, records, args.scale) if args.scale else None,
+        }
+
+
+def scale(repo, records, n: int) -> dict:  # noqa: ANN001
+    """Memory and time of retrieval (signatures + chunked exact kNN) on n feature rows."""
+    from visionline.data._dedupe import DedupeConfig, _candidates, _fit_vocabulary, _signatures
+    from visionline.data._dedupe_features import FeatureCache
+
+    base = FeatureCache(repo.root).table([r.sha256 for r in records])
+    rng = np.random.default_rng(0)
+    take = rng.integers(0, len(base), n)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = FeatureCache(Path(tmp))
+        for start in range(0, n, 10_000):
+            part = base.take(take[start : start + 10_000])
+            flips = rng.random(part.desc.shape) < 0.02
+            part.desc = part.desc ^ (flips * rng.integers(1, 256, part.desc.shape)).astype(np.uint8)
+            cache.add([f"{i:064x}" for i in range(start, start + len(part))], part)
+        table = FeatureCache(Path(tmp)).table([f"{i:064x}" for i in range(n)])
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        config = DedupeConfig()
+        signatures = _signatures(table, _fit_vocabulary(table, config))
+        candidates = _candidates(signatures, config)
+        seconds = time.perf_counter() - started
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "rows": n,
+        "retrieval_seconds": round(seconds, 1),
+        "candidate_pairs": len(candidates),
+        "peak_rss_mib": round(peak / 1024),
+        "peak_rss_before_mib": round(rss_before / 1024),
+        "signature_mib": round(signatures.nbytes / 2**20),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sources", type=int, default=300)
+    parser.add_argument("--copies", type=int, default=5)
+    parser.add_argument("--lookalikes", type=int, default=200)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--scale", type=int, default=0)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    result = run(args)
+    old, new = result["methods"]["phash"], result["methods"]["orb_ransac"]
+    measure = (
+        f"{result['images']:,} images of {args.size} px: {args.sources} sources (tiles, apples) x "
+        f"{args.copies} rotated/flipped/cropped/sheared/relit JPEG copies + {args.lookalikes} "
+        "look-alikes"
+    )
+    result["readme"] = [
+        {
+            "benchmark": "near_duplicates",
+            "measure": measure + "; pair precision / recall, source groups split by data split",
+            "visionline": f"{new['pair_precision']:.1%} / {new['pair_recall']:.1%}, "
+            f"{new['source_groups_split_across_splits']:.1%} split",
+            "peer": f"pHash: {old['pair_precision']:.1%} / {old['pair_recall']:.1%}, "
+            f"{old['source_groups_split_across_splits']:.1%} split",
+            "result": f"{new['images_per_second']:.0f} img/s vs {old['images_per_second']:.0f} "
+            f"(load {result['load_average_at_detection'][0]})",
+        }
+    ]
+    print(result)
+    print(write_result("near_duplicates", result))
+
+
+if __name__ == "__main__":
+    main()
