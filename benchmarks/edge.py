@@ -15,6 +15,14 @@ that rotates; a speed-up is the median of the per-round ratios of median latenci
 Runtime's nor PyTorch's (OpenMP) threads spin while idle, so one backend's idle threads do not
 steal the cores from the one being timed. A profiled pass splits FP32 and INT8 kernel time by convolution kind, which shows
 where INT8 gains (1×1 convolutions) and where it does not (depthwise, the 3-channel stem).
+INT8 is what export ships: `search_int8` (class-stratified calibration images, MinMax/Entropy/
+Percentile measured on them, sensitive node groups kept float), judged by the paired gate
+(McNemar on the flips) on the test images, which calibration never saw.
+
+OpenVINO runs beside ONNX Runtime on the same models, images and threads (extra `openvino`):
+FP32 from the same ONNX file, "INT8 (ORT QDQ)" = the same QDQ file ONNX Runtime runs, and
+"INT8 (NNCF)" = NNCF's post-training quantisation of the FP32 model on the same calibration
+images (plain `nncf.quantize`; its accuracy-controlled variant is not run here).
 Targets: INT8 ≥ 1.6× faster than ONNX FP32 with ≤ 1 pp recall loss; ONNX FP32 ≥ 2× faster than eager.
 Run: .venv/bin/python benchmarks/edge.py [--images 2000] [--size 128] [--epochs 5]
 """
@@ -39,9 +47,9 @@ from _record import uncommitted_code, write_result
 from visionline.config import Project, dump_config, init_project, parse_config
 from visionline.data import DatasetRepo
 from visionline.evaluate import bootstrap_ci, clopper_pearson, threshold_for_false_reject_rate
-from visionline.export._gate import operating_metrics
+from visionline.export._gate import compare_decisions, operating_metrics
 from visionline.export._onnx import _wrapper, export_onnx, onnx_predict, onnx_session
-from visionline.export._quantize import Calibration, quantize_int8
+from visionline.export._quantize import Calibration, search_int8, stratified_indices
 from visionline.preprocessing import decode_image
 from visionline.synth import SynthConfig, generate_dataset
 from visionline.train import TrainConfig, fit, load_model
@@ -196,7 +204,7 @@ def conv_profile(fp32: Path, int8: Path, one: np.ndarray, runs: int) -> dict[str
                 out_shape = next(iter(event["args"]["output_type_shape"][0].values()))
                 kinds_by_layer.append(_conv_kind(in_shape[1], out_shape[1]))
     if len(per_layer["fp32"]) != len(per_layer["int8"]):
-        raise SystemExit("FP32 and INT8 run different numbers of convolutions; cannot pair layers.")
+        return {"note": "FP32 and INT8 run different numbers of convolutions (float groups fused differently); layers not paired"}
     kinds: dict[str, dict[str, float]] = {}
     for k, kind in enumerate(kinds_by_layer):
         row = kinds.setdefault(kind, {"fp32": 0.0, "int8": 0.0})
@@ -209,16 +217,9 @@ def conv_profile(fp32: Path, int8: Path, one: np.ndarray, runs: int) -> dict[str
     return kinds
 
 
-def latencies(model, fp32: Path, int8: Path, one: np.ndarray, rounds: int, runs: int) -> dict[str, list[list[float]]]:
+def latencies(backends: dict, rounds: int, runs: int) -> dict[str, list[list[float]]]:
     """Batch-1 milliseconds per backend and round: in every round each backend runs `runs` times,
     in an order that rotates, so the backends compared ran seconds apart under the same load."""
-    wrapped = _wrapper(model, 1.0)
-    sessions = {name: onnx_session(path, THREADS, spinning=False) for name, path in (("onnx_fp32", fp32), ("onnx_int8", int8))}
-    backends = {
-        "pytorch_eager": lambda: wrapped(torch.from_numpy(one)),
-        "onnx_fp32": lambda: sessions["onnx_fp32"].run(None, {"image": one}),
-        "onnx_int8": lambda: sessions["onnx_int8"].run(None, {"image": one}),
-    }
     names = list(backends)
     times: dict[str, list[list[float]]] = {k: [] for k in backends}
     with torch.inference_mode():
@@ -226,7 +227,8 @@ def latencies(model, fp32: Path, int8: Path, one: np.ndarray, rounds: int, runs:
             for _ in range(5):
                 fn()
         for r in range(rounds):
-            for key in names[r % 3:] + names[: r % 3]:
+            shift = r % len(names)
+            for key in names[shift:] + names[:shift]:
                 block = []
                 for _ in range(runs):
                     start = time.perf_counter()
@@ -234,6 +236,45 @@ def latencies(model, fp32: Path, int8: Path, one: np.ndarray, rounds: int, runs:
                     block.append((time.perf_counter() - start) * 1000)
                 times[key].append(block)
     return times
+
+
+def onnx_backends(model, fp32: Path, int8: Path, one: np.ndarray) -> dict:
+    wrapped = _wrapper(model, 1.0)
+    sessions = {name: onnx_session(path, THREADS, spinning=False) for name, path in (("onnx_fp32", fp32), ("onnx_int8", int8))}
+    return {
+        "pytorch_eager": lambda: wrapped(torch.from_numpy(one)),
+        "onnx_fp32": lambda: sessions["onnx_fp32"].run(None, {"image": one}),
+        "onnx_int8": lambda: sessions["onnx_int8"].run(None, {"image": one}),
+    }
+
+
+def openvino_models(fp32: Path, int8: Path, calibration: np.ndarray) -> dict:
+    """Compiled OpenVINO models: FP32, the ORT QDQ INT8 file, and NNCF's own INT8, all on
+    `THREADS` threads with f32 inference precision (so FP32 is not silently run in bf16)."""
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        raise SystemExit(f"OpenVINO side by side needs the extra: pip install 'visionline[openvino]' ({exc}).") from exc
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    fp32_model = core.read_model(str(fp32))
+    dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    nncf_int8 = nncf.quantize(fp32_model, dataset, subset_size=len(calibration))
+    return {
+        "openvino_fp32": core.compile_model(core.read_model(str(fp32)), "CPU", config),
+        "openvino_int8_qdq": core.compile_model(core.read_model(str(int8)), "CPU", config),
+        "openvino_int8_nncf": core.compile_model(nncf_int8, "CPU", config),
+    }
+
+
+def openvino_scores(compiled, images: np.ndarray) -> np.ndarray:
+    request = compiled.create_infer_request()
+    out = []
+    for start in range(0, len(images), 32):
+        result = request.infer({0: images[start : start + 32]})
+        out.append(result[compiled.output("probabilities")])
+    return 1 - np.concatenate(out)[:, 0]
 
 
 def speedups(times: dict[str, list[list[float]]]) -> dict[str, dict]:
@@ -245,7 +286,12 @@ def speedups(times: dict[str, list[list[float]]]) -> dict[str, dict]:
         return {"median_of_rounds": float(np.median(per_round)), "rounds_q25_q75": [float(q) for q in np.percentile(per_round, [25, 75])],
                 "of_pooled_p50": float(pooled)}
 
-    return {"onnx_fp32_vs_pytorch": ratio("pytorch_eager", "onnx_fp32"), "onnx_int8_vs_fp32": ratio("onnx_fp32", "onnx_int8")}
+    pairs = {"onnx_fp32_vs_pytorch": ("pytorch_eager", "onnx_fp32"), "onnx_int8_vs_fp32": ("onnx_fp32", "onnx_int8"),
+             "openvino_fp32_vs_onnx_fp32": ("onnx_fp32", "openvino_fp32"),
+             "openvino_int8_qdq_vs_onnx_int8": ("onnx_int8", "openvino_int8_qdq"),
+             "openvino_int8_nncf_vs_onnx_int8": ("onnx_int8", "openvino_int8_nncf"),
+             "openvino_int8_nncf_vs_openvino_fp32": ("openvino_fp32", "openvino_int8_nncf")}
+    return {name: ratio(*pair) for name, pair in pairs.items() if set(pair) <= set(times)}
 
 
 def _pct(x: float) -> str:
@@ -256,6 +302,7 @@ def readme_rows(result: dict) -> list[dict[str, str]]:
     lat, acc = result["latency_ms"], result["accuracy"]
     f, i, d = acc["fp32"]["test"], acc["int8"]["test"], acc["int8_minus_fp32_test"]
     size = result["recipe"]["image_size"]
+    q, g, sp, ov = result["quantisation"], result["paired_gate_test"], result["speedups"], result["openvino"]
 
     def ci(pair: list[float], scale: float = 100) -> str:
         return f"[{scale * pair[0]:.1f}, {scale * pair[1]:.1f}]"
@@ -273,6 +320,18 @@ def readme_rows(result: dict) -> list[dict[str, str]]:
          "visionline": f"INT8 {_pct(i['false_reject_rate'])} {ci(i['false_reject_rate_ci95'])}",
          "peer": f"FP32 {_pct(f['false_reject_rate'])} {ci(f['false_reject_rate_ci95'])}",
          "result": f"{d['false_reject_rate_pp']:+.1f} pp {ci(d['false_reject_rate_pp_ci95'], 1)}"},
+        {"benchmark": "edge", "measure": "INT8 paired gate on test (McNemar on flipped decisions)",
+         "visionline": f"INT8 ({q['method']}, {len(q['float_groups'])} block(s) float)",
+         "peer": "FP32, same images and threshold",
+         "result": f"recall p={g['recall']['mcnemar_p_value']:.2g}, false rejects p={g['false_rejects']['mcnemar_p_value']:.2g}: "
+                   + ("passed" if g["passed"] else "refused")},
+        {"benchmark": "edge", "measure": f"batch-1 p50 latency, OpenVINO vs ONNX Runtime, same model @{size}px, 2 threads",
+         "visionline": f"ORT INT8 {lat['onnx_int8']['p50']:.1f} ms · ORT FP32 {lat['onnx_fp32']['p50']:.1f} ms",
+         "peer": f"OpenVINO FP32 {lat['openvino_fp32']['p50']:.1f} ms · INT8 (same QDQ) {lat['openvino_int8_qdq']['p50']:.1f} ms · "
+                 f"INT8 (NNCF) {lat['openvino_int8_nncf']['p50']:.1f} ms",
+         "result": f"OV NNCF INT8 {sp['openvino_int8_nncf_vs_onnx_int8']['median_of_rounds']:.2f}x ORT INT8; "
+                   f"OV FP32 {sp['openvino_fp32_vs_onnx_fp32']['median_of_rounds']:.2f}x ORT FP32; "
+                   f"NNCF test recall {100 * ov['openvino_int8_nncf']['vs_onnx_fp32_test']['recall']['change']:+.1f} pp vs ORT FP32"},
     ]
 
 
@@ -285,6 +344,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs of each backend per round")
     parser.add_argument("--profile-runs", type=int, default=100)
     parser.add_argument("--bootstrap", type=int, default=2000, help="resamples for the change intervals")
+    parser.add_argument("--calibration-images", type=int, default=128)
     parser.add_argument("--smoke", action="store_true", help="a tiny run to check the set-up; writes nothing")
     args = parser.parse_args()
     if args.smoke:
@@ -298,16 +358,43 @@ def main() -> None:
         print(f"fine-tuned in {recipe['train_s']} s (best epoch {recipe['best_epoch']})", flush=True)
         x = {s: split_arrays(repo, version, s, spec) for s in ("train", "val", "test")}
         fp32 = export_onnx(model, args.size, tmp / "model.onnx")
-        calibration = x["train"][0][np.random.default_rng(0).permutation(len(x["train"][0]))[:128]]
-        int8 = quantize_int8(fp32, tmp / "model.int8.onnx", calibration, Calibration.MINMAX)
+        val_defect, test_defect = x["val"][1] != 0, x["test"][1] != 0
+        fp32_val = 1 - onnx_predict(fp32, x["val"][0])[0][:, 0]
+        threshold = threshold_for_false_reject_rate(fp32_val[~val_defect], TARGET_FRR)
+        train_classes = [spec.class_names[k] for k in x["train"][1]]
+        picked = stratified_indices(train_classes, args.calibration_images, seed=0)
+        calibration = x["train"][0][picked]
+        started = time.perf_counter()
+        choice = search_int8(fp32, tmp / "model.int8.onnx", calibration, [train_classes[i] for i in picked],
+                             threshold, Calibration.AUTO, tolerance=0.01)
+        search_s = time.perf_counter() - started
+        int8 = tmp / "model.int8.onnx"
+        print(f"INT8 search {search_s:.0f} s: {choice.method}, float groups {choice.float_groups}", flush=True)
         scores = {
             name: {s: 1 - onnx_predict(path, x[s][0])[0][:, 0] for s in ("val", "test")}
             for name, path in (("fp32", fp32), ("int8", int8))
         }
         acc = accuracy(scores, {s: x[s][1] for s in ("val", "test")}, args.bootstrap)
+        gate = compare_decisions("INT8", scores["fp32"]["test"], scores["int8"]["test"], test_defect,
+                                 acc["threshold"], 0.01, split="test")
+        ov = openvino_models(fp32, int8, calibration)
+        openvino = {}
+        for name, compiled in ov.items():
+            test_scores = openvino_scores(compiled, x["test"][0])
+            vs = compare_decisions(name, scores["fp32"]["test"], test_scores, test_defect, acc["threshold"], 0.01, split="test")
+            openvino[name] = {
+                "test": _with_intervals(operating_metrics(test_scores, test_defect, acc["threshold"])),
+                "vs_onnx_fp32_test": vs.to_dict(),
+                "max_abs_score_diff_vs_onnx_same_precision": float(np.abs(
+                    test_scores - scores["int8" if "int8" in name else "fp32"]["test"]).max()),
+            }
         sizes = {"onnx_fp32": fp32.stat().st_size, "onnx_int8": int8.stat().st_size}
         one = x["test"][0][:1]
-        times = latencies(model, fp32, int8, one, args.rounds, args.runs)
+        backends = onnx_backends(model, fp32, int8, one)
+        requests = {name: compiled.create_infer_request() for name, compiled in ov.items()}
+        for name, request in requests.items():
+            backends[name] = lambda request=request: request.infer({0: one})
+        times = latencies(backends, args.rounds, args.runs)
         profile = conv_profile(fp32, int8, one, args.profile_runs)
         counts = {s: len(x[s][1]) for s in x}
 
@@ -326,7 +413,10 @@ def main() -> None:
         "threads": THREADS,
         "batch": 1,
         "timing": f"interleaved rounds in one process; ONNX Runtime spinning off and OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} for PyTorch, so idle threads of one backend do not steal the cores from another",
-        "int8": "static QDQ, per-channel symmetric int8 weights, uint8 activations, MinMax on 128 train images; head + softmax kept float",
+        "int8": f"static QDQ, per-channel symmetric int8 weights, uint8 activations, search_int8 on {args.calibration_images} class-stratified train images (method and float groups measured); head + softmax kept float",
+        "quantisation": {**choice.to_dict(), "search_s": round(search_s, 1)},
+        "paired_gate_test": gate.to_dict(),
+        "openvino": openvino,
         "latency_ms": latency,
         "ratios": ratios,
         "speedups": speed,
@@ -337,6 +427,7 @@ def main() -> None:
             "int8_vs_fp32_ge_1.6": ratios["onnx_int8_vs_fp32_p50"] >= 1.6,
             "test_recall_loss_le_1pp": -change["defect_recall_pp"] <= 1.0,
             "fp32_vs_eager_ge_2": ratios["onnx_fp32_vs_pytorch_p50"] >= 2.0,
+            "no_significant_frr_change": not gate.frr_rise_significant,
         },
     }
     for key, value in latency.items():
@@ -348,9 +439,13 @@ def main() -> None:
         print(f"test {precision}: recall {t['defect_recall']:.3f} {t['defect_recall_ci95']}, "
               f"FRR {t['false_reject_rate']:.3f} {t['false_reject_rate_ci95']}")
     print("INT8 - FP32 on test:", json.dumps(change))
-    print("ORT profile, kernel ms per run:  FP32    INT8  speed-up")
-    for kind, row in profile.items():
-        print(f"  {kind:28s} {row['fp32']:6.2f}  {row['int8']:6.2f}  {row['speedup']:5.2f}×")
+    print(gate.message())
+    for name, row in openvino.items():
+        print(f"{name}: test recall {row['test']['defect_recall']:.3f}, FRR {row['test']['false_reject_rate']:.3f}; "
+              f"{row['vs_onnx_fp32_test']['message']}")
+    for name, value in speed.items():
+        print(f"{name}: {value['median_of_rounds']:.2f}×")
+    print("ORT profile, kernel ms per run:", json.dumps(profile))
     result["readme"] = readme_rows(result)
     for row in result["readme"]:
         print(" | ".join(row.values()))
