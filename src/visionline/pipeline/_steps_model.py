@@ -69,6 +69,8 @@ def train(ctx: StepContext) -> dict[str, Artifact]:
 
     if ctx.settings.get("method") == TrainMethod.LEADERBOARD.value:
         return leaderboard_train(ctx)
+    if ctx.settings.get("method") == TrainMethod.ANOMALY.value:
+        return anomaly_train(ctx)
     tuned = ctx.optional("params")
     config = train_config(ctx.settings, tuned.meta["values"] if tuned else None)
     dataset = ctx.artifact("dataset")
@@ -136,6 +138,45 @@ def leaderboard_train(ctx: StepContext) -> dict[str, Artifact]:
     }
 
 
+def anomaly_train(ctx: StepContext) -> dict[str, Artifact]:
+    """Fit an anomaly detector on the split's good train images (AnomalyConfig settings under
+    `pipeline.train.anomaly`), tracked in MLflow like a supervised run."""
+    from pydantic import ValidationError
+
+    from visionline.anomaly import AnomalyConfig, fit_anomaly
+    from visionline.config import describe_validation_error
+
+    try:
+        config = AnomalyConfig.model_validate(ctx.settings.get("anomaly") or {})
+    except ValidationError as exc:
+        raise ConfigError(
+            describe_validation_error(exc, "pipeline.train.anomaly in visionline.yaml")
+        ) from exc
+    dataset = ctx.artifact("dataset")
+    result = fit_anomaly(
+        config, dataset.id, ctx.project, out_dir=ctx.workdir, progress=ctx.progress
+    )
+    return {
+        "model": Artifact(
+            "model",
+            file_digest(result.model_path),
+            relative(ctx.project, result.model_path),
+            {
+                "run_id": result.run_id,
+                "method": "anomaly",
+                "kind": "anomaly",
+                "backbone": config.backbone,
+                "bank_size": result.stats.bank_size,
+                "val_threshold": float(result.operating_point.threshold),
+            },
+        )
+    }
+
+
+def is_anomaly(model: Artifact) -> bool:
+    return model.meta.get("kind") == "anomaly"
+
+
 def model_uri(model: Artifact, project: Any) -> str:
     run_id = model.meta.get("run_id")
     return f"runs:/{run_id}" if run_id else str(model.resolve(project))
@@ -147,15 +188,27 @@ def evaluate(ctx: StepContext) -> dict[str, Artifact]:
 
     model = ctx.artifact("model")
     dataset = ctx.artifact("dataset")
-    result = evaluate_model(
-        ctx.project,
-        model_uri(model, ctx.project),
-        dataset.id,
-        split=ctx.settings["split"],
-        output_dir=ctx.workdir,
-        bootstrap=ctx.settings["bootstrap"],
-        progress=ctx.progress,
-    )
+    if is_anomaly(model):  # image and pixel metrics, a heatmap gallery, the same gates
+        from visionline.anomaly import evaluate_anomaly
+
+        result = evaluate_anomaly(
+            ctx.project,
+            model_uri(model, ctx.project),
+            dataset.id,
+            ctx.settings["split"],
+            ctx.workdir,
+            ctx.settings["bootstrap"],
+        )
+    else:
+        result = evaluate_model(
+            ctx.project,
+            model_uri(model, ctx.project),
+            dataset.id,
+            split=ctx.settings["split"],
+            output_dir=ctx.workdir,
+            bootstrap=ctx.settings["bootstrap"],
+            progress=ctx.progress,
+        )
     keep = ("defect_recall", "false_reject_rate", "accuracy", "roc_auc", "escape_rate")
     return {
         "evaluation": Artifact(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from visionline.errors import DataError, NotFoundError, ServiceUnavailableError
-from visionline.registry._resolve import _not_found, client, model_version
+from visionline.registry._resolve import _not_found, client, model_version, resolve_model
 
 if TYPE_CHECKING:
     from visionline.config import Project
@@ -178,6 +178,38 @@ def compare(
     return ok, reasons, test
 
 
+class _AnomalyComparable:
+    """An anomaly evaluation seen the way `compare` sees a classifier's: gates, metrics, the
+    test records and per-image correctness of the good/defect decision, so an anomaly model
+    and a supervised one are compared on the same images through the same gates."""
+
+    def __init__(self, result: Any) -> None:
+        from types import SimpleNamespace
+
+        self.result = result
+        self.gates = result.gates
+        self.test = SimpleNamespace(records=result.records)
+        self.metrics = {"accuracy": float(self.correct().mean()), **result.metrics}
+
+    def correct(self) -> Any:
+        flagged = self.result.scores > self.result.operating_point.threshold
+        return flagged == (self.result.labels != 0)
+
+
+def _evaluate_any(project: Project, uri: str, common: dict[str, Any]) -> Any:
+    """`evaluate_model`, or for an anomaly model `evaluate_anomaly` behind the same face."""
+    from visionline.anomaly import evaluate_anomaly, is_anomaly_checkpoint
+    from visionline.evaluate import evaluate_model
+
+    if not is_anomaly_checkpoint(resolve_model(uri, project.tracking_uri).path):
+        return evaluate_model(project, uri, **common)
+    return _AnomalyComparable(
+        evaluate_anomaly(
+            project, uri, common["dataset"], common["split"], bootstrap=common["bootstrap"]
+        )
+    )
+
+
 def promote(
     project: Project,
     name: str,
@@ -187,9 +219,8 @@ def promote(
     progress: bool = False,
 ) -> PromotionDecision:
     """Evaluate `name@challenger` and `name@champion` on the same split; move `champion` to the
-    challenger only if it passes the gates and is not significantly worse."""
-    from visionline.evaluate import evaluate_model
-
+    challenger only if it passes the gates and is not significantly worse. Either may be an
+    anomaly model: both are judged on the same images by their own decisions."""
     tracking_uri = project.tracking_uri
     challenger = model_version(tracking_uri, name, alias=CHALLENGER)
     try:
@@ -206,9 +237,9 @@ def promote(
             f"Version {challenger.version} of {name} records no dataset version; pass --data."
         )
     common = {"dataset": dataset, "split": split, "bootstrap": bootstrap, "progress": progress}
-    new = evaluate_model(project, f"models:/{name}/{challenger.version}", **common)
+    new = _evaluate_any(project, f"models:/{name}/{challenger.version}", common)
     old = (
-        evaluate_model(project, f"models:/{name}/{champion.version}", **common)
+        _evaluate_any(project, f"models:/{name}/{champion.version}", common)
         if champion
         else None
     )

@@ -1,0 +1,53 @@
+"""`pipeline.train.method: anomaly`: the detector goes through evaluate, export, bundle,
+register (compared through the registry's gates) and deploy like a supervised model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pipeline_support import make_project, statuses
+
+from visionline.config import PipelineConfig
+from visionline.pipeline._steps_model import train_config
+
+
+def test_anomaly_is_a_train_method_whose_settings_never_reach_train_config():
+    config = PipelineConfig.model_validate(
+        {"train": {"method": "anomaly", "anomaly": {"image_size": 64}}}
+    )
+    assert config.train["method"] == "anomaly"
+    assert train_config({**config.train, "epochs": 2}).epochs == 2
+
+
+@pytest.mark.slow
+def test_an_anomaly_pipeline_ships_a_registered_anomaly_bundle(tmp_path):
+    from mlflow import MlflowClient
+
+    from visionline.pipeline import run_pipeline
+
+    anomaly = {"image_size": 64, "max_bank": 128, "coreset_ratio": 0.05, "autocontrast": False}
+    project = make_project(tmp_path / "project", images=60, train={"method": "anomaly",
+                                                                     "anomaly": anomaly})
+    run = run_pipeline(project, progress=False)
+    assert run.status == "succeeded", run
+    assert statuses(run)["train"] == "done" and statuses(run)["deploy"] == "done"
+    outputs = {name: record.outputs for name, record in run.steps.items()}
+    model = outputs["train"]["model"]
+    assert model.meta["kind"] == "anomaly" and model.meta["bank_size"] <= 128
+    assert outputs["export"]["onnx"].meta["parity"]["decisions_differ"] == 0
+    assert outputs["quantise"]["int8"].meta["accepted"] is False
+    evaluation = json.loads(outputs["evaluate"]["evaluation"].resolve(project).read_text())
+    assert evaluation["pixel_images"] == evaluation["n_good"]  # defects have no masks here
+    assert 0.0 <= evaluation["roc_auc"] <= 1.0
+    bundle = outputs["bundle"]["bundle"].resolve(project)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert manifest["kind"] == "anomaly"
+    assert manifest["lineage"]["mlflow_run_id"] == model.meta["run_id"]
+    registered = outputs["register"]["registered_model"].meta
+    version = MlflowClient(project.tracking_uri).get_model_version(
+        registered["name"], registered["version"]
+    )
+    assert version.tags["kind"] == "anomaly" and registered["reasons"]
+    deployment = outputs["deploy"]["deployment"].meta
+    assert deployment["deployed"] == registered["promoted"]
