@@ -84,7 +84,8 @@ def run_command(
         "--metrics-port", help="Serve Prometheus metrics on this port."
     )] = None,
     channel: Annotated[str | None, typer.Option(
-        "--channel", help="Fleet channel watched for new bundles (verify, shadow, switch)."
+        "--channel", help="Fleet channel: a folder, s3://BUCKET/PREFIX or the central server's "
+        "http(s)://HOST:PORT, watched for new bundles (verify, shadow, switch)."
     )] = None,
     shadow_items: Annotated[int, typer.Option(
         "--shadow-items", min=1, help="Items a candidate runs in shadow, and the old model after."
@@ -136,9 +137,11 @@ def _run(s: Any) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("visionline.edge").setLevel(logging.INFO)
-    channel = Path(s.channel) if s.channel else None
-    if channel is not None and not channel.is_dir():
-        raise ConfigError(f"No channel folder {channel}; create it or fix --channel.")
+    from visionline.edge._channel import open_channel
+
+    channel = None
+    if s.channel:  # fetched bundles stay beside the outbox, so a restart finds the running one
+        channel = open_channel(s.channel, s.line, s.outbox.parent / "channel-cache")
     store = Outbox(s.outbox)
     model = _load_running_bundle(store, s.bundle, channel, s.pubkey, s.trust_store, s.threads)
     sink = _sink(s.plc)
@@ -186,7 +189,7 @@ def _run(s: Any) -> None:
     console.print_json(json.dumps({**describe(stats), **_status(Outbox(s.outbox))}))
 
 
-def _load_running_bundle(store: Any, bundle: Path | None, channel: Path | None, pubkey: Path | None,
+def _load_running_bundle(store: Any, bundle: Path | None, channel: Any, pubkey: Path | None,
                          trust_store: Path | None, threads: int | None) -> Any:
     """`--bundle`, or with a channel the bundle a roll-out switched to before a restart (verified
     again; if it no longer verifies, `--bundle`)."""

@@ -391,6 +391,10 @@ def serve_command(
     bundle: BundleOption = None,
     db: DbOption = None,
     project: ProjectOption = None,
+    channel: Annotated[Path | None, typer.Option(
+        "--channel", help="Fleet channel folder: serve each line the newest bundle in DIR/LINE/ "
+        "(or DIR/) at /api/channel/LINE for 'visionline edge run --channel http://…'."
+    )] = None,
 ) -> None:
     """Serve the dashboard (HTML at /, JSON under /api, Prometheus at /metrics) and take edge
     agents' verdicts (POST /api/ingest); an empty log is created."""
@@ -402,6 +406,8 @@ def serve_command(
     proj = _project(project, required=db is None)
     reference = _reference(bundle)
     rates = validated_rates(reference) if reference is not None else None
-    app_ = create_app(_db(project, db, must_exist=False), _blobs(proj), reference, rates)
+    if channel is not None and not channel.is_dir():
+        raise ConfigError(f"No channel folder {channel}; create it or fix --channel.")
+    app_ = create_app(_db(project, db, must_exist=False), _blobs(proj), reference, rates, channel)
     console.print(f"Dashboard on http://{host}:{port}/ (Ctrl+C stops it).")
     uvicorn.run(app_, host=host, port=port, log_level="warning")

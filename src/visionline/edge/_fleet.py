@@ -1,6 +1,7 @@
-"""Fleet roll-out through a channel folder: verify, shadow, switch atomically, roll back.
+"""Fleet roll-out through a channel: verify, shadow, switch atomically, roll back.
 
-The central side drops a bundle (a folder, or a .tar.gz renamed into place) into the channel,
+The central side drops a bundle (a folder, or a .tar.gz renamed into place) into the channel
+(a folder, an object-store prefix, or the central server's HTTP endpoint; see `_channel`),
 under a sub-folder named for the line when there is one. The agent verifies it with its pinned
 keys (a tampered or unsigned bundle is refused and the line keeps its model), runs it in shadow
 on the next `shadow_items` live frames, and switches between two items when its verdicts agree
@@ -14,12 +15,14 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from visionline.edge._channel import open_channel
 from visionline.edge._decide import Decider, Decision, infer
 from visionline.edge._frames import Frame
 from visionline.errors import VisionlineError
@@ -45,7 +48,7 @@ class Rollout:
     def __init__(
         self,
         decider: Decider,
-        channel: str | Path,
+        channel: str | Path | Any,
         *,
         pubkey: str | Path | None = None,
         trust_store: str | Path | None = None,
@@ -55,11 +58,13 @@ class Rollout:
         poll_s: float = 1.0,
         threads: int | None = None,
         active_path: str | Path | None = None,
+        cache: Path | None = None,
+        on_load: Callable[[str, Any], None] | None = None,
     ) -> None:
         self.decider = decider
-        root = Path(channel)
-        self.channel = root / decider.line if decider.line and (root / decider.line).is_dir() \
-            else root
+        self.on_load = on_load  # e.g. name a candidate by its registry version before it runs
+        self.channel = (channel if hasattr(channel, "candidates")
+                        else open_channel(channel, decider.line, cache))
         self.pubkey, self.trust_store, self.threads = pubkey, trust_store, threads
         self.shadow_items, self.min_agreement = shadow_items, min_agreement
         self.max_latency_s = (max_latency_ms or decider.deadline_s * 1000 / 2) / 1000
@@ -68,7 +73,7 @@ class Rollout:
         self.active_path = str(active_path) if active_path else None
         self._other_path: str | None = None
         self.events: list[RolloutEvent] = []
-        self._seen: set[tuple[str, int]] = set()
+        self._seen: set[tuple[Any, ...]] = set()
         self._other: Any = None  # the candidate (shadow) or the previous model (probation)
         self._agree: list[bool] = []
         self._latency: list[float] = []
@@ -79,31 +84,23 @@ class Rollout:
         self.events.append(event)
         log.warning("roll-out: %s %s %s", kind, version, detail)
 
-    def _candidates(self) -> list[Path]:
-        if not self.channel.is_dir():
-            return []
-        found = [
-            p for p in self.channel.iterdir()
-            if not p.name.startswith(".")
-            and ((p.is_dir() and (p / "bundle.json").is_file()) or p.name.endswith((".tar.gz", ".tgz")))
-        ]
-        return sorted(found, key=lambda p: p.stat().st_mtime_ns)
-
     def poll(self) -> None:
         """Verify the newest unseen bundle of the channel and start shadowing it."""
         from visionline_edge import load_bundle
 
-        for path in reversed(self._candidates()):
-            key = (str(path), path.stat().st_mtime_ns)
-            if key in self._seen:
+        for candidate in reversed(self.channel.candidates()):
+            if candidate.key in self._seen:
                 return
-            self._seen.add(key)
+            self._seen.add(candidate.key)
             try:
+                path = candidate.fetch()
                 model = load_bundle(path, self.pubkey, threads=self.threads,
                                     trust_store=self.trust_store, require_signature=True)
-            except VisionlineError as exc:
-                self._event("refused", path.name, str(exc))
+            except (VisionlineError, OSError) as exc:
+                self._event("refused", candidate.name, str(exc))
                 return
+            if self.on_load is not None:
+                self.on_load(candidate.name, model)
             unpacked = model.manifest.get("_unpacked")
             if unpacked:
                 shutil.rmtree(unpacked, ignore_errors=True)

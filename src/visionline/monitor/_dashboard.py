@@ -265,8 +265,10 @@ def create_app(
     blobs: Any | None = None,
     reference: Reference | None = None,
     rates: Any | None = None,
+    channel: Any | None = None,
 ) -> Any:
-    """The dashboard's FastAPI app: `/` (HTML), `/api/*` (JSON), `/images/{sha}`, `/metrics`."""
+    """The dashboard's FastAPI app: `/` (HTML), `/api/*` (JSON), `/images/{sha}`, `/metrics`;
+    with `channel` (a folder) also each line's assigned bundle at `/api/channel/{line}`."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, Response
 
@@ -305,7 +307,7 @@ def create_app(
     def performance() -> list[dict[str, Any]]:
         return realised_performance(db)
 
-    register_ingest(app, db, blobs, fleet)
+    register_ingest(app, db, blobs, fleet, channel)
 
     @app.get("/images/{sha}")
     def image(sha: str) -> Response:

@@ -8,19 +8,24 @@ is refused as a whole batch, so an agent never sees a partial acknowledgement.
 
 import base64
 import binascii
+import hashlib
+import io
 import math
+import tarfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, Response
 from fastapi.concurrency import run_in_threadpool
 
 from visionline.errors import DataError
 from visionline.monitor._db import PREDICTION_COLUMNS, MonitorDB, predictions
 from visionline_edge import QUALITY_STATS
 
-__all__ = ["MAX_BATCH", "FleetState", "fleet_summary", "ingest_rows", "register_ingest", "store_images"]
+__all__ = ["MAX_BATCH", "FleetState", "assigned_bundle", "fleet_summary", "ingest_rows", "register_ingest", "store_images"]
 
 MAX_BATCH = 5000
 _REQUIRED = ("id", "ts", "model", "version", "probabilities", "predicted_class",
@@ -146,12 +151,65 @@ def store_images(rows: list[dict[str, Any]], blobs: Any | None) -> None:
             row["image_sha256"] = blobs.put(image)
 
 
+def assigned_bundle(channel: Path, line: str) -> Path | None:
+    """The bundle `channel` assigns to `line`: the newest folder (with bundle.json) or .tar.gz in
+    `channel/<line>/`, else in `channel/` itself (a bundle for every line)."""
+    if "/" in line or line.startswith("."):
+        return None
+    for folder in (channel / line, channel):
+        if not folder.is_dir():
+            continue
+        found = [
+            p for p in folder.iterdir()
+            if not p.name.startswith(".")
+            and ((p.is_dir() and (p / "bundle.json").is_file()) or p.name.endswith((".tar.gz", ".tgz")))
+        ]
+        if found:
+            return max(found, key=lambda p: p.stat().st_mtime_ns)
+    return None
+
+
+def _bundle_archive(path: Path) -> tuple[str, str, bytes | Path]:
+    """(ETag, name, body) of a channel bundle: a folder is packed as .tar.gz; the ETag is the
+    sha256 of its bundle.json (which lists the sha256 of every file), or of the archive."""
+    if path.is_dir():
+        manifest = (path / "bundle.json").read_bytes()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            for item in sorted(path.iterdir()):
+                archive.add(item, arcname=item.name)
+        return hashlib.sha256(manifest).hexdigest(), path.name, buffer.getvalue()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest, path.name.removesuffix(".tar.gz").removesuffix(".tgz"), path
+
+
 def register_ingest(
-    app: FastAPI, db: MonitorDB, blobs: Any | None = None, state: FleetState | None = None
+    app: FastAPI,
+    db: MonitorDB,
+    blobs: Any | None = None,
+    state: FleetState | None = None,
+    channel: Path | None = None,
 ) -> None:
-    """Add `POST /api/ingest` and `GET /api/fleet` (this module avoids postponed annotations so
-    FastAPI sees `Request`)."""
+    """Add `POST /api/ingest`, `GET /api/fleet` and `GET /api/channel/{line}` (this module avoids
+    postponed annotations so FastAPI sees `Request`)."""
     state = state if state is not None else FleetState()
+
+    @app.get("/api/channel/{line}")
+    def channel_bundle(line: str, request: Request) -> Response:
+        """The signed bundle assigned to `line` (the agent verifies it; this side only serves)."""
+        if channel is None:
+            raise HTTPException(404, "This server publishes no bundles; start it with --channel DIR.")
+        path = assigned_bundle(channel, line)
+        if path is None:
+            raise HTTPException(404, f"No bundle is assigned to line {line!r}; put one in "
+                                     f"{channel}/{line}/.")
+        etag, name, body = _bundle_archive(path)
+        headers = {"ETag": f'"{etag}"', "X-Bundle-Name": name}
+        if request.headers.get("if-none-match") == headers["ETag"]:
+            return Response(status_code=304, headers=headers)
+        if isinstance(body, Path):
+            return FileResponse(body, media_type="application/gzip", headers=headers)
+        return Response(body, media_type="application/gzip", headers=headers)
 
     @app.get("/api/fleet")
     def fleet() -> list[dict[str, Any]]:
