@@ -160,3 +160,28 @@ def test_split_calib_adds_a_threshold_split_that_show_lists(tmp_path: Path):
         run("split", vid[:8], "--val", "0.3", "--calib", "0.4", "--test", "0.3", cwd=tmp_path),
         "calib=0.4",
     )
+
+
+def test_dedupe_lists_groups_and_writes_a_contact_sheet(tmp_path: Path):
+    from sklearn.datasets import load_sample_image
+
+    (tmp_path / "visionline.yaml").write_text(YAML)
+    photo = Image.fromarray(load_sample_image("china.jpg"))
+    source = photo.crop((40, 40, 300, 300)).resize((160, 160))
+    for i, angle in enumerate((0, 90, 143, 260)):
+        copy = source.rotate(angle, expand=True, fillcolor=(90, 90, 90))
+        (tmp_path / "images" / "ok").mkdir(parents=True, exist_ok=True)
+        copy.save(tmp_path / "images" / "ok" / f"copy{i}.jpg", quality=85)
+    (tmp_path / "images" / "crack").mkdir(parents=True)
+    photo.crop((330, 150, 590, 410)).save(tmp_path / "images" / "crack" / "other.jpg")
+    assert run("add", "images", "--map", "ok=good", cwd=tmp_path).returncode == 0
+    (vid,) = _version_ids(tmp_path)
+    done = run("dedupe", vid[:8], "--out", "dd", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "1 groups, 4 of 5 images" in text and "ok/copy0.jpg" in text
+    assert Image.open(tmp_path / "dd" / "near-duplicates.png").size[1] > 96
+    assert "ok/copy3.jpg" in (tmp_path / "dd" / "near-duplicates.html").read_text()
+    assert_one_line_error(
+        run("dedupe", vid[:8], "--max-group-share", "0", cwd=tmp_path), "must be in (0, 1]"
+    )

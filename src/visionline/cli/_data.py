@@ -261,7 +261,9 @@ def split(
     val: Annotated[
         float, typer.Option(help="Fraction for validation (early stopping, tuning).")
     ] = 0.15,
-    test: Annotated[float, typer.Option(help="Fraction for test (measured once, at the end).")] = 0.15,
+    test: Annotated[
+        float, typer.Option(help="Fraction for test (measured once, at the end).")
+    ] = 0.15,
     calib: Annotated[
         float,
         typer.Option(
@@ -278,7 +280,8 @@ def split(
             help="Images of one object stay in one split: 'regex:PATTERN' (first capture group "
             "of the path), 'sequence:PATTERN:MAXGAP' (frame numbers at most MAXGAP apart in one "
             "folder, e.g. 'sequence:num_(\\d+):400' for the magnetic tiles), "
-            "'csv:FILE:PATHCOLUMN:GROUPCOLUMN' or 'near-duplicates' (the default).",
+            "'csv:FILE:PATHCOLUMN:GROUPCOLUMN', 'near-duplicates' (the default: copies that are "
+            "rotated, flipped, cropped or relit; see 'data dedupe') or 'phash' (near-identical only).",
         ),
     ] = None,
     project: ProjectOption = None,
@@ -298,7 +301,8 @@ def split(
 
 
 def _group_summary(s: dict[str, Any]) -> str:
-    """What a split guarantees: groups by which key, how many straddle splits, and the leak rate."""
+    """What a split guarantees: groups by which key, how many straddle splits, and the leak rate
+    as near-duplicate detection sees it (test images with a copy in another split)."""
     if "groups" not in s:
         return f"{s['near_duplicate_groups']} near-duplicate groups kept within one split"
     line = (
@@ -310,7 +314,77 @@ def _group_summary(s: dict[str, Any]) -> str:
             f"; near-duplicate groups split by this key: {s['near_duplicate_groups_shared']} "
             f"of {s['near_duplicate_groups']}"
         )
+    if "test_images" in s:
+        leaks = s["test_images_with_a_near_duplicate_elsewhere"]
+        line += (
+            f"; test images with a detected near-duplicate in another split: {leaks} of "
+            f"{s['test_images']} ({leaks / max(s['test_images'], 1):.1%}, "
+            f"{s['near_duplicate_method']})"
+        )
+    for note in s.get("notes", []):
+        line += f"\nnote: {note}"
     return line
+
+
+@app.command()
+def dedupe(
+    version: VersionArg,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for near-duplicates.png and .html (default: reports/dedupe-ID)."),
+    ] = None,
+    max_group_share: Annotated[
+        float,
+        typer.Option(help="Refuse a grouping whose largest group holds more than this share."),
+    ] = 0.25,
+    shown: Annotated[int, typer.Option("--show", help="Groups listed in the terminal.")] = 10,
+    project: ProjectOption = None,
+) -> None:
+    """Near-duplicate groups (rotated, flipped, cropped, relit copies), largest first, with a
+    contact sheet PNG and an HTML page to check them."""
+    from rich.table import Table
+
+    from visionline.data._dedupe import DedupeConfig
+    from visionline.data._dedupe_sheet import write_contact_sheet, write_html
+    from visionline.data._dedupe_store import near_duplicate_report
+
+    if not 0 < max_group_share <= 1:
+        raise ConfigError(f"--max-group-share {max_group_share} must be in (0, 1]; e.g. 0.25.")
+    repo = _repo(project)
+    v = repo.get(version)
+    report = near_duplicate_report(
+        repo, v.records, DedupeConfig(max_group_share=max_group_share), show_progress=True
+    )
+    groups = report.groups()
+    table = Table(
+        title=f"Near-duplicate groups of {v.short_id} '{v.name}' ({len(groups)} groups, "
+        f"{sum(len(g) for g in groups)} of {v.n_images} images)",
+        title_justify="left",
+    )
+    for column in ("#", "images", "classes", "splits", "paths"):
+        table.add_column(column, overflow="fold")
+    for i, g in enumerate(groups[:shown]):
+        more = f" … {len(g) - 3} more" if len(g) > 3 else ""
+        table.add_row(
+            str(i + 1),
+            str(len(g)),
+            ", ".join(sorted({r.model_class for r in g})),
+            ", ".join(sorted({r.split or "-" for r in g})),
+            ", ".join(r.path for r in g[:3]) + more,
+        )
+    console.print(table)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    folder = out or repo.project.reports_dir / f"dedupe-{v.short_id}"
+    sheet = write_contact_sheet(repo, report, folder / "near-duplicates.png")
+    page = write_html(
+        report, sheet, folder / "near-duplicates.html", f"Near-duplicates of {v.name}"
+    )
+    console.print(
+        f"{report.computed} images described now, the rest from the cache; {report.seconds:.1f} s. "
+        f"Report: {page}" + (f", contact sheet: {sheet}" if sheet else ""),
+        highlight=False,
+    )
 
 
 @app.command()

@@ -1,0 +1,116 @@
+"""Near-duplicate detection: rotated/flipped/cropped/relit copies join, other images do not."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageEnhance
+from sklearn.datasets import load_sample_image
+
+from visionline.data import DatasetRepo
+from visionline.data._dedupe import DedupeConfig, _group, find_groups
+from visionline.data._dedupe_features import ImageTooSmall, concat, image_features
+from visionline.data._dedupe_store import near_duplicate_report
+from visionline.errors import DataError
+
+
+def _crop(name: str, box: tuple[int, int, int, int]) -> Image.Image:
+    return Image.fromarray(load_sample_image(name)).crop(box).resize((192, 192))
+
+
+def _copy(image: Image.Image, angle: float, flip: bool, keep: float, light: float) -> Image.Image:
+    out = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else image
+    out = out.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=(90, 90, 90))
+    w, h = out.size
+    margin_w, margin_h = int(w * (1 - keep) / 2), int(h * (1 - keep) / 2)
+    out = out.crop((margin_w, margin_h, w - margin_w, h - margin_h)).resize((192, 192))
+    out = ImageEnhance.Brightness(out).enhance(light)
+    buffer = io.BytesIO()
+    out.save(buffer, "JPEG", quality=70)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Image.Image]:
+    """A source, four transformed copies of it, and three other images (two from one photo)."""
+    source = _crop("china.jpg", (40, 40, 300, 300))
+    copies = [
+        _copy(source, 37, False, 1.0, 1.0),
+        _copy(source, 200, True, 0.75, 1.3),
+        _copy(source, 95, False, 0.8, 0.7),
+        _copy(source, 310, True, 0.9, 1.1),
+    ]
+    others = [
+        _crop("china.jpg", (330, 150, 590, 410)),
+        _crop("flower.jpg", (20, 20, 220, 220)),
+        _crop("flower.jpg", (400, 200, 600, 400)),
+    ]
+    return [source, *copies, *others]
+
+
+def test_copies_under_rotation_flip_crop_and_light_form_one_group(images) -> None:
+    result = find_groups(concat([image_features(im) for im in images]))
+    assert len(set(result.group[:5])) == 1
+    assert len({result.group[0], *result.group[5:]}) == 4
+    assert result.groups() == [[0, 1, 2, 3, 4]]
+
+
+def test_an_image_too_small_to_compare_is_named() -> None:
+    with pytest.raises(ImageTooSmall, match=r"tiny.png is 40x30 px, too small .* at least 48 px"):
+        image_features(Image.new("RGB", (40, 30)), "tiny.png")
+
+
+def test_one_pair_does_not_chain_two_groups() -> None:
+    triangle = [(0, 1, 50), (0, 2, 50), (1, 2, 50)]
+    other = [(3, 4, 50), (3, 5, 50), (4, 5, 50)]
+    groups = _group(7, [*triangle, *other, (2, 3, 40), (5, 6, 30)])
+    assert groups == [0, 0, 0, 3, 3, 3, 3]
+
+
+def test_a_giant_group_is_refused_with_what_to_check(images) -> None:
+    table = concat([image_features(images[i % 5]) for i in range(20)] + [image_features(images[6])])
+    with pytest.raises(DataError, match=r"puts 20 of 21 images into one group.*check whether"):
+        find_groups(table, DedupeConfig(max_group_share=0.5))
+
+
+def _ingest(repo: DatasetRepo, images: list[Image.Image], root: Path):
+    for i, image in enumerate(images):
+        folder = root / ("good" if i % 2 else "blowhole")
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"{i}.jpg", quality=90)
+    return repo.add(root).version
+
+
+def test_features_are_cached_and_a_corrupt_cache_is_rebuilt(repo, images, tmp_path) -> None:
+    version = _ingest(repo, images, tmp_path / "images")
+    first = near_duplicate_report(repo, version.records)
+    assert first.computed == len(images) and first.notes == []
+    again = near_duplicate_report(repo, version.records)
+    assert again.computed == 0 and again.group == first.group
+    (cache,) = (repo.root / "near-duplicates").iterdir()
+    (cache / "desc.npy").write_bytes(b"garbage")
+    manifests = sorted(p.read_bytes() for p in repo.root.rglob("*.parquet"))
+    rebuilt = near_duplicate_report(repo, version.records)
+    assert rebuilt.computed == len(images) and rebuilt.group == first.group
+    assert "is unreadable" in rebuilt.notes[0] and "rebuilt" in rebuilt.notes[0]
+    assert sorted(p.read_bytes() for p in repo.root.rglob("*.parquet")) == manifests
+    groups = rebuilt.groups()
+    assert len(groups) == 1 and len(groups[0]) == 5
+
+
+def test_split_keeps_a_rotated_family_together(repo, images, tmp_path) -> None:
+    tiles = [
+        _crop("flower.jpg", (x, y, x + 140, y + 140))
+        for x in range(0, 560, 140)
+        for y in (0, 140, 280)
+    ]
+    version = _ingest(repo, images[:5] + tiles, tmp_path / "images")
+    split = repo.split(version.id, val=0.2, test=0.2, seed=1)
+    family = {r.split for r in split.records if Path(r.path).stem in {"0", "1", "2", "3", "4"}}
+    assert len(family) == 1
+    s = split.metadata["split"]
+    assert s["near_duplicate_method"] == "orb-affine-ransac"
+    assert s["near_duplicate_groups_shared"] == 0
+    assert s["test_images_with_a_near_duplicate_elsewhere"] == 0
