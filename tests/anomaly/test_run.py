@@ -122,3 +122,41 @@ def test_a_val_split_without_good_images_is_refused(tmp_path):
     dataset = make_dataset(project, {"train": (2, 0), "val": (0, 2), "test": (1, 1)})
     with pytest.raises(DataError, match="val split .* has no good images"):
         fit_anomaly(CONFIG, dataset, project, progress=False, track=False)
+
+
+def test_a_bank_beyond_the_memory_budget_is_refused_before_reading_images(tmp_path):
+    from visionline.errors import TrainingError
+
+    project = make_project(tmp_path)
+    dataset = make_dataset(project, {"train": (3, 0), "val": (2, 1), "test": (1, 1)})
+    config = CONFIG.model_copy(update={"max_memory_gb": 1e-6})
+    with pytest.raises(TrainingError, match=r"would need .* GiB .* lower max_candidates"):
+        fit_anomaly(config, dataset, project, progress=False, track=False)
+
+
+def test_a_stored_mask_of_another_size_than_its_image_is_refused_in_pixel_metrics(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from visionline.anomaly import pixel_metrics
+    from visionline.preprocessing import Preprocessing
+
+    project = make_project(tmp_path)
+    repo = DatasetRepo(project)
+    image, _ = tile(1, defect=True)
+    record = ImageRecord(
+        sha256=repo.blobs.put(_png(image)),
+        path="test/0.png",
+        bytes=1,
+        width=WIDTH,
+        height=HEIGHT,
+        mode="RGB",
+        label="defect",
+        subtype="square",
+        source="test",
+        split="test",
+        mask_sha256=repo.blobs.put(_png(Image.new("L", (WIDTH // 2, HEIGHT), 255))),
+    )
+    maps = np.zeros((1, 128, 128), np.float32)
+    with pytest.raises(DataError, match="supply a mask of the image's size"):
+        pixel_metrics([record], maps, repo.blobs, Preprocessing(size=128))
