@@ -52,7 +52,7 @@ def test_int8_quantises_only_the_backbone_and_keeps_the_contract(exported, tmp_p
     from visionline.anomaly import quantize_anomaly_onnx
     from visionline.anomaly._onnx import INPUT_NAME, OUTPUT_NAMES
 
-    model, spec, path = exported
+    _, spec, path = exported
     calibration = spec.preprocessing([tile(80 + i)[0] for i in range(4)])
     int8 = quantize_anomaly_onnx(path, tmp_path / "anomaly-int8.onnx", calibration)
     graph = onnx.load(str(int8)).graph
