@@ -16,7 +16,11 @@ The rounds' verdicts stay in one outbox (no central log during the run: the netw
 then `visionline monitor serve` starts and the sync worker's drain of that backlog is timed.
 Targets (issue 19): p99 ≤ 50 ms at 20 items/s, p50 overhead over bare ≤ 5 ms, no deadline misses,
 a 2-minute backlog drained in ≤ 30 s.
+With --outage 120 it runs the issue's outage instead: the agent decides at --rate and syncs
+live while `visionline monitor serve` is stopped for 120 s mid-run and started again; the central
+log is then checked for lost and duplicated verdicts (edge_agent_outage.json).
 Run: .venv/bin/python benchmarks/edge_agent.py [--rate 20] [--seconds 10] [--rounds 12]
+     .venv/bin/python benchmarks/edge_agent.py --outage 120
 """
 
 from __future__ import annotations
@@ -75,44 +79,114 @@ class StampingSink:
         pass
 
 
-def drain(tmp: Path) -> tuple[float, int]:
-    """Start the central log, then time the sync worker emptying the outbox; (seconds, records)."""
-    import socket
-    import subprocess
-    import sys
+class Central:
+    """`visionline monitor serve` over a SQLite log, as a child process that can be stopped and
+    started again on the same port (the plant server going away and coming back)."""
 
-    import httpx
+    def __init__(self, db: Path) -> None:
+        import socket
 
-    from visionline.edge import SyncWorker
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.db, self.url, self.process = db, f"http://127.0.0.1:{self.port}", None
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "visionline"), "monitor", "serve", "--db",
-         f"sqlite:///{tmp / 'central.db'}", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
+    def start(self) -> Central:
+        import subprocess
+        import sys
+
+        import httpx
+
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "visionline"), "monitor", "serve", "--db",
+             f"sqlite:///{self.db}", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
         while True:
             try:
-                httpx.get(url + "/api/summary", timeout=1).raise_for_status()
-                break
+                httpx.get(self.url + "/api/summary", timeout=1).raise_for_status()
+                return self
             except httpx.HTTPError:
                 time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def item_ids(self) -> list[str]:
+        import sqlite3
+
+        with sqlite3.connect(self.db) as conn:
+            return [row[0] for row in conn.execute("SELECT request_id FROM predictions")]
+
+
+def drain(tmp: Path) -> tuple[float, int]:
+    """Start the central log, then time the sync worker emptying the outbox; (seconds, records)."""
+    from visionline.edge import SyncWorker
+
+    central = Central(tmp / "central.db").start()
+    try:
         outbox = Outbox(tmp / "outbox.db")
         backlog = outbox.backlog()[0]
         started = time.perf_counter()
-        worker = SyncWorker(tmp / "outbox.db", url, batch=200, interval_s=0.5).start()
+        worker = SyncWorker(tmp / "outbox.db", central.url, batch=200, interval_s=0.5).start()
         while outbox.backlog()[0]:
             time.sleep(0.02)
         seconds = round(time.perf_counter() - started, 2)
         worker.stop()
         return seconds, backlog
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        central.stop()
+
+
+def outage(model: object, rate: float, outage_s: float, deadline_ms: float, size: int) -> dict:
+    """The line runs at `rate` items/s and syncs live; the central server is stopped for
+    `outage_s` seconds mid-run and started again. Counts what the central log holds (lost,
+    duplicated) and how long the sync took to catch up after the server came back."""
+    import collections
+    import threading
+
+    from visionline.edge import SyncWorker
+
+    tmp = Path(tempfile.mkdtemp(prefix="edge-outage-"))
+    central = Central(tmp / "central.db").start()
+    outbox_path = tmp / "outbox.db"
+    outbox = Outbox(outbox_path)
+    worker = SyncWorker(outbox_path, central.url, batch=200, interval_s=0.5,
+                        max_backoff_s=5.0).start()
+    sink = StampingSink()
+    decider = Decider(model, deadline_ms, FailSafe.reject)
+    agent = LineAgent(SynthSource(rate=rate, size=size), decider, outbox, sink)
+    line = threading.Thread(target=agent.run, daemon=True)
+    line.start()
+    time.sleep(10)
+    central.stop()
+    down = time.perf_counter()
+    time.sleep(outage_s)
+    central.start()
+    back = time.perf_counter()
+    peak = outbox.backlog()[0]
+    while outbox.backlog()[0] > rate:  # caught up: less than a second of verdicts waiting
+        time.sleep(0.05)
+    catch_up = round(time.perf_counter() - back, 2)
+    time.sleep(5)
+    agent.stop()
+    line.join(30)
+    worker.stop(drain_s=60)
+    decider.close()
+    decided = Outbox(outbox_path).status()["counts"]["verdicts"]
+    ids = central.item_ids()
+    central.stop()
+    counts = collections.Counter(ids)
+    return {
+        "rate": rate, "outage_s": round(back - down, 1), "verdicts": decided,
+        "in_central_log": len(counts), "lost": decided - len(counts),
+        "duplicated": sum(1 for n in counts.values() if n > 1),
+        "backlog_at_restart": peak, "catch_up_s": catch_up,
+        "deadline_misses": sink.fail_safe,
+    }
 
 
 def pct(values: list[float]) -> dict[str, float]:
@@ -128,6 +202,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--deadline-ms", type=float, default=50.0)
+    parser.add_argument("--outage", type=float, default=0.0, help=(
+        "Instead of the latency rounds: stop the central server this many seconds mid-run "
+        "(the issue's 120) and write edge_agent_outage.json."))
     args = parser.parse_args()
     if uncommitted_code():
         raise SystemExit("Commit first: " + ", ".join(uncommitted_code()))
@@ -136,6 +213,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="edge-agent-bench-"))
     bundle, public = build_bundle(tmp, args.size)
     model = load_bundle(bundle, public, threads=args.threads, require_signature=True)
+    if args.outage > 0:
+        run_outage(model, args)
+        return
     count = int(args.rate * args.seconds)
     agent_lat: list[float] = []
     bare_lat: list[float] = []
@@ -188,6 +268,31 @@ def main() -> None:
         }],
     }
     print(write_result("edge_agent", result))
+
+
+def run_outage(model: object, args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    found = outage(model, args.rate, args.outage, args.deadline_ms, args.size)
+    print(found)
+    result = {
+        "benchmark": "edge_agent_outage",
+        "config": {**vars(args), "model": "efficientnet_lite0 fp32",
+                   "central": "visionline monitor serve (SQLite), stopped and started again"},
+        **found,
+        "targets": {"lost": 0, "duplicated": 0, "drain_2min_backlog_s": 30},
+        "wall_s": round(time.perf_counter() - started, 1),
+        "readme": [{
+            "benchmark": "edge agent",
+            "measure": (f"central server down {found['outage_s']} s mid-run at {args.rate:g} "
+                        f"items/s ({found['verdicts']} verdicts)"),
+            "visionline": (f"{found['lost']} lost, {found['duplicated']} duplicated; backlog of "
+                           f"{found['backlog_at_restart']} caught up in {found['catch_up_s']} s"),
+            "peer": "target: 0 lost, 0 duplicated, ≤ 30 s",
+            "result": ("met" if found["lost"] == 0 and found["duplicated"] == 0
+                       and found["catch_up_s"] <= 30 else "missed"),
+        }],
+    }
+    print(write_result("edge_agent_outage", result))
 
 
 if __name__ == "__main__":
