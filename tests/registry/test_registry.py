@@ -93,3 +93,23 @@ def test_register_errors_name_the_fix(eval_env):
         promote(eval_env.project, "apples-missing")
     with pytest.raises(NotFoundError, match="No registered model 'nope'"):
         rollback(eval_env.project, "nope")
+
+
+@pytest.mark.slow
+def test_an_anomaly_challenger_is_compared_with_a_supervised_champion(eval_env):
+    from visionline.anomaly import AnomalyConfig, fit_anomaly
+
+    project, name = eval_env.project, "apples-two-routes"
+    register(project, log_run(project, eval_env.model, eval_env.dataset), name)
+    assert promote(project, name, bootstrap=0).promoted
+    config = AnomalyConfig(image_size=64, max_bank=64, coreset_ratio=0.1, autocontrast=False)
+    fitted = fit_anomaly(config, eval_env.dataset, project, progress=False)
+    register(project, fitted.run_id, name, tags={"kind": "anomaly"})
+
+    decision = promote(project, name, bootstrap=0)
+    assert decision.champion == "1" and decision.challenger == "2"
+    assert decision.mcnemar is not None  # judged on the same test images as the champion
+    assert set(decision.metrics) == {"challenger", "champion"}
+    assert 0.0 <= decision.metrics["challenger"]["accuracy"] <= 1.0
+    verdict = client(project.tracking_uri).get_model_version(name, "2").tags["promotion"]
+    assert verdict.startswith("promoted" if decision.promoted else "rejected")
