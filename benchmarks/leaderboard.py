@@ -13,7 +13,7 @@ The comparison side by side: the best entry against the classical baseline, on t
 and the same threshold rule, with exact 95% intervals, and the leaderboard's own verdict.
 
     .venv/bin/python benchmarks/leaderboard.py [--budget-min 20] [--size 128] [--epochs 3]
-        [--backbones efficientnet_lite0,...] [--threads 1]
+        [--backbones efficientnet_lite0,...] [--threads 1] [--anomaly-size 128]
 """
 
 from __future__ import annotations
@@ -121,6 +121,9 @@ def main() -> None:
         "--backbones", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads for fitting")
+    parser.add_argument(
+        "--anomaly-size", type=int, default=None, help="anomaly input size (default: its own)"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()
 
@@ -135,6 +138,7 @@ def main() -> None:
             backbones=args.backbones.split(","),
             image_size=args.size,
             finetune={"epochs": args.epochs, "image_size": args.size},
+            anomaly={"image_size": args.anomaly_size} if args.anomaly_size else {},
             bootstrap=args.bootstrap,
             torch_threads=args.threads,
         )
