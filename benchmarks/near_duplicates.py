@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _record import write_result  # noqa: E402
+from _record import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 TILES = ROOT / ".." / "shared" / "data" / "magnetic-tile-defect"
@@ -186,9 +186,7 @@ def run(args: argparse.Namespace) -> dict:
             by_sha = {r.sha256: r.split for r in split.records}
             splits = [by_sha[r.sha256] for r in records]
             results[method] = scores(paths, keys, truth, splits) | {
-                "split_summary": {
-                    k: v for k, v in split.metadata["split"].items() if k != "notes"
-                },
+                "split_summary": {k: v for k, v in split.metadata["split"].items() if k != "notes"},
             }
         results["phash"]["images_per_second"] = round(n / phash_seconds, 1)
         results["orb_ransac"]["images_per_second"] = round(n / detect_seconds, 1)
@@ -202,11 +200,10 @@ def run(args: argparse.Namespace) -> dict:
             "size_px": args.size,
             "load_average_at_detection": [round(x, 1) for x in load_before],
             "methods": results,
-            "scale": scale(repo, records, args.scale) if args.scale else None,
-        }
+        } | ({"scale": scale(repo, records, args.scale)} if args.scale else {})
 
 
-def scale(repo, records, n: int) -> dict:  # noqa: ANN001
+def scale(repo, records, n: int) -> dict:
     """Memory and time of retrieval (signatures + chunked exact kNN) on n feature rows."""
     from visionline.data._dedupe import DedupeConfig, _candidates, _fit_vocabulary, _signatures
     from visionline.data._dedupe_features import FeatureCache
@@ -251,6 +248,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     result = run(args)
+    print(result, flush=True)
     old, new = result["methods"]["phash"], result["methods"]["orb_ransac"]
     measure = (
         f"{result['images']:,} images of {args.size} px: {args.sources} sources (tiles, apples) x "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 from sklearn.datasets import load_sample_image
@@ -83,12 +84,11 @@ def _ingest(repo: DatasetRepo, images: list[Image.Image], root: Path):
     return repo.add(root).version
 
 
-def test_features_are_cached_and_a_corrupt_cache_is_rebuilt(repo, images, tmp_path) -> None:
+def test_ingest_caches_features_and_a_corrupt_cache_is_rebuilt(repo, images, tmp_path) -> None:
     version = _ingest(repo, images, tmp_path / "images")
-    first = near_duplicate_report(repo, version.records)
-    assert first.computed == len(images) and first.notes == []
-    again = near_duplicate_report(repo, version.records)
-    assert again.computed == 0 and again.group == first.group
+    assert version.metadata["validation"]["near_duplicate_groups"] == 1
+    first = near_duplicate_report(repo, version.records)  # ingest described every blob
+    assert first.computed == 0 and first.notes == []
     (cache,) = (repo.root / "near-duplicates").iterdir()
     (cache / "desc.npy").write_bytes(b"garbage")
     manifests = sorted(p.read_bytes() for p in repo.root.rglob("*.parquet"))
@@ -114,3 +114,15 @@ def test_split_keeps_a_rotated_family_together(repo, images, tmp_path) -> None:
     assert s["near_duplicate_method"] == "orb-affine-ransac"
     assert s["near_duplicate_groups_shared"] == 0
     assert s["test_images_with_a_near_duplicate_elsewhere"] == 0
+
+
+def test_the_cache_grows_by_new_blobs_only(images, tmp_path) -> None:
+    from visionline.data._dedupe_features import FeatureCache
+
+    tables = [image_features(im) for im in images]
+    cache = FeatureCache(tmp_path)
+    cache.add(["a", "b", "c"], concat(tables[:3]))
+    FeatureCache(tmp_path).add(["d", "e"], concat(tables[3:5]))
+    grown = FeatureCache(tmp_path)
+    assert grown.known() == {"a", "b", "c", "d", "e"} and grown.message is None
+    assert np.array_equal(grown.table(["e", "a"]).desc, concat([tables[4], tables[0]]).desc)

@@ -166,13 +166,19 @@ def _inliers(table: FeatureTable, i: int, j: int, config: DedupeConfig) -> int:
         if n < 3:
             continue
         matches = matcher.knnMatch(np.ascontiguousarray(table.desc[i, side, :n]), target_desc, k=2)
-        good = [m[0] for m in matches if len(m) == 2 and m[0].distance < config.ratio * m[1].distance]
+        good = [
+            m[0] for m in matches if len(m) == 2 and m[0].distance < config.ratio * m[1].distance
+        ]
         if len(good) < max(config.min_inliers, 3):
             continue
         source = table.xy[i, side, [m.queryIdx for m in good]].astype(np.float32)
         target = target_xy[[m.trainIdx for m in good]]
         matrix, inliers = cv2.estimateAffine2D(
-            source, target, method=cv2.RANSAC, ransacReprojThreshold=config.reprojection_px, maxIters=1000
+            source,
+            target,
+            method=cv2.RANSAC,
+            ransacReprojThreshold=config.reprojection_px,
+            maxIters=1000,
         )
         if matrix is None or inliers is None:
             continue
@@ -215,7 +221,7 @@ def _group(n: int, pairs: list[tuple[int, int, int]]) -> list[int]:
 
 def find_groups(
     table: FeatureTable,
-    config: DedupeConfig = DedupeConfig(),
+    config: DedupeConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> NearDuplicates:
     """Near-duplicate groups of the images whose features are `table` (see the module doc).
@@ -223,6 +229,7 @@ def find_groups(
     Raises `DataError` when one group would hold more than `config.max_group_share` of 20 or
     more images. `progress(done, total)` is called while candidate pairs are verified.
     """
+    config = config or DedupeConfig()
     n = len(table)
     if n < 2:
         return NearDuplicates(list(range(n)))

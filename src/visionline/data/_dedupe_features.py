@@ -55,7 +55,7 @@ class ImageTooSmall(DataError):
     """An image too small to describe by keypoints."""
 
 
-def _detector():  # noqa: ANN202  (cv2 types are not importable statically)
+def _detector():  # cv2's types are not importable statically
     import cv2
 
     cv2.setNumThreads(1)
@@ -172,7 +172,8 @@ class FeatureCache:
                 )
                 previous = getattr(self._table, name)
                 for start in range(0, old, _COPY_CHUNK):
-                    out[start : start + _COPY_CHUNK] = previous[start : start + _COPY_CHUNK]
+                    end = min(start + _COPY_CHUNK, old)
+                    out[start:end] = previous[start:end]
                 out[old:] = getattr(table, name)
                 out.flush()
                 del out

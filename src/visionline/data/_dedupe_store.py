@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["DedupeReport", "group_keys", "near_duplicate_report", "record_features"]
 
 
-
 @dataclass
 class DedupeReport:
     """Near-duplicate groups of `records` (sorted by sha256); `group[i]` is record i's group."""
@@ -46,8 +45,7 @@ class DedupeReport:
     def groups(self) -> list[list[ImageRecord]]:
         """Groups of two or more records, largest first."""
         return [
-            [self.records[i] for i in members]
-            for members in NearDuplicates(self.group).groups()
+            [self.records[i] for i in members] for members in NearDuplicates(self.group).groups()
         ]
 
     def summary(self) -> dict[str, object]:
@@ -108,7 +106,7 @@ def record_features(
 def near_duplicate_report(
     repo: DatasetRepo,
     records: list[ImageRecord],
-    config: DedupeConfig = DedupeConfig(),
+    config: DedupeConfig | None = None,
     show_progress: bool = False,
 ) -> DedupeReport:
     """Near-duplicate groups of `records` (see `visionline.data._dedupe`), features cached.
@@ -121,7 +119,7 @@ def near_duplicate_report(
     notes = [cache.message] if cache.message else []
     usable = [i for i, r in enumerate(ordered) if r.sha256 not in too_small]
     table = cache.table([ordered[i].sha256 for i in usable])
-    found = find_groups(table, config)
+    found = find_groups(table, config or DedupeConfig())
     group = list(range(len(ordered)))
     for position, g in enumerate(found.group):
         group[usable[position]] = usable[g]
@@ -146,4 +144,3 @@ def near_duplicate_report(
 def group_keys(report: DedupeReport) -> list[str]:
     """A group key per record of `report` (its group's first path)."""
     return [f"near-duplicates/{report.records[g].path}" for g in report.group]
-
