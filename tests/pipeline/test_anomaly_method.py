@@ -51,3 +51,30 @@ def test_an_anomaly_pipeline_ships_a_registered_anomaly_bundle(tmp_path):
     assert version.tags["kind"] == "anomaly" and registered["reasons"]
     deployment = outputs["deploy"]["deployment"].meta
     assert deployment["deployed"] == registered["promoted"]
+
+
+@pytest.mark.slow
+def test_both_routes_are_registered_and_judged_by_the_champion_comparison(tmp_path):
+    from mlflow import MlflowClient
+
+    from visionline.pipeline import run_pipeline
+
+    anomaly = {"image_size": 64, "max_bank": 128, "coreset_ratio": 0.05, "autocontrast": False}
+    project = make_project(tmp_path / "project", images=60, train={"method": "both",
+                                                                     "anomaly": anomaly})
+    run = run_pipeline(project, progress=False)
+    assert run.status == "succeeded", run
+    train = run.steps["train"].outputs
+    assert train["model"].meta["backbone"] == "mobilenetv3_small_100"
+    assert train["anomaly_model"].meta["kind"] == "anomaly"
+    registered = run.steps["register"].outputs["registered_model"].meta
+    assert registered["anomaly"]["version"] == "1" and registered["version"] == "2"
+    client = MlflowClient(project.tracking_uri)
+    first, second = (client.get_model_version(registered["name"], v) for v in ("1", "2"))
+    assert first.tags["kind"] == "anomaly" and first.run_id == train["anomaly_model"].meta["run_id"]
+    assert second.run_id == train["model"].meta["run_id"]
+    # the supervised model was judged against whichever route was champion by then
+    judged = second.tags.get("promotion", "") or "promoted: already champion"
+    assert judged.startswith(("promoted", "rejected"))
+    if registered["anomaly"]["promoted"]:
+        assert "McNemar" in " ".join(registered["reasons"])

@@ -24,11 +24,13 @@ class TrainMethod(str, Enum):
     classical, probe, fine-tuned, anomaly and stacked entries (settings under
     `pipeline.train.leaderboard`), whose best exportable entry goes on down the pipeline, or an
     anomaly detector fitted on good images only (AnomalyConfig under `pipeline.train.anomaly`),
-    exported as an anomaly bundle."""
+    exported as an anomaly bundle; `both` fits both, registers both and lets the registry's
+    champion comparison judge them (the supervised model goes on down the pipeline)."""
 
     SUPERVISED = "supervised"
     LEADERBOARD = "leaderboard"
     ANOMALY = "anomaly"
+    BOTH = "both"
 
 
 TRAIN_METHOD_KEYS = ("method", "leaderboard", "anomaly")

@@ -209,21 +209,18 @@ def benchmark(ctx: StepContext) -> dict[str, Artifact]:
     }
 
 
-def register(ctx: StepContext) -> dict[str, Artifact]:
-    """Register the trained run (once per run) as challenger; promote it through the registry's
-    champion comparison on the same test images."""
+def _register_and_promote(
+    ctx: StepContext, name: str, run_id: str, kind: str | None
+) -> tuple[str, bool, list[str]]:
+    """Register `run_id` once as challenger and promote it through the registry's champion
+    comparison (a verdict already recorded for it is kept); (version, promoted, reasons)."""
     from visionline.registry import CHAMPION, promote, show_model, version_for_run
     from visionline.registry import register as register_run
 
-    model = ctx.artifact("model")
-    run_id = model.meta.get("run_id")
-    if not run_id:
-        raise ConfigError("The train step logged no MLflow run, so nothing can be registered.")
-    name = ctx.project.config.name
     version = version_for_run(ctx.project, name, run_id)
     if version is None:
-        kind = {"kind": "anomaly"} if model.meta.get("kind") == "anomaly" else None
-        version = register_run(ctx.project, run_id, name, tags=kind)["version"]
+        tags = {"kind": kind} if kind else None
+        version = register_run(ctx.project, run_id, name, tags=tags)["version"]
     row = show_model(ctx.project, name, version)[0]
     decided = row["tags"].get("promotion", "")
     promoted, reasons = CHAMPION in row["aliases"], ["already champion"]
@@ -232,10 +229,31 @@ def register(ctx: StepContext) -> dict[str, Artifact]:
     elif not promoted and ctx.settings["promote"]:
         decision = promote(ctx.project, name)
         promoted, reasons = decision.promoted, decision.reasons
+    return version, promoted, reasons
+
+
+def register(ctx: StepContext) -> dict[str, Artifact]:
+    """Register the trained run (once per run) as challenger; promote it through the registry's
+    champion comparison on the same test images. With `train.method: both` the anomaly run is
+    registered and judged first, so the supervised model then competes with it as well."""
+    model = ctx.artifact("model")
+    run_id = model.meta.get("run_id")
+    if not run_id:
+        raise ConfigError("The train step logged no MLflow run, so nothing can be registered.")
+    name = ctx.project.config.name
+    meta: dict[str, Any] = {}
+    anomaly = ctx.optional("anomaly_model")
+    if anomaly is not None and anomaly.meta.get("run_id"):
+        a_version, a_promoted, a_reasons = _register_and_promote(
+            ctx, name, anomaly.meta["run_id"], "anomaly"
+        )
+        meta["anomaly"] = {"version": a_version, "promoted": a_promoted, "reasons": a_reasons}
+    version, promoted, reasons = _register_and_promote(ctx, name, run_id, model.meta.get("kind"))
     return {
         "registered_model": Artifact(
             "registered_model", f"{name}/{version}",
-            meta={"name": name, "version": version, "promoted": promoted, "reasons": reasons},
+            meta={"name": name, "version": version, "promoted": promoted, "reasons": reasons,
+                  **meta},
         )
     }
 

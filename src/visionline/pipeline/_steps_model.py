@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from visionline.errors import ConfigError, GateFailedError
@@ -63,14 +64,27 @@ def tune(ctx: StepContext) -> dict[str, Artifact]:
 
 def train(ctx: StepContext) -> dict[str, Artifact]:
     """`fit` into the step's work folder; an interrupted attempt resumes from its last epoch.
-    With `method: leaderboard` the leaderboard runs instead (see `leaderboard_train`)."""
+    With `method: leaderboard` the leaderboard runs instead (see `leaderboard_train`), with
+    `anomaly` the anomaly fit, and with `both` the two, whose anomaly model the register step
+    registers and judges beside the supervised one."""
+    from dataclasses import replace
+
     from visionline.config._pipeline import TrainMethod
-    from visionline.train import fit
 
     if ctx.settings.get("method") == TrainMethod.LEADERBOARD.value:
         return leaderboard_train(ctx)
     if ctx.settings.get("method") == TrainMethod.ANOMALY.value:
         return anomaly_train(ctx)
+    if ctx.settings.get("method") == TrainMethod.BOTH.value:
+        anomaly = anomaly_train(ctx, ctx.workdir / "anomaly")["model"]
+        return {**supervised_train(ctx), "anomaly_model": replace(anomaly, kind="anomaly_model")}
+    return supervised_train(ctx)
+
+
+def supervised_train(ctx: StepContext) -> dict[str, Artifact]:
+    """One `visionline train` run with the pipeline's TrainConfig settings (and tuned values)."""
+    from visionline.train import fit
+
     tuned = ctx.optional("params")
     config = train_config(ctx.settings, tuned.meta["values"] if tuned else None)
     dataset = ctx.artifact("dataset")
@@ -138,7 +152,7 @@ def leaderboard_train(ctx: StepContext) -> dict[str, Artifact]:
     }
 
 
-def anomaly_train(ctx: StepContext) -> dict[str, Artifact]:
+def anomaly_train(ctx: StepContext, out_dir: Path | None = None) -> dict[str, Artifact]:
     """Fit an anomaly detector on the split's good train images (AnomalyConfig settings under
     `pipeline.train.anomaly`), tracked in MLflow like a supervised run."""
     from pydantic import ValidationError
@@ -154,7 +168,7 @@ def anomaly_train(ctx: StepContext) -> dict[str, Artifact]:
         ) from exc
     dataset = ctx.artifact("dataset")
     result = fit_anomaly(
-        config, dataset.id, ctx.project, out_dir=ctx.workdir, progress=ctx.progress
+        config, dataset.id, ctx.project, out_dir=out_dir or ctx.workdir, progress=ctx.progress
     )
     return {
         "model": Artifact(
