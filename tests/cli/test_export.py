@@ -95,7 +95,7 @@ def test_export_verify_tamper_and_bench(export_workspace, tmp_path) -> None:
         cwd=root,
     )
     assert result.returncode == 0, result.stderr
-    assert "INT8 gate passed" in result.stdout and "signed" in result.stdout
+    assert "INT8 passed on" in result.stdout and "signed" in result.stdout
     pub = str(tmp_path / "keys" / "visionline-signing.pub")
     ok = visionline("bundle", "verify", str(out.with_name("bundle.tar.gz")), "--pubkey", pub)
     assert ok.returncode == 0 and "OK" in ok.stdout

@@ -56,7 +56,7 @@ def test_int8_is_smaller_and_passes_the_gate(bundle, export_workspace) -> None:
     assert manifest["deployed"] == "int8"
     assert manifest["models"]["int8"]["bytes"] < 0.5 * manifest["models"]["fp32"]["bytes"]
     gate = manifest["gates"]["int8_accuracy"]
-    assert gate["passed"] and gate["message"].startswith("INT8 passed on 40 val images")
+    assert gate["passed"] and gate["message"].startswith("INT8 passed on 40 val-split images")
     assert manifest["gates"]["parity_fp32"]["passed"]
     assert manifest["lineage"]["dataset_version"] == export_workspace["version"].id
     assert manifest["lineage"]["mlflow_run_id"] == "run-123"
@@ -197,5 +197,5 @@ def test_a_refused_int8_model_leaves_the_fp32_bundle_and_says_why(
     assert "model.int8.onnx" not in manifest["files"]
     assert not (result.bundle_dir / "model.int8.onnx").exists()
     assert manifest["gates"]["int8_accuracy"]["passed"] is False
-    assert any("INT8 refused on val images" in note and "deploys FP32" in note for note in result.notes)
+    assert any("INT8 refused on val-split images" in note and "deploys FP32" in note for note in result.notes)
     verify_bundle(result.bundle_dir)

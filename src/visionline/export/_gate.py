@@ -177,14 +177,14 @@ class GateResult:
         """One sentence: the verdict, with the numbers that decided it."""
         if self.passed:
             return (
-                f"{self.name} passed on {self.recall.images + self.false_rejects.images} {self.split} images "
-                f"calibration did not see: recall {self.recall.change:+.1%} "
+                f"{self.name} passed on {self.recall.images + self.false_rejects.images} {self.split}-split "
+                f"images that calibration did not see: recall {self.recall.change:+.1%} "
                 f"[{self.recall.change_ci95[0]:+.1%}, {self.recall.change_ci95[1]:+.1%}], false rejects "
                 f"{self.false_rejects.change:+.1%} [{self.false_rejects.change_ci95[0]:+.1%}, "
                 f"{self.false_rejects.change_ci95[1]:+.1%}], no significant loss beyond {self.tolerance:.1%}"
             )
         return (
-            f"{self.name} refused on {self.split} images: " + "; ".join(self.reasons)
+            f"{self.name} refused on {self.split}-split images: " + "; ".join(self.reasons)
             + f" (tolerance {self.tolerance:.1%}, alpha {self.alpha})"
         )
 
