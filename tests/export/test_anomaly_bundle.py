@@ -12,9 +12,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anomaly_lifecycle_support import IMAGE_SIZE, export_bundle, fitted_apples  # noqa: E402
+from anomaly_lifecycle_support import IMAGE_SIZE, export_bundle, fitted_apples
 
-from visionline.errors import ConfigError  # noqa: E402
+from visionline.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,9 @@ def test_visionline_edge_score_prints_anomaly_scores(exported, capsys):
 
     fitted, result, public = exported
     folder = fitted.raw / "good"
-    code = main(["score", str(result.bundle_dir), str(folder), "--trust-store", str(public), "--json"])
+    code = main(
+        ["score", str(result.bundle_dir), str(folder), "--trust-store", str(public), "--json"]
+    )
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(rows) == len(list(folder.glob("*.jpg")))

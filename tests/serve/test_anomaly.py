@@ -94,9 +94,9 @@ def test_predict_adds_the_map_on_request_and_refuses_a_bad_flag(served):
     files = [("files", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(images)]
     with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=30) as http:
         plain = http.post(f"/v1/models/{MODEL}:predict", files=files).json()["predictions"]
-        mapped = http.post(
-            f"/v1/models/{MODEL}:predict?anomaly_map=true", files=files
-        ).json()["predictions"]
+        mapped = http.post(f"/v1/models/{MODEL}:predict?anomaly_map=true", files=files).json()[
+            "predictions"
+        ]
         bad = http.post(f"/v1/models/{MODEL}:predict?anomaly_map=maybe", files=files)
     assert "anomaly_map" not in plain[0]
     score = plain[0]["anomaly_score"]
@@ -130,7 +130,7 @@ def test_prediction_log_holds_anomaly_scores_and_drift_runs_on_them(served):
     from visionline.monitor import DriftConfig, Reference, check_drift
     from visionline.monitor._drift import Detector
 
-    server, fitted, db, logger, root = served
+    server, _, db, logger, root = served
     steady = _apples(root / "steady", seed=101, n=20)
     moved = _apples(root / "moved", seed=102, n=40, drift="camera_shift")
     with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=60) as http:

@@ -205,15 +205,18 @@ def add_anomaly_regions(
                 defects[0],
             )
             results = [
-                _region_result(region, choice, width, height, i)
-                for i, region in enumerate(regions)
+                _region_result(region, choice, width, height, i) for i, region in enumerate(regions)
             ]
             if predictions:
                 predictions[0]["result"].extend(results)
             else:
                 normalised = float(score) / (float(score) + model.threshold)
                 predictions.append(
-                    {"model_version": model_version, "score": round(normalised, 6), "result": results}
+                    {
+                        "model_version": model_version,
+                        "score": round(normalised, 6),
+                        "result": results,
+                    }
                 )
             task["data"]["anomaly_score"] = round(float(score), 6)
             with_regions += 1

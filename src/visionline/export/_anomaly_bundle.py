@@ -57,15 +57,21 @@ def export_anomaly_bundle(
     from visionline.export._stats import reference_statistics
     from visionline.train._model import read_torch_file
     from visionline_edge import image_quality
-    from visionline_edge._anomaly import ANOMALY_CLASS, ANOMALY_KIND, EMBEDDING_GRID
-    from visionline_edge._anomaly import anomaly_outputs
+    from visionline_edge._anomaly import (
+        ANOMALY_CLASS,
+        ANOMALY_KIND,
+        EMBEDDING_GRID,
+        anomaly_outputs,
+    )
 
     if signing_key is not None and not signing_key.is_file():
         raise ConfigError(
             f"No signing key at {signing_key}; create one with 'visionline keys generate --out DIR'."
         )
     if config.data and project is None:
-        raise ConfigError("--data needs a project; run inside a visionline project or pass --project.")
+        raise ConfigError(
+            "--data needs a project; run inside a visionline project or pass --project."
+        )
     if config.int8 or config.prune or config.fp16:
         raise ConfigError(
             "An anomaly bundle is exported in FP32 only; drop --int8, --fp16 and --prune."
@@ -80,7 +86,9 @@ def export_anomaly_bundle(
     prep = spec.preprocessing
     name = config.name or (project.config.name if project else model_path.stem)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ConfigError(f"Bundle name {name!r} must be letters, digits, '.', '_' or '-'; pass --name.")
+        raise ConfigError(
+            f"Bundle name {name!r} must be letters, digits, '.', '_' or '-'; pass --name."
+        )
     target_frr = project.config.goals.operating_false_reject_rate if project else 0.02
     notes: list[str] = []
     out_dir = Path(out_dir).resolve()
@@ -119,7 +127,12 @@ def export_anomaly_bundle(
             session = onnx_session(model_file)
             batch = prep.normalize(val.pixels)
             parts = [
-                dict(zip(SCORE_OUTPUTS, session.run(list(SCORE_OUTPUTS), {"image": batch[i : i + 16]})))
+                dict(
+                    zip(
+                        SCORE_OUTPUTS,
+                        session.run(list(SCORE_OUTPUTS), {"image": batch[i : i + 16]}),
+                    )
+                )
                 for i in range(0, len(batch), 16)
             ]
             raw = {key: np.concatenate([p[key] for p in parts]) for key in SCORE_OUTPUTS}
