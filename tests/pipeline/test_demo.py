@@ -74,12 +74,13 @@ def test_reduced_demo_runs_the_whole_loop(tmp_path):
     assert retraining["ran"] == bool(retraining["triggers"])
     if retraining["ran"]:
         assert retraining["challenger"] == f"{result.project.config.name}/2"
-        assert retraining["new_images"] == len(verdicts)
+        assert retraining["new_images"] + retraining["held_out"] == len(verdicts)
         swapped = retraining["deployed"] is not None
         assert retraining["served_after"] == (["2"] if swapped else [result.model_version])
     from visionline.pipeline import runs
 
-    assert [run.status for run in runs(result.project)] == ["succeeded"] * (1 + retraining["ran"])
+    reruns = retraining["ran"] + bool(retraining["promoted"])  # a promoted one is then deployed
+    assert [run.status for run in runs(result.project)] == ["succeeded"] * (1 + reruns)
 
 
 def test_demo_never_deletes_a_directory_it_did_not_create(tmp_path):
