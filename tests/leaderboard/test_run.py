@@ -79,6 +79,7 @@ def test_ranked_tracked_entries_and_the_best_passing_one_registered(tmp_path):
     assert version.run_id == best.outcome.run_id
 
 
+@pytest.mark.slow
 def test_entries_after_the_deadline_are_reported_not_finished(tiles, tmp_path):
     project, dataset = tiles
     clock = Clock()
