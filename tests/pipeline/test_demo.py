@@ -31,12 +31,17 @@ def test_reduced_demo_runs_the_whole_loop(tmp_path):
     )
     result = run_demo(settings)
 
-    assert len(result.deliveries) == 4
+    assert len({row["delivery"] for row in result.deliveries}) == 4
     assert sum(row["n"] for row in result.deliveries) == 120
     for row in result.deliveries:
         assert 0.0 <= row["low"] <= row["estimate"] <= row["high"] <= 1.0
         assert 0.0 <= row["true_rate"] <= 1.0
-    assert result.latency_ms["requests"] == 90
+    assert result.latency_ms["requests"] == 90  # the PLC received a verdict for every apple
+    plc = result.line["ejected"]
+    assert [row["signals"] for row in plc] == [30, 30, 30, 30]
+    assert sum(row["ejected"] for row in plc) == sum(row["flagged"] for row in result.deliveries)
+    assert result.line["sync"]["backlog"] == 0
+    assert result.line["sync"]["counts"]["synced"] == 120
     assert result.drift["windows"] >= 1
     assert result.drift["drift_start"] == 30
 
@@ -75,8 +80,14 @@ def test_reduced_demo_runs_the_whole_loop(tmp_path):
     if retraining["ran"]:
         assert retraining["challenger"] == f"{result.project.config.name}/2"
         assert retraining["new_images"] + retraining["held_out"] == len(verdicts)
-        swapped = retraining["deployed"] is not None
-        assert retraining["served_after"] == (["2"] if swapped else [result.model_version])
+        events = [e["event"] for e in retraining["rollout"]]
+        if retraining["deployed"] is None:
+            assert events == [] and retraining["served_after"] == [result.model_version]
+        else:  # the line agent verified the published bundle and ran it in shadow first
+            assert events[0] == "shadowing" and events[1] in ("switched", "rejected")
+            switched = events[1] == "switched"
+            assert ("2" in retraining["served_after"]) == switched
+            assert retraining["served_after"][0] == result.model_version  # during the shadow
     from visionline.pipeline import runs
 
     reruns = retraining["ran"] + bool(retraining["promoted"])  # a promoted one is then deployed

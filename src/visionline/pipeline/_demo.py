@@ -1,10 +1,12 @@
 """`visionline demo`: the lifecycle end to end on the embedded synthetic apple line.
 
 The demo writes a project whose `pipeline:` section describes the run, then calls the same
-public API as the CLI: synthesise → `pipeline run` (ingest … deploy) → serve → stream deliveries
-from suppliers over HTTP while a dirty lens develops → drift check → operator verdicts →
-`retrain` (challenger on old + production images, compared, promoted, hot-swapped) → one more
-delivery through the new model → per-delivery defect rates with confidence intervals vs the truth.
+public API as the CLI: synthesise → `pipeline run` (ingest … deploy) → the line agent decides
+the deliveries from suppliers while a dirty lens develops (reject bits to an OPC UA PLC, verdicts
+synced to the central log) → drift check → operator verdicts → `retrain` (challenger on old +
+production images, compared, promoted) → published on the fleet channel, where the agent
+verifies, shadows and switches to it during one more delivery → per-delivery defect rates with
+confidence intervals vs the truth.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class DemoResult:
     eval_report: Path | None
     retraining: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    line: dict[str, Any] = field(default_factory=dict)
+    """What the line agent did: reject bits the PLC received per delivery, fail-safes, sync."""
 
 
 def _demo_config_yaml(settings: DemoSettings) -> str:
@@ -154,7 +158,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     from visionline.export import generate_keys
     from visionline.pipeline._continuous import retrain
     from visionline.pipeline._demo_line import (
-        PackingLine,
+        AgentLine,
         check_drift,
         line_rows,
         operator_feedback,
@@ -183,10 +187,12 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     per_delivery = settings.delivery_size
     first, last = rows[: settings.deliveries * per_delivery], rows[settings.deliveries * per_delivery:]
     drift_start = (settings.drift_from_delivery - 1) * per_delivery
-    repository = root / project.config.pipeline.deploy.repository
-    with PackingLine(project, repository, public_key, line_dir, settings.seed) as line:
-        stream = steps.run("serve", f"Serve the bundle; stream {settings.deliveries} deliveries "
-                           "over HTTP (a dirty lens develops)", line.stream, first)
+    with AgentLine(project, champion["bundle_dir"], public_key, line_dir,
+                   shadow_items=max(5, per_delivery // 5)) as line:
+        stream = steps.run("serve", f"Line agent: {settings.deliveries} deliveries, reject bits "
+                           "to the PLC over OPC UA, verdicts synced (a dirty lens develops)",
+                           line.stream, first)
+        _print_line(console, stream)
         drift = steps.run("monitor", "Check the prediction log for drift against the bundle",
                           check_drift, project, champion["bundle_dir"], drift_start, len(first))
         _print_drift(console, drift)
@@ -194,11 +200,14 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
         labelled = steps.run("feedback", "Operator labels the kept images active learning picks",
                              operator_feedback, project, line.truth, settings.feedback)
         console.print(f"  {labelled} verdicts recorded")
-        retrained = steps.run("retrain", "Continuous training: challenger → compare → promote → "
-                              "hot swap", retrain, project, server=line.url, console=console,
-                              live=False)
-        after = steps.run("after", "Stream one more delivery through the serving model",
-                          line.stream, last)
+        retrained = steps.run("retrain", "Continuous training: challenger → compare → promote",
+                              retrain, project, console=console, live=False)
+        if retrained.deployed:
+            published = line.publish(retrained.run.outputs("deploy")["deployment"].resolve(project))
+            console.print(f"  published {published.name} on the fleet channel {line.channel}")
+        after = steps.run("after", "One more delivery; the agent verifies the new bundle, runs it "
+                          "in shadow, switches", line.stream, last)
+        _print_line(console, after)
     retraining = _retraining_summary(retrained, after)
     console.print(f"  {retraining['sentence']}")
     records = stream["records"] + after["records"]
@@ -219,6 +228,10 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
         eval_report=champion["report"],
         retraining=retraining,
         timings=steps.timings,
+        line={key: [*stream[key], *after[key]] for key in ("ejected", "rollout")}
+        | {"fail_safe": {k: stream["fail_safe"].get(k, 0) + after["fail_safe"].get(k, 0)
+                         for k in {*stream["fail_safe"], *after["fail_safe"]}},
+           "sync": after["sync"]},
     )
     from visionline.pipeline._demo_report import write_demo_report
 
@@ -269,14 +282,18 @@ def _champion(project: Project, run: Any) -> dict[str, Any]:
 
 def _retraining_summary(retrained: Any, after: dict[str, Any]) -> dict[str, Any]:
     served = sorted({r.version for r in after["records"]})
+    rollout = "; ".join(f"{e['event']} {e['version']} ({e['detail']})" if e["detail"]
+                        else f"{e['event']} {e['version']}" for e in after["rollout"])
     if not retrained.ran:
         sentence = "No retraining trigger fired."
     else:
-        verdict = "promoted and hot-swapped" if retrained.deployed else "not promoted"
+        verdict = ("promoted and published on the fleet channel" if retrained.deployed
+                   else "not promoted")
         sentence = (
             f"Challenger {retrained.registered} (+{retrained.new_images} production images, "
             f"{retrained.held_out} held out to judge it) "
-            f"{verdict}; the last delivery was served by version {', '.join(served)}."
+            f"{verdict}; the line agent's roll-out: {rollout or 'nothing new on the channel'}; "
+            f"the last delivery was judged by version {', '.join(served)}."
         )
     return {
         "triggers": [f"{t.kind}: {t.reason}" for t in retrained.triggers],
@@ -289,6 +306,7 @@ def _retraining_summary(retrained: Any, after: dict[str, Any]) -> dict[str, Any]
         "holdout": retrained.holdout,
         "reasons": retrained.reasons,
         "served_after": served,
+        "rollout": after["rollout"],
         "sentence": sentence,
     }
 
@@ -310,6 +328,20 @@ def _metrics_by_version(project: Project, run: Any, retrained: Any) -> dict[str,
         if registered is not None and evaluation is not None:
             found[registered.meta["version"]] = json.loads(evaluation.resolve(project).read_text())
     return found
+
+
+def _print_line(console: Console, stream: dict[str, Any]) -> None:
+    """What the PLC ejected per delivery, fail-safes, and where the sync stands."""
+    for row in stream["ejected"]:
+        console.print(f"  {row['delivery']}: {row['ejected']} of {row['signals']} apples ejected "
+                      "by the PLC")
+    if stream["fail_safe"]:
+        console.print(f"  fail-safe verdicts: {stream['fail_safe']}")
+    sync = stream["sync"]
+    console.print(
+        f"  sync: {sync['counts'].get('synced', 0)} verdicts acknowledged by the central log "
+        f"{sync['central']}, backlog {sync['backlog']}"
+    )
 
 
 def _lens_action(drift: dict[str, Any]) -> str:
@@ -385,8 +417,8 @@ def _print_summary(console: Console, result: DemoResult) -> None:
         f"{covered} of {len(errors)} deliveries."
     )
     console.print(
-        f"Serving latency over HTTP: p50 {result.latency_ms['p50']:.1f} ms, "
-        f"p95 {result.latency_ms['p95']:.1f} ms ({result.latency_ms['requests']} requests)."
+        f"Line latency, frame to PLC write: p50 {result.latency_ms['p50']:.1f} ms, "
+        f"p95 {result.latency_ms['p95']:.1f} ms ({result.latency_ms['requests']} items)."
     )
     delay = result.drift["delay_images"]
     console.print(
@@ -419,6 +451,7 @@ def summary_json(result: DemoResult) -> str:
             "drift": result.drift,
             "retraining": result.retraining,
             "deliveries": result.deliveries,
+            "line": result.line,
             "timings_s": result.timings,
         },
         indent=2,
