@@ -98,7 +98,9 @@ def test_verify_accepts_the_signed_bundle(bundle) -> None:
     manifest = verify_bundle(result.bundle_dir, keys[1])
     assert "model.int8.onnx" in manifest["files"] and manifest["_signed_by"] is not None
     assert not any(name.endswith(".py") for name in manifest["files"])  # the bundle carries no code
-    assert "runtime" not in manifest and manifest["edge_runtime"]["distribution"] == "visionline-edge"
+    assert (
+        "runtime" not in manifest and manifest["edge_runtime"]["distribution"] == "visionline-edge"
+    )
 
 
 def test_tampered_model_file_is_refused(copy, bundle) -> None:
@@ -197,5 +199,8 @@ def test_a_refused_int8_model_leaves_the_fp32_bundle_and_says_why(
     assert "model.int8.onnx" not in manifest["files"]
     assert not (result.bundle_dir / "model.int8.onnx").exists()
     assert manifest["gates"]["int8_accuracy"]["passed"] is False
-    assert any("INT8 refused on val-split images" in note and "deploys FP32" in note for note in result.notes)
+    assert any(
+        "INT8 refused on val-split images" in note and "deploys FP32" in note
+        for note in result.notes
+    )
     verify_bundle(result.bundle_dir)

@@ -31,7 +31,9 @@ def fp32_model(tmp_path_factory):
 
     torch.manual_seed(0)
     spec = ModelSpec("mobilenetv3_small_100", ["good", "bruise", "rot"], Preprocessing(size=SIZE))
-    return export_onnx(build_model(spec).eval(), SIZE, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return export_onnx(
+        build_model(spec).eval(), SIZE, tmp_path_factory.mktemp("onnx") / "model.onnx"
+    )
 
 
 def _stem(model: onnx.ModelProto) -> tuple[onnx.NodeProto, np.ndarray]:
@@ -107,8 +109,14 @@ def test_search_measures_every_method_and_keeps_sensitive_groups_float(fp32_mode
     scores = 1 - onnx_predict(fp32_model, images)[0][:, 0]
     threshold = float(np.median(scores))  # decisions on a knife edge: INT8 flips some
     choice = search_int8(
-        fp32_model, tmp_path / "int8.onnx", images, classes, threshold, Calibration.AUTO,
-        tolerance=0.0, max_float_groups=1,
+        fp32_model,
+        tmp_path / "int8.onnx",
+        images,
+        classes,
+        threshold,
+        Calibration.AUTO,
+        tolerance=0.0,
+        max_float_groups=1,
     )
     assert set(choice.methods) == {"minmax", "entropy", "percentile"}
     assert choice.methods["entropy"] != choice.methods["minmax"]
@@ -116,7 +124,10 @@ def test_search_measures_every_method_and_keeps_sensitive_groups_float(fp32_mode
     assert choice.methods[choice.method]["decision_flips"] > 1  # over budget: the sweep ran
     swept = {row["group"] for row in choice.sensitivity}
     assert swept == set(node_groups(fp32_model)) - {"/head/Gemm"}  # the head is float anyway
-    assert choice.float_groups == [row["group"] for row in choice.sensitivity][: len(choice.float_groups)]
+    assert (
+        choice.float_groups
+        == [row["group"] for row in choice.sensitivity][: len(choice.float_groups)]
+    )
     model = onnx.load(str(tmp_path / "int8.onnx"))
     producers = {out: n for n in model.graph.node for out in n.output}
     for node in model.graph.node:

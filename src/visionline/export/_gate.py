@@ -184,7 +184,8 @@ class GateResult:
                 f"{self.false_rejects.change_ci95[1]:+.1%}], no significant loss beyond {self.tolerance:.1%}"
             )
         return (
-            f"{self.name} refused on {self.split}-split images: " + "; ".join(self.reasons)
+            f"{self.name} refused on {self.split}-split images: "
+            + "; ".join(self.reasons)
             + f" (tolerance {self.tolerance:.1%}, alpha {self.alpha})"
         )
 

@@ -172,13 +172,20 @@ def quantize_int8(
     if len(calibration_batch) == 0:
         raise ConfigError("INT8 calibration needs at least one image; raise --calibration-images.")
     if Calibration(method) is Calibration.AUTO:
-        raise ConfigError("quantize_int8 needs one calibration method; search_int8 chooses among them.")
+        raise ConfigError(
+            "quantize_int8 needs one calibration method; search_int8 chooses among them."
+        )
     int8_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="visionline-quant-") as tmp:
         prepared, keep = _prepare(fp32_path, Path(tmp) / "prepared.onnx")
         return _quantize_prepared(
-            prepared, int8_path, calibration_batch, method, [*keep, *float_nodes],
-            Path(tmp) / "ranges.json", batch_size,
+            prepared,
+            int8_path,
+            calibration_batch,
+            method,
+            [*keep, *float_nodes],
+            Path(tmp) / "ranges.json",
+            batch_size,
         )
 
 
@@ -256,7 +263,9 @@ def search_int8(
         raise ConfigError("INT8 calibration needs at least one image; raise --calibration-images.")
     stratified_indices(classes, len(classes))  # both classes present, or a one-sentence error
     counts = {name: int(n) for name, n in zip(*np.unique(np.asarray(classes), return_counts=True))}
-    methods = MEASURED_CALIBRATIONS if Calibration(method) is Calibration.AUTO else (Calibration(method),)
+    methods = (
+        MEASURED_CALIBRATIONS if Calibration(method) is Calibration.AUTO else (Calibration(method),)
+    )
     budget = max(1, int(np.floor(tolerance * len(calibration) + 1e-9)))
     task = progress.add_task("INT8 search", total=None) if progress else None
 
@@ -270,7 +279,11 @@ def search_int8(
 
         def trial(name: str, meth: Calibration, exclude: Sequence[str]) -> dict[str, float]:
             out = _quantize_prepared(
-                prepared, tmp / f"{name}.onnx", calibration, meth, [*keep, *exclude],
+                prepared,
+                tmp / f"{name}.onnx",
+                calibration,
+                meth,
+                [*keep, *exclude],
                 tmp / f"ranges-{meth.value}.json",
             )
             if progress:
@@ -284,10 +297,11 @@ def search_int8(
         )
         if measured[best.value]["decision_flips"] > budget:
             groups = {
-                name: nodes for name, nodes in node_groups(prepared).items()
+                name: nodes
+                for name, nodes in node_groups(prepared).items()
                 if any(n not in keep for n in nodes)
             }
-            for name, nodes in groups.items():
+            for name in groups:
                 others = [n for other, ns in groups.items() if other != name for n in ns]
                 choice.sensitivity.append({"group": name, **trial("sweep", best, others)})
             choice.sensitivity.sort(key=lambda row: -row["mean_abs_score_change"])
@@ -303,7 +317,11 @@ def search_int8(
             choice.float_groups = ranked[:best_k]
             choice.float_nodes = [n for g in choice.float_groups for n in groups[g]]
         _quantize_prepared(
-            prepared, int8_path, calibration, best, [*keep, *choice.float_nodes],
+            prepared,
+            int8_path,
+            calibration,
+            best,
+            [*keep, *choice.float_nodes],
             tmp / f"ranges-{best.value}.json",
         )
     if progress:
@@ -399,7 +417,9 @@ def convert_fp16(fp32_path: Path, fp16_path: Path) -> Path:
     return fp16_path
 
 
-def speedup(fp32_path: Path, int8_path: Path, one: np.ndarray, threads: int = 2, rounds: int = 15) -> float:
+def speedup(
+    fp32_path: Path, int8_path: Path, one: np.ndarray, threads: int = 2, rounds: int = 15
+) -> float:
     """Median over interleaved rounds of FP32 / INT8 batch-1 latency (a quick figure for logs;
     `benchmarks/edge.py` measures it properly)."""
     import time
