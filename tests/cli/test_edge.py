@@ -124,3 +124,9 @@ def test_run_from_a_config_file_with_an_option_on_top(signed: tuple[Path, Path],
     config.write_text(config.read_text() + "plc: s7://10.0.0.1\n")
     bad = run_visionline("edge", "run", "--config", config, cwd=tmp_path)
     assert_one_line_error(bad, "plc (--plc) is invalid", "unknown PLC scheme")
+
+
+def test_a_central_channel_that_is_not_a_folder_is_one_sentence(tmp_path: Path) -> None:
+    result = run_visionline("monitor", "serve", "--db", f"sqlite:///{tmp_path / 'c.db'}",
+                            "--channel", tmp_path / "missing", cwd=tmp_path)
+    assert_one_line_error(result, "No channel folder", "--channel")
