@@ -9,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 from deploy_support import (
     DEPLOY,
     ROOT,
@@ -17,8 +18,6 @@ from deploy_support import (
     parse_visionline,
     requirements_closure,
 )
-
-import pytest
 
 from visionline.edge import open_sink
 
