@@ -3,7 +3,7 @@
 Every key is the long option of `visionline edge run` with `_` for `-` (`deadline_ms:` is
 `--deadline-ms`); an option given on the command line wins over the file. Sources and PLC URLs are
 checked here, before anything opens, so a typo in a scheme is one sentence at start, not a crash
-at the first item.
+at the first item (a channel URL is checked when it is opened: any fsspec protocol may serve).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ __all__ = ["DEFAULT_OUTBOX", "EdgeConfig", "load_edge_config"]
 DEFAULT_OUTBOX = Path(".visionline/edge/outbox.db")
 SOURCE_SCHEMES = ("", "synth", "folder", "file", "rtsp", "rtsps")
 PLC_SCHEMES = ("opcua", "modbus", "mqtt", "mqtts")
-CHANNEL_SCHEMES = ("", "file", "s3", "http", "https")
 
 
 class EdgeConfig(BaseModel):
@@ -86,17 +85,6 @@ class EdgeConfig(BaseModel):
             raise ValueError(
                 f"{value!r} is not an HTTP URL; pass the monitor's base URL, e.g. "
                 "http://plant-server:8050"
-            )
-        return value
-
-    @field_validator("channel")
-    @classmethod
-    def _channel(cls, value: str | None) -> str | None:
-        scheme = urlsplit(value).scheme.lower() if value else ""
-        if value is not None and len(scheme) > 1 and scheme not in CHANNEL_SCHEMES:
-            raise ValueError(
-                f"unknown channel scheme {scheme}://; use a folder, s3://BUCKET/PREFIX or the "
-                "central server's http(s)://HOST:PORT"
             )
         return value
 
