@@ -213,7 +213,14 @@ def show(version: VersionArg, project: ProjectOption = None) -> None:
             "validation: "
             + ", ".join(
                 f"{k.replace('_', ' ')} {validation.get(k, 0)}"
-                for k in ("scanned", "skipped", "duplicates", "near_duplicates", "conflicts")
+                for k in (
+                    "scanned",
+                    "skipped",
+                    "duplicates",
+                    "near_duplicates",
+                    "near_duplicate_groups",
+                    "conflicts",
+                )
             )
         )
         for note in validation.get("notes", []):

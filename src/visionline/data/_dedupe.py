@@ -223,11 +223,13 @@ def find_groups(
     table: FeatureTable,
     config: DedupeConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    must_link: list[tuple[int, int]] | None = None,
 ) -> NearDuplicates:
     """Near-duplicate groups of the images whose features are `table` (see the module doc).
 
     Raises `DataError` when one group would hold more than `config.max_group_share` of 20 or
     more images. `progress(done, total)` is called while candidate pairs are verified.
+    `must_link` pairs (e.g. pHash-identical images) join their groups without the chain guard.
     """
     config = config or DedupeConfig()
     n = len(table)
@@ -242,7 +244,15 @@ def find_groups(
             verified.append((i, j, inliers))
         if progress is not None and done % 256 == 0:
             progress(done, len(candidates))
-    result = NearDuplicates(_group(n, verified), verified, len(candidates))
+    group = _group(n, verified)
+    if must_link:
+        from visionline.data._phash import groups_from_pairs
+
+        links = [(group[i], group[j], 0) for i, j in must_link] + [
+            (i, g, 0) for i, g in enumerate(group)
+        ]
+        group = groups_from_pairs(n, links)
+    result = NearDuplicates(group, verified, len(candidates))
     groups = result.groups()
     if n >= _MIN_IMAGES_FOR_SHARE_CHECK and groups and len(groups[0]) > config.max_group_share * n:
         raise DataError(

@@ -103,13 +103,26 @@ def record_features(
     return too_small, cache, len(missing)
 
 
+def _phash_pairs(
+    repo: DatasetRepo, ordered: list[ImageRecord], usable: list[int]
+) -> list[tuple[int, int]]:
+    """Pairs (positions in `usable`) of nearly pixel-identical images, which always join."""
+    from visionline.data._phash import near_duplicate_pairs
+    from visionline.data._split import record_phashes
+
+    records = [ordered[i] for i in usable]
+    hashes = record_phashes(repo, records)
+    return [(i, j) for i, j, _ in near_duplicate_pairs([hashes[r.sha256] for r in records])]
+
+
 def near_duplicate_report(
     repo: DatasetRepo,
     records: list[ImageRecord],
     config: DedupeConfig | None = None,
     show_progress: bool = False,
 ) -> DedupeReport:
-    """Near-duplicate groups of `records` (see `visionline.data._dedupe`), features cached.
+    """Near-duplicate groups of `records` (see `visionline.data._dedupe`), features cached;
+    pHash pairs (near pixel-identical) always join.
 
     Raises `DataError` when one group would hold more than `config.max_group_share` of them.
     """
@@ -119,7 +132,9 @@ def near_duplicate_report(
     notes = [cache.message] if cache.message else []
     usable = [i for i, r in enumerate(ordered) if r.sha256 not in too_small]
     table = cache.table([ordered[i].sha256 for i in usable])
-    found = find_groups(table, config or DedupeConfig())
+    found = find_groups(
+        table, config or DedupeConfig(), must_link=_phash_pairs(repo, ordered, usable)
+    )
     group = list(range(len(ordered)))
     for position, g in enumerate(found.group):
         group[usable[position]] = usable[g]
