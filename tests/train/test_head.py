@@ -81,6 +81,7 @@ def test_only_the_top_blocks_and_the_layers_above_them_train():
     assert all(p.requires_grad for p in model.backbone.parameters())
 
 
+@pytest.mark.slow
 def test_fit_trains_the_head_first_and_then_only_the_top_blocks(
     tiny_project, tracking_uri, tmp_path, checkpoint
 ):
@@ -120,6 +121,7 @@ def test_head_only_recipe_saves_the_stage_one_model(
     assert result.best_metrics == result.head_metrics
 
 
+@pytest.mark.slow
 def test_a_second_run_reuses_the_cached_embeddings(
     tiny_project, tracking_uri, tmp_path, checkpoint
 ):
