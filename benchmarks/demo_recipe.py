@@ -152,7 +152,7 @@ def _arm(name: str, settings: dict[str, Any], base: Path, version_id: str,
         "train_s": round(train_s, 1),
         "train_cpu_s": round(train_cpu_s, 1),
         "best_epoch": trained.best_epoch,
-        "val": {"recall_at_2pct_frr": val_recall, "roc_auc": roc_auc(val_scores, val_defect)},
+        "val": {"recall_at_2pct_frr": val_recall, "roc_auc": roc_auc(val_defect, val_scores)},
         "other_seed_test": {
             "threshold_from": "calib",
             "threshold": threshold,
@@ -162,7 +162,7 @@ def _arm(name: str, settings: dict[str, Any], base: Path, version_id: str,
             "n_good": int((~test_defect).sum()),
             "n_defect": int(test_defect.sum()),
             "n_hard_defects": int(test_defect.sum() - visible.sum()),
-            "roc_auc": roc_auc(test_scores, test_defect),
+            "roc_auc": roc_auc(test_defect, test_scores),
         },
     }
 
