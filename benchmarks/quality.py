@@ -19,6 +19,11 @@ Each arm runs in its own process on one thread (on a loaded 2-core box one threa
 three times faster than two); `--workers` arms run at once.
 
     .venv/bin/python benchmarks/quality.py [--size 128] [--epochs 4] [--workers 2] [--arms a,b]
+
+`recipe_*` arms train with the two-stage recipe (`TrainConfig()`'s defaults plus one change);
+`--select` scores the test split once, for the recipe arm best on val, next to main (main's
+recorded figure when the run leaves `main` out); `--cache DIR` keeps decoded pixels and frozen
+embeddings across runs.
 """
 
 from __future__ import annotations
