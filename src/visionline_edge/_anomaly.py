@@ -55,6 +55,11 @@ def map_embedding(maps: np.ndarray, threshold: float, grid: int = EMBEDDING_GRID
 def anomaly_outputs(outputs: dict[str, np.ndarray], threshold: float) -> dict[str, np.ndarray]:
     """The graph's outputs plus the derived `probabilities` and `embedding` (see the module)."""
     q = normalised_score(outputs["score"], threshold).astype(np.float32)
+    # float32 rounds scores within an ulp of the threshold to exactly 0.5; keep q > 0.5 exactly
+    # when the raw score is above the threshold, so the reported score and the decision agree.
+    above = np.asarray(outputs["score"]) > threshold
+    q = np.where(above & (q <= 0.5), np.nextafter(np.float32(0.5), np.float32(1)), q)
+    q = np.where(~above & (q > 0.5), np.float32(0.5), q).astype(np.float32)
     probabilities = np.stack([1.0 - q, q], axis=1).astype(np.float32)
     embedding = map_embedding(outputs["anomaly_map"], threshold)
     return {**outputs, "probabilities": probabilities, "embedding": embedding}

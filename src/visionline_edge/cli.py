@@ -135,7 +135,7 @@ def _score(args: argparse.Namespace) -> int:
                 rows[path] = {
                     "image": str(path),
                     "decision": one.decision,
-                    "defect_score": round(one.defect_score, 6),
+                    "defect_score": float(one.defect_score),
                     "predicted_class": one.predicted_class,
                 }
                 if one.anomaly_score is not None:

@@ -33,6 +33,15 @@ def _split(ctx: StepContext, split: str, spec: Any, limit: int | None = None) ->
     return load_split(version, repo.blobs, split, spec.preprocessing, limit)
 
 
+def _threshold_split(ctx: StepContext) -> str:
+    """The split that sets the bundle's threshold (calib when the version has one), so the
+    quantise step judges INT8 at the same threshold and on the same images as the bundle's gate."""
+    from visionline.data import DatasetRepo
+    from visionline.evaluate import threshold_split
+
+    return threshold_split(DatasetRepo(ctx.project).get(ctx.artifact("dataset").id))
+
+
 def _is_anomaly(ctx: StepContext) -> bool:
     return ctx.artifact("model").meta.get("kind") == "anomaly"
 
@@ -77,7 +86,8 @@ def export(ctx: StepContext) -> dict[str, Artifact]:
 
 def quantise(ctx: StepContext) -> dict[str, Artifact]:
     """INT8 chosen by measurement on class-stratified train images (calibration method, float
-    node groups), then judged by the paired gate on val images calibration did not see; a
+    node groups), then judged by the paired gate on the threshold split (calib, else val), which
+    calibration did not see, at the bundle's threshold; a
     refused INT8 model is recorded with the reason and the bundle ships FP32. An anomaly
     model is not quantised here: its bundle ships FP32, and the step records that."""
     from visionline.evaluate import threshold_for_false_reject_rate
@@ -99,7 +109,7 @@ def quantise(ctx: StepContext) -> dict[str, Artifact]:
     prep = spec.preprocessing
     train = _split(ctx, "train", spec, 4 * settings["calibration_images"])
     picked = stratified_indices(train.classes, settings["calibration_images"])
-    val = _split(ctx, "val", spec)
+    val = _split(ctx, _threshold_split(ctx), spec)
     batch = prep.normalize(val.pixels)
     fp32_scores = 1.0 - onnx_predict(fp32, batch)[0][:, 0]
     target = ctx.project.config.goals.operating_false_reject_rate
@@ -223,7 +233,8 @@ def _register_and_promote(
         version = register_run(ctx.project, run_id, name, tags=tags)["version"]
     row = show_model(ctx.project, name, version)[0]
     decided = row["tags"].get("promotion", "")
-    promoted, reasons = CHAMPION in row["aliases"], ["already champion"]
+    promoted = CHAMPION in row["aliases"]
+    reasons = ["already champion"] if promoted else ["left to the caller (register.promote: false)"]
     if not promoted and decided:  # this run was judged before: the registry keeps the verdict
         reasons = [decided.partition(": ")[2]]
     elif not promoted and ctx.settings["promote"]:
