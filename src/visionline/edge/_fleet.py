@@ -112,6 +112,11 @@ class Rollout:
             self._event("shadowing", version)
             return
 
+    def poll_soon(self) -> None:
+        """Check the channel after the next item instead of waiting out `poll_s` (the central
+        side calls this right after it published a bundle for this line)."""
+        self._next_poll = 0.0
+
     def _start(self, state: str, other: Any) -> None:
         self.state, self._other = state, other
         self._agree, self._latency = [], []

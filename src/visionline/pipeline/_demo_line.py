@@ -185,6 +185,7 @@ class AgentLine:
         shutil.copytree(bundle_dir, staging)
         target = self.channel / DEMO_LINE / name
         staging.rename(target)
+        self.rollout.poll_soon()
         return target
 
     def stream(self, rows: list[dict[str, str]]) -> dict[str, Any]:
