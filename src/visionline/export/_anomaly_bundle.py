@@ -51,7 +51,13 @@ def export_anomaly_bundle(
     """
     from visionline.anomaly import check_anomaly_parity, export_anomaly_onnx, load_anomaly_model
     from visionline.export import _data
-    from visionline.export._bundle import archive_bundle, finalize_bundle, staged_directory
+    from visionline.export._bundle import (
+        EDGE_RUNTIME,
+        archive_bundle,
+        bundle_lineage,
+        finalize_bundle,
+        staged_directory,
+    )
     from visionline.export._gate import operating_metrics
     from visionline.export._pipeline import ExportResult, _class_labels
     from visionline.export._stats import reference_statistics
@@ -203,17 +209,10 @@ def export_anomaly_bundle(
             "gates": gates,
             "pruning": None,
             "reference": reference,
-            "lineage": {
-                "dataset_version": version.id if version else extras.get("dataset_version"),
-                "mlflow_run_id": extras.get("run_id"),
-                **(lineage or {}),
-            },
+            "lineage": bundle_lineage(version, extras, lineage),
             "model_spec": spec.to_dict(),
             "export_config": config.model_dump(mode="json"),
-            "edge_runtime": {
-                "distribution": "visionline-edge",
-                "verify": "visionline-edge verify BUNDLE --trust-store DIR",
-            },
+            "edge_runtime": EDGE_RUNTIME,
         }
         finalize_bundle(stage, manifest, signing_key)
     archive = archive_bundle(out_dir, out_dir.with_name(out_dir.name + ".tar.gz"))

@@ -54,6 +54,26 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+EDGE_RUNTIME = {
+    "distribution": "visionline-edge",
+    "verify": "visionline-edge verify BUNDLE --trust-store DIR",
+}
+"""What `bundle.json` says about the runtime that verifies and runs it on the device."""
+
+
+def bundle_lineage(
+    version: Any, extras: dict[str, Any], lineage: dict[str, Any] | None, **more: Any
+) -> dict[str, Any]:
+    """The `lineage` block of `bundle.json`: dataset version and MLflow run, then `more`, then
+    the caller's own `lineage` entries (which win)."""
+    return {
+        "dataset_version": version.id if version else extras.get("dataset_version"),
+        "mlflow_run_id": extras.get("run_id"),
+        **more,
+        **(lineage or {}),
+    }
+
+
 def finalize_bundle(
     bundle_dir: Path, manifest: dict[str, Any], signing_key: Path | None = None
 ) -> Path:

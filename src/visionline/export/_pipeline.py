@@ -98,7 +98,13 @@ def export_model(
 
     from visionline.evaluate import threshold_for_false_reject_rate
     from visionline.export import _data, _onnx, _prune, _quantize
-    from visionline.export._bundle import archive_bundle, finalize_bundle, staged_directory
+    from visionline.export._bundle import (
+        EDGE_RUNTIME,
+        archive_bundle,
+        bundle_lineage,
+        finalize_bundle,
+        staged_directory,
+    )
     from visionline.export._gate import compare_decisions, operating_metrics
     from visionline.export._stats import reference_statistics
     from visionline.train import load_model
@@ -322,18 +328,12 @@ def export_model(
             "gates": gates,
             "pruning": prune_report.to_dict() if prune_report else None,
             "reference": reference,
-            "lineage": {
-                "dataset_version": version.id if version else extras.get("dataset_version"),
-                "mlflow_run_id": extras.get("run_id"),
-                "training_metrics": extras.get("metrics"),
-                **(lineage or {}),
-            },
+            "lineage": bundle_lineage(
+                version, extras, lineage, training_metrics=extras.get("metrics")
+            ),
             "model_spec": {**spec.to_dict(), "backbone_embedding_dim": embedding_dim},
             "export_config": config.model_dump(mode="json"),
-            "edge_runtime": {
-                "distribution": "visionline-edge",
-                "verify": "visionline-edge verify BUNDLE --trust-store DIR",
-            },
+            "edge_runtime": EDGE_RUNTIME,
         }
         finalize_bundle(stage, manifest, signing_key)
     archive = archive_bundle(out_dir, out_dir.with_name(out_dir.name + ".tar.gz"))
