@@ -65,6 +65,18 @@ class Decider:
         self.version = f"{model.name}:{model.version}"
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verdict")
 
+    def warm_up(self, runs: int = 3) -> None:
+        """Run the model a few times on a grey frame on the verdict thread before the first item:
+        ONNX Runtime's first runs allocate its buffers and the thread starts, which would
+        otherwise cost the line's first items their deadline."""
+        size = int(getattr(self.model.preprocessing, "size", 64))
+        frame = Frame("warm-up", time.time(), array=np.full((size, size, 3), 128, np.uint8))
+        try:
+            for _ in range(runs):
+                self._pool.submit(infer, self.model, frame).result()
+        except Exception as exc:  # noqa: BLE001 - a broken model shows as fail-safes per item
+            log.warning("warm-up run failed (%s); items will show why", exc)
+
     def swap(self, model: Any) -> Any:
         """Decide with `model` from the next item on; returns the model it replaced."""
         previous, self.model = self.model, model

@@ -158,7 +158,9 @@ class SynthSource:
     """The synthetic apple line as a live camera: `rate` items per second, optionally drifting.
 
     Item `i` is image `start + i` of a seeded stream, good or defective with `defect_rate`, so a
-    run is reproducible; `count` ends the stream (None: run until closed).
+    run is reproducible; `count` ends the stream (None: run until closed). A frame's capture time
+    is when the line was due to shoot it, so an agent that falls behind sees its items arrive
+    late, as it would with a real camera.
     """
 
     def __init__(
@@ -202,9 +204,10 @@ class SynthSource:
             due = begin + i / self.rate
             if self._stop.wait(max(0.0, due - time.monotonic())):
                 return
-            yield Frame(
+            late = max(0.0, time.monotonic() - due)  # a camera shoots on time; a late loop
+            yield Frame(  # makes the item wait, which must count against its deadline
                 f"synth-{index:06d}",
-                time.time(),
+                time.time() - late,
                 array=result.pixels,
                 meta={"subtype": subtype.value if subtype else "good"},
             )

@@ -78,6 +78,18 @@ class ModbusSink:
                     f"-{self.register + 3} for unit {self.unit}."
                 ) from exc
 
+    def connect(self) -> None:
+        """Connect now (before the first item); a one-sentence error when the PLC is away."""
+        with self._lock:
+            try:
+                self._connected()
+            except (ModbusException, OSError) as exc:
+                self._drop()
+                raise ServiceUnavailableError(
+                    f"The Modbus PLC at {self.host}:{self.port} does not answer ({_short(exc)}): "
+                    "check that it is on and reachable."
+                ) from exc
+
     def close(self) -> None:
         with self._lock:
             self._drop()

@@ -99,6 +99,18 @@ class MqttSink:
                     "it is running, reachable and lets this client publish there."
                 ) from exc
 
+    def connect(self) -> None:
+        """Connect now (before the first item); a one-sentence error when the broker is away."""
+        with self._lock:
+            try:
+                self._connected()
+            except (OSError, RuntimeError, ValueError) as exc:
+                self._drop()
+                raise ServiceUnavailableError(
+                    f"The MQTT broker at {self.host}:{self.port} does not answer "
+                    f"({_describe(exc)}): check that it is running and reachable."
+                ) from exc
+
     def close(self) -> None:
         with self._lock:
             self._drop()

@@ -110,6 +110,21 @@ class OpcUaSink:
                     f"has the writable nodes {', '.join(map(str, self._node_texts()))}."
                 ) from exc
 
+    def connect(self) -> None:
+        """Connect now (before the first item) so the first verdict does not pay for the
+        session set-up; raises the same one-sentence error as `send` when the PLC is away."""
+        with self._lock:
+            future = asyncio.run_coroutine_threadsafe(self._connected(), self._loop)
+            try:
+                future.result(timeout=2 * self.timeout + 1)
+            except Exception as exc:  # every failure becomes one sentence
+                future.cancel()
+                self._run_quietly(self._drop())
+                raise ServiceUnavailableError(
+                    f"The OPC UA PLC at {self.where} does not answer ({_describe(exc)}): check "
+                    "that it is on and reachable."
+                ) from exc
+
     def close(self) -> None:
         with self._lock:
             if self._loop.is_closed():

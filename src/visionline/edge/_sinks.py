@@ -180,6 +180,22 @@ class BufferedSink:
                 return
         self._drain()
 
+    def connect(self) -> None:
+        """Open the PLC connection before the first item. A PLC that is away raises the alarm
+        here, so the line's first verdicts queue at once instead of each waiting out a connect
+        timeout on the way to the ejector; the retry thread connects when the PLC answers."""
+        connect = getattr(self.sink, "connect", None)
+        if connect is None:
+            return
+        try:
+            connect()
+        except Exception as exc:  # noqa: BLE001 - any failure must buffer, not stop the line
+            _log.warning("PLC not reachable at start, buffering: %s", exc)
+            with self._state:
+                self._alarm = True
+                self.last_error = str(exc)
+                self._state.notify_all()
+
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the backlog to be delivered; True when it was."""
         end = time.monotonic() + timeout
