@@ -5,8 +5,9 @@ teacher is efficientnet_lite2 fine-tuned from the offline ImageNet weights at `-
 both students are efficientnet_lite0 from its offline ImageNet weights at the smaller `--size`,
 with the same data, epochs, seeds and settings, one with `teacher=<teacher model.pt>` (KD loss
 mixed with the label loss; the teacher sees the student's batch resized to its own input). The
-structurally pruned lite0 student of the issue is not run here (fit builds unpruned models).
-Latency: each model's ONNX FP32 at batch 1 on 2 threads, mean ± sd. Each is scored on val and test:
+second student is structurally pruned lite0: each seed's plain student loses `--prune-ratio` of its
+channels (torch-pruning) and is fine-tuned `--prune-epochs` with and without the same teacher.
+Latency: each model's ONNX FP32 at batch 1 on 2 threads, mean ± sd; MACs at batch 1. Each is scored on val and test:
 defect recall with the threshold set on val at the false-reject goal (`--max-frr`), the
 false-reject rate that threshold gives on test, accuracy, and the defect score's ROC AUC (free of
 the threshold, so the steadiest figure on a small test split). The figures of merit are the
@@ -14,7 +15,7 @@ KD − plain differences in test defect recall and ROC AUC, averaged over the se
 
     .venv/bin/python benchmarks/distill.py [--images 800] [--size 64] [--teacher-size 96]
         [--epochs 5] [--teacher-epochs 3] [--seeds 0 1 2] [--batch-size 32] [--augment 0.2]
-        [--max-frr 0.05]
+        [--max-frr 0.05] [--prune-ratio 0.3] [--prune-epochs 3]
 """
 
 from __future__ import annotations
@@ -38,16 +39,19 @@ from visionline.evaluate import (
 )
 from visionline.synth import SynthConfig, generate_dataset
 from visionline.train import TrainConfig, fit, load_model
+from visionline.export._data import load_split
+from visionline.export._prune import count_macs, count_params, finetune, prune_channels
 from visionline.train._data import PixelCache, eval_batches, split_labels
+from visionline.train._distill import DistillationLoss
 
 
-def scores(model_path: Path, project: Project, version) -> dict[str, float]:
-    """Val/test defect recall at the false-reject goal (threshold from val) and accuracy."""
-    model, spec = load_model(model_path)
+def scores(model, spec, project: Project, version) -> dict[str, float]:
+    """Val/test defect recall at the false-reject goal (threshold from val), accuracy, ROC AUC."""
     goal = project.config.goals.max_false_reject_rate
     cache = PixelCache(DatasetRepo(project).blobs, spec.preprocessing, None)
     out: dict[str, float] = {}
     probs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    model.eval()
     with torch.no_grad():
         for split in ("val", "test"):
             records, labels = split_labels(version, split, spec.class_names)
@@ -70,6 +74,16 @@ def scores(model_path: Path, project: Project, version) -> dict[str, float]:
     return out
 
 
+def measure(model, spec, project: Project, version) -> dict[str, float]:
+    """Scores, batch-1 ONNX latency, parameters and MACs of one model."""
+    return {
+        **scores(model, spec, project, version),
+        **latency_ms(model, spec.preprocessing.size),
+        "params": count_params(model),
+        "macs": count_macs(model, spec.preprocessing.size),
+    }
+
+
 def _project_with_goal(root: Path, max_frr: float) -> Project:
     """A fresh project whose false-reject goal drives early stopping and the thresholds."""
     path = init_project(root, name="distill-bench")
@@ -79,12 +93,10 @@ def _project_with_goal(root: Path, max_frr: float) -> Project:
     return Project.load(root)
 
 
-def latency_ms(model_path: Path, runs: int = 60) -> dict[str, float]:
+def latency_ms(model, size: int, runs: int = 60) -> dict[str, float]:
     """Batch-1 ONNX FP32 latency on 2 threads: mean and sd over `runs` after a warm-up."""
     from visionline.export._onnx import export_onnx, onnx_session
 
-    model, spec = load_model(model_path)
-    size = spec.preprocessing.size
     with tempfile.TemporaryDirectory() as tmp:
         session = onnx_session(export_onnx(model, size, Path(tmp) / "m.onnx"), 2, spinning=False)
         one = np.zeros((1, 3, size, size), np.float32)
@@ -108,6 +120,8 @@ def run(
     augment: float,
     batch_size: int,
     max_frr: float,
+    prune_ratio: float,
+    prune_epochs: int,
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         project = _project_with_goal(Path(tmp) / "apples", max_frr)
@@ -147,11 +161,14 @@ def run(
             progress=False,
         )
         teacher_s = time.perf_counter() - started
-        teacher_scores = {**scores(teacher.model_path, project, version), **latency_ms(teacher.model_path)}
+        teacher_model, teacher_spec = load_model(teacher.model_path)
+        teacher_scores = measure(teacher_model, teacher_spec, project, version)
         print(f"teacher efficientnet_lite2: {teacher_scores} ({teacher_s:.0f} s)")
 
-        runs: dict[str, list[dict[str, float]]] = {"student": [], "student_kd": []}
-        times: dict[str, float] = {"student": 0.0, "student_kd": 0.0}
+        names = ("student", "student_kd", "pruned", "pruned_kd")
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        times: dict[str, float] = dict.fromkeys(names, 0.0)
+        train_pixels = None
         for seed in seeds:
             for name, extra in (
                 ("student", {}),
@@ -182,15 +199,49 @@ def run(
                     progress=False,
                 )
                 times[name] += time.perf_counter() - started
-                s = {**scores(result.model_path, project, version), **latency_ms(result.model_path)}
+                model, spec = load_model(result.model_path)
+                s = measure(model, spec, project, version)
                 runs[name].append(s)
                 print(f"seed {seed} {name}: {s}")
+                if name != "student":
+                    continue
+                # The second student: this seed's plain student with `prune_ratio` of its
+                # channels removed, fine-tuned for `prune_epochs` with and without the teacher.
+                if train_pixels is None:
+                    train_pixels = load_split(version, repo.blobs, "train", spec.preprocessing)
+                for pruned_name, hook in (
+                    ("pruned", None),
+                    (
+                        "pruned_kd",
+                        DistillationLoss(teacher_model, teacher_spec, spec.preprocessing, 0.7, 4.0),
+                    ),
+                ):
+                    started = time.perf_counter()
+                    torch.manual_seed(seed)
+                    pruned, _ = load_model(result.model_path)
+                    prune_channels(pruned, size, prune_ratio)
+                    finetune(
+                        pruned,
+                        list(spec.class_names),
+                        spec.preprocessing,
+                        train_pixels,
+                        epochs=prune_epochs,
+                        lr=1e-3,
+                        batch_size=batch_size,
+                        seed=seed,
+                        teacher=hook,
+                    )
+                    times[pruned_name] += time.perf_counter() - started
+                    s = measure(pruned, spec, project, version)
+                    runs[pruned_name].append(s)
+                    print(f"seed {seed} {pruned_name}: {s}")
 
     def mean(name: str) -> dict[str, float]:
         keys = runs[name][0].keys()
         return {k: float(np.mean([r[k] for r in runs[name]])) for k in keys}
 
     plain, kd = mean("student"), mean("student_kd")
+    pruned, pruned_kd = mean("pruned"), mean("pruned_kd")
     return {
         "benchmark": "distill",
         "machine": {
@@ -247,6 +298,27 @@ def run(
             **kd,
             "per_seed": runs["student_kd"],
         },
+        "pruned": {
+            "from": "each seed's plain student",
+            "prune_ratio": prune_ratio,
+            "finetune_epochs": prune_epochs,
+            "finetune_lr": 1e-3,
+            "train_s_total": round(times["pruned"], 1),
+            **pruned,
+            "per_seed": runs["pruned"],
+        },
+        "pruned_kd": {
+            "from": "each seed's plain student",
+            "prune_ratio": prune_ratio,
+            "finetune_epochs": prune_epochs,
+            "finetune_lr": 1e-3,
+            "train_s_total": round(times["pruned_kd"], 1),
+            **pruned_kd,
+            "per_seed": runs["pruned_kd"],
+        },
+        "delta_pruned_test_defect_recall_pp": 100
+        * (pruned_kd["test_defect_recall"] - pruned["test_defect_recall"]),
+        "delta_pruned_test_roc_auc": pruned_kd["test_roc_auc"] - pruned["test_roc_auc"],
         "ratio_test_defect_recall_kd_over_plain": (
             kd["test_defect_recall"] / plain["test_defect_recall"]
             if plain["test_defect_recall"] > 0
@@ -279,6 +351,8 @@ def main() -> None:
         help="augmentation strength; 0 lets the teacher's logits be cached",
     )
     parser.add_argument("--max-frr", type=float, default=0.05, help="false-reject goal")
+    parser.add_argument("--prune-ratio", type=float, default=0.3, help="second student's pruning")
+    parser.add_argument("--prune-epochs", type=int, default=3, help="its fine-tuning epochs")
     args = parser.parse_args()
     result = run(
         args.images,
@@ -290,6 +364,8 @@ def main() -> None:
         args.augment,
         args.batch_size,
         args.max_frr,
+        args.prune_ratio,
+        args.prune_epochs,
     )
     teacher, plain, kd = result["teacher"], result["student"], result["student_kd"]
     result["readme"] = [
@@ -306,7 +382,19 @@ def main() -> None:
             f"{teacher['latency_ms_mean']:.1f} ± {teacher['latency_ms_sd']:.1f} ms",
             "result": f"{result['delta_test_defect_recall_pp']:+.1f} pp recall, "
             f"{result['delta_test_roc_auc']:+.3f} AUC",
-        }
+        },
+        {
+            "benchmark": "distill",
+            "measure": f"the same students with {args.prune_ratio:.0%} of channels pruned "
+            f"(torch-pruning), fine-tuned {args.prune_epochs} epochs: test recall / ROC AUC",
+            "visionline": f"with teacher: {result['pruned_kd']['test_defect_recall']:.3f} / "
+            f"{result['pruned_kd']['test_roc_auc']:.3f}",
+            "peer": f"without: {result['pruned']['test_defect_recall']:.3f} / "
+            f"{result['pruned']['test_roc_auc']:.3f}; "
+            f"{result['pruned']['macs'] / 1e6:.0f} vs {plain['macs'] / 1e6:.0f} MMACs unpruned",
+            "result": f"{result['delta_pruned_test_defect_recall_pp']:+.1f} pp recall, "
+            f"{result['delta_pruned_test_roc_auc']:+.3f} AUC",
+        },
     ]
     path = write_result("distill", result)
     print(

@@ -44,6 +44,18 @@ def count_params(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+def count_macs(model: Any, image_size: int) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (torch-pruning's op counter)."""
+    import torch
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, 3, image_size, image_size))
+    model.train(was_training)
+    return int(macs)
+
+
 def prune_channels(model: Any, image_size: int, ratio: float, round_to: int = 8) -> Any:
     """Remove `ratio` of the channels of every prunable layer group (L2 magnitude), in place.
 
@@ -79,8 +91,13 @@ def finetune(
     batch_size: int = 32,
     seed: int = 0,
     progress: Any = None,
+    teacher: Any = None,
 ) -> Any:
-    """A short supervised fine-tune on the train split (horizontal flips), to recover pruned accuracy."""
+    """A short supervised fine-tune on the train split (horizontal flips), to recover pruned accuracy.
+
+    `teacher` is an optional `TeacherHook` (e.g. `DistillationLoss`): the unpruned model or a
+    bigger one then adds its soft targets to the label loss.
+    """
     import torch
 
     index = {name: i for i, name in enumerate(class_names)}
@@ -106,7 +123,10 @@ def finetune(
             batch = np.where(flip.numpy()[:, None, None, None], batch[:, :, ::-1], batch)
             images = torch.from_numpy(preprocessing.normalize(batch))
             optimizer.zero_grad()
-            loss = loss_fn(model(images), labels[rows])
+            logits = model(images)
+            loss = loss_fn(logits, labels[rows])
+            if teacher is not None:
+                loss = teacher(images, logits, labels[rows], loss)
             loss.backward()
             optimizer.step()
             if progress:
