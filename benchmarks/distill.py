@@ -37,10 +37,10 @@ from visionline.evaluate import (
     roc_auc,
     threshold_for_false_reject_rate,
 )
-from visionline.synth import SynthConfig, generate_dataset
-from visionline.train import TrainConfig, fit, load_model
 from visionline.export._data import load_split
 from visionline.export._prune import count_macs, count_params, finetune, prune_channels
+from visionline.synth import SynthConfig, generate_dataset
+from visionline.train import TrainConfig, fit, load_model
 from visionline.train._data import PixelCache, eval_batches, split_labels
 from visionline.train._distill import DistillationLoss
 
