@@ -330,6 +330,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--deadline-ms", type=float, default=50.0)
+    parser.add_argument("--nice", type=int, default=0, help=(
+        "Run at this niceness, e.g. -10 as deploy/edge's systemd unit runs the agent (needs root)."))
     parser.add_argument("--sweep", default="30,40,50,60,80",
                         help="Higher rates (items/s) tried after the rounds, until one fails.")
     parser.add_argument("--sweep-seconds", type=float, default=10.0)
@@ -339,6 +341,8 @@ def main() -> None:
     args = parser.parse_args()
     if uncommitted_code():
         raise SystemExit("Commit first: " + ", ".join(uncommitted_code()))
+    if args.nice:
+        os.nice(args.nice)
     from visionline_edge import load_bundle
 
     tmp = Path(tempfile.mkdtemp(prefix="edge-agent-bench-"))

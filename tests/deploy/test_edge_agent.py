@@ -66,6 +66,7 @@ def test_exec_start_is_a_valid_edge_run() -> None:
     assert unit["Service"]["ReadWritePaths"] == str(state)
     assert unit["Service"]["StateDirectory"] == state.name
     assert unit["Service"]["Restart"] == "always" and unit["Service"]["KillSignal"] == "SIGTERM"
+    assert int(unit["Service"]["Nice"]) < 0  # the line's deadline first
     assert set(env) == set(re.findall(r"\$\{(\w+)\}", unit["Service"]["ExecStart"]))
 
 
