@@ -45,7 +45,8 @@ def run_command(
     bundle: Annotated[Path | None, typer.Option(
         "--bundle", "-b", help="Signed bundle folder or .tar.gz.")] = None,
     source: Annotated[str | None, typer.Option(
-        "--source", help="Camera folder, video file, rtsp://..., or synth://?rate=20&drift=lighting."
+        "--source", help="Camera folder, video file, rtsp://..., genicam:///PATH/producer.cti"
+        "?serial=N (a GenICam camera), or synth://?rate=20&drift=lighting."
     )] = None,
     plc: Annotated[str | None, typer.Option(
         "--plc", help="Reject signal sink: opcua://, modbus://, mqtt:// (leave out to only log)."

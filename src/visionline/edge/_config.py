@@ -21,7 +21,7 @@ from visionline.errors import ConfigError, NotFoundError
 __all__ = ["DEFAULT_OUTBOX", "EdgeConfig", "load_edge_config"]
 
 DEFAULT_OUTBOX = Path(".visionline/edge/outbox.db")
-SOURCE_SCHEMES = ("", "synth", "folder", "file", "rtsp", "rtsps")
+SOURCE_SCHEMES = ("", "synth", "folder", "file", "rtsp", "rtsps", "genicam")
 PLC_SCHEMES = ("opcua", "modbus", "mqtt", "mqtts")
 
 
@@ -64,7 +64,7 @@ class EdgeConfig(BaseModel):
         if len(scheme) > 1 and scheme not in SOURCE_SCHEMES:  # one letter: a Windows drive
             raise ValueError(
                 f"Unknown frame source {scheme}://; use a folder path, folder:///PATH, a video "
-                "file, rtsp://HOST/PATH or synth://?rate=20"
+                "file, rtsp://HOST/PATH, genicam:///PATH/producer.cti or synth://?rate=20"
             )
         return value
 

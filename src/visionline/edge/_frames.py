@@ -272,8 +272,9 @@ def _query(url: str) -> dict[str, str]:
 
 
 def open_source(url: str) -> FrameSource:
-    """`synth://?rate=20&count=N&drift=lighting`, `folder:///PATH` or a folder path, a video file
-    or `rtsp://...`; anything else is refused with the forms that work."""
+    """`synth://?rate=20&count=N&drift=lighting`, `folder:///PATH` or a folder path, a video file,
+    `rtsp://...` or `genicam:///PATH/producer.cti?serial=…`; anything else is refused with the
+    forms that work."""
     parts = urlsplit(url)
     if parts.scheme == "synth":
         q = _query(url)
@@ -293,6 +294,10 @@ def open_source(url: str) -> FrameSource:
             raise ConfigError(f"Bad synth:// parameter in {url!r} ({exc}); use numbers.") from exc
     if parts.scheme in ("rtsp", "rtsps"):
         return VideoSource(url)
+    if parts.scheme == "genicam":
+        from visionline.edge._genicam import GenICamSource
+
+        return GenICamSource(url)
     if parts.scheme in ("folder", "file"):
         return HotFolderSource(Path(parts.path))
     if not parts.scheme:
@@ -309,5 +314,5 @@ def open_source(url: str) -> FrameSource:
         )
     raise ConfigError(
         f"Unknown frame source {parts.scheme}://; use a folder path, folder:///PATH, a video "
-        "file, rtsp://HOST/PATH or synth://?rate=20."
+        "file, rtsp://HOST/PATH, genicam:///PATH/producer.cti or synth://?rate=20."
     )
