@@ -1,5 +1,7 @@
 """A self-contained HTML report of an anomaly evaluation: the numbers, and heatmap overlays of
-flagged defects, missed defects and false rejects, so an operator sees where the model looks."""
+flagged defects, missed defects and false rejects, so an operator sees where the model looks.
+Where a defect's mask is known its outline is drawn on the overlay, so a glance tells whether the
+hot spot is the defect or something else."""
 
 from __future__ import annotations
 
@@ -26,16 +28,42 @@ table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding
 .pass{color:#127a12}.fail{color:#b00020}"""
 
 
+OUTLINE = (255, 255, 255)
+LEGEND = (
+    "Heatmaps: red is far from every good patch (one colour scale for all images); "
+    "a white outline marks the annotated defect."
+)
+
+
 def overlay(
-    image: Image.Image, amap: np.ndarray, preprocessing: Preprocessing, vmax: float
+    image: Image.Image,
+    amap: np.ndarray,
+    preprocessing: Preprocessing,
+    vmax: float,
+    mask: np.ndarray | None = None,
 ) -> Image.Image:
-    """The model-input image with the anomaly map blended on top (red = far from any good patch)."""
+    """The model-input image with the anomaly map blended on top (red = far from any good patch)
+    and, given a full-size bool `mask`, the defect's outline in white."""
     import matplotlib
+
+    from visionline.anomaly._pixel import mask_in_model_frame
 
     base = Image.fromarray(preprocessing.to_uint8(image)[..., :3]).convert("RGB")
     heat = matplotlib.colormaps["jet"](np.clip(amap / max(vmax, 1e-9), 0, 1))[..., :3]
     heat_image = Image.fromarray((heat * 255).astype(np.uint8)).resize(base.size)
-    return Image.blend(base, heat_image, 0.45)
+    blended = Image.blend(base, heat_image, 0.45)
+    if mask is None or not mask.any():
+        return blended
+    pixels = np.array(blended)
+    pixels[outline(mask_in_model_frame(mask, preprocessing))] = OUTLINE
+    return Image.fromarray(pixels)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The pixels of a bool mask that touch a pixel outside it (a one-pixel border)."""
+    padded = np.pad(mask, 1)
+    inside = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inside
 
 
 def _png(image: Image.Image) -> str:
@@ -60,6 +88,7 @@ def write_heatmap_report(
     preprocessing: Preprocessing,
     title: str,
 ) -> Path:
+    from visionline.anomaly._records import mask_of
     from visionline.preprocessing import decode_image
 
     metrics = result.metrics
@@ -78,8 +107,17 @@ def write_heatmap_report(
         figures = []
         for i in order:
             record = result.records[i]
-            image = overlay(decode_image(blobs.get(record.sha256)), maps[i], preprocessing, vmax)
-            caption = f"{html.escape(record.model_class)} · {result.scores[i]:.3f} · {html.escape(Path(record.path).name)}"
+            image = overlay(
+                decode_image(blobs.get(record.sha256)),
+                maps[i],
+                preprocessing,
+                vmax,
+                mask_of(blobs, record),
+            )
+            caption = (
+                f"{html.escape(record.model_class)} · {result.scores[i]:.3f} · "
+                f"{html.escape(Path(record.path).name)}"
+            )
             figures.append(
                 f'<figure><img src="data:image/png;base64,{_png(image)}"><figcaption>{caption}</figcaption></figure>'
             )
@@ -99,7 +137,7 @@ def write_heatmap_report(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<p class='{verdict}'>{html.escape(result.gates.summary())}</p>"
-        f"<table>{table}</table>{''.join(sections)}</body></html>"
+        f"<table>{table}</table><p>{LEGEND}</p>{''.join(sections)}</body></html>"
     )
     path.write_text(page, encoding="utf-8")
     return path
