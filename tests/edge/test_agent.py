@@ -149,6 +149,28 @@ def test_several_views_of_one_item_give_one_verdict(model: Any, tmp_path: Path) 
     assert [r["views"] for r in records] == [2, 2, 1, 2]
 
 
+def test_an_anomaly_bundle_decides_on_the_line(tmp_path: Path) -> None:
+    from edge_support import make_anomaly_bundle
+
+    from visionline.export import generate_keys
+
+    private, public = generate_keys(tmp_path / "keys")
+    bundle = make_anomaly_bundle(tmp_path / "anomaly", private, threshold=1.0)
+    model = load_bundle(bundle, public, require_signature=True)
+    images = [png((230, 230, 230)), png((10, 10, 10)), png((200, 190, 180))]
+    frames = [Frame(f"i{i}", time.time(), data=b) for i, b in enumerate(images)]
+    sink, outbox = RecordingSink(), Outbox(tmp_path / "outbox.db")
+    LineAgent(ListSource(frames), Decider(model, 5000), outbox, sink).run()
+    expected = model.predict(images)
+    assert [v.reject for v in sink.sent] == expected.flagged.tolist() == [False, True, False]
+    assert [v.model_version for v in sink.sent] == ["apples-anomaly:1"] * 3
+    records = outbox.pending(10)
+    assert [r["anomaly_score"] for r in records] == pytest.approx(expected.anomaly_scores.tolist())
+    assert records[1]["decision"] == "defect" and set(records[1]["probabilities"]) == {
+        "good", "anomaly"}
+    assert records[1]["defect_score"] > 0.5 > records[0]["defect_score"]
+
+
 def test_kept_images_travel_with_their_records_when_uploading(model: Any, tmp_path: Path) -> None:
     import base64
 

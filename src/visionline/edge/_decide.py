@@ -130,6 +130,8 @@ class Decider:
             ).decode(),
             quality=[float(v) for v in quality],
         )
+        if prediction.anomaly_score is not None:  # an anomaly bundle: its raw detector score too
+            record["anomaly_score"] = float(prediction.anomaly_score)
         return Decision(verdict, record, frame.data)
 
     def decide_item(self, frames: list[Frame]) -> tuple[Decision, Frame]:
