@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from edge_agent_support import RecordingSink
 from edge_support import make_bundle, png
@@ -92,3 +93,49 @@ def test_a_disagreement_spike_after_the_switch_rolls_back(plant) -> None:
     assert [e.kind for e in rollout.events] == ["shadowing", "switched", "rolled_back"]
     assert sink.sent[-1].model_version == "apples:1" and status["version"] == "apples:1"
     assert "back to apples:1" in rollout.events[-1].detail
+
+
+class SlowLoadingChannel:
+    """The plant's channel folder, with a fetch that takes `delay_s` (a slow download)."""
+
+    def __init__(self, root: Path, delay_s: float) -> None:
+        from visionline.edge._channel import open_channel
+
+        self.channel, self.delay_s = open_channel(root, "L1"), delay_s
+
+    def candidates(self) -> list[Any]:
+        from visionline.edge._channel import Candidate
+
+        def slow(fetch):
+            time.sleep(self.delay_s)
+            return fetch()
+
+        return [Candidate(c.name, c.key, lambda c=c: slow(c.fetch))
+                for c in self.channel.candidates()]
+
+
+def test_a_background_roll_out_never_holds_up_an_item(plant) -> None:
+    make_bundle(plant["channel"] / "apples-2", plant["private"], version="2")
+    decider = Decider(plant["model"], deadline_ms=5000, line="L1")
+    rollout = Rollout(decider, SlowLoadingChannel(plant["channel"].parent, 1.5),
+                      pubkey=plant["public"], shadow_items=2, poll_s=0.0, background=True)
+    sink = RecordingSink()
+    agent = LineAgent(ListSource([BRIGHT, DARK] * 300), decider, Outbox(plant["tmp"] / "o.db"),
+                      sink, rollout=rollout)
+    stopped = []
+
+    def after(frame: Frame, decision: Any, original=rollout.after_item) -> None:
+        original(frame, decision)
+        time.sleep(0.01)  # items arrive every 10 ms while the candidate downloads for 1.5 s
+        if [e.kind for e in rollout.events][-1:] == ["kept"] and not stopped:
+            stopped.append(len(sink.sent))
+            agent.stop()
+
+    rollout.after_item = after
+    agent.run()
+    decider.close()
+    assert [e.kind for e in rollout.events] == ["shadowing", "switched", "kept"]
+    gaps = np.diff([v.decided_at for v in sink.sent])
+    assert gaps.max() < 1.0  # no item waited for the 1.5 s download
+    first_new = [v.model_version for v in sink.sent].index("apples:2")
+    assert first_new > 10  # the line kept deciding with v1 while v2 was fetched and verified

@@ -153,7 +153,7 @@ def _run(s: Any) -> None:
     if channel is not None:
         rollout = Rollout(decider, channel, pubkey=s.pubkey, trust_store=s.trust_store,
                           shadow_items=s.shadow_items, min_agreement=s.min_agreement,
-                          threads=s.threads, active_path=model.root)
+                          threads=s.threads, active_path=model.root, background=True)
     agent = LineAgent(frames, decider, store, sink, images, s.sample_every, rollout=rollout,
                       camera_timeout_s=s.camera_timeout, upload_images=s.upload_images,
                       views=s.views, view_separator=s.view_separator)

@@ -67,7 +67,6 @@ class LineAgent:
         self.rollout = rollout
         self.stats = AgentStats()
         self._stop = threading.Event()
-        self._next_gauge = 0.0
         self.camera_timeout_s = camera_timeout_s
         self.camera_alarm = False
         self._last_frame = time.monotonic()
@@ -137,12 +136,26 @@ class LineAgent:
         self._last_frame = time.monotonic()
         if self.camera_timeout_s:
             threading.Thread(target=self._watch_camera, name="camera-watch", daemon=True).start()
+        gauges = threading.Thread(target=self._watch_gauges, name="gauges", daemon=True)
+        gauges.start()
         try:
             self._loop(max_items)
         finally:
             self._stop.set()
+        gauges.join(timeout=5)
         self.update_gauges()
         return self.stats
+
+    def _watch_gauges(self, interval_s: float = 1.0) -> None:
+        """Refresh the backlog gauges every `interval_s` on a connection of their own: counting
+        the outbox scans it (ms, up to ~100 ms on a busy disk), which the line must not wait for
+        (a WAL reader never blocks the line's commits)."""
+        reader = Outbox(self.outbox.path)
+        try:
+            while not self._stop.wait(interval_s):
+                self.update_gauges(reader)
+        finally:
+            reader.close()
 
     def _watch_camera(self) -> None:
         """Raise the camera alarm when no frame came for `camera_timeout_s` (cleared by the next)."""
@@ -169,17 +182,14 @@ class LineAgent:
             self.handle(decision)
             if self.rollout is not None:
                 self._roll(frame, decision)
-            if time.monotonic() >= self._next_gauge:
-                self.update_gauges()
             if self._stop.is_set() or (max_items is not None and self.stats.items >= max_items):
                 break
 
-    def update_gauges(self) -> None:
+    def update_gauges(self, outbox: Outbox | None = None) -> None:
         """Outbox backlog and sync lag (the age of the oldest unacknowledged verdict)."""
-        backlog, oldest = self.outbox.backlog()
+        backlog, oldest = (outbox or self.outbox).backlog()
         self.metrics.backlog.set(backlog)
         self.metrics.sync_lag.set(time.time() - oldest if oldest else 0.0)
-        self._next_gauge = time.monotonic() + 1.0
         if hasattr(self.sink, "backlog"):  # a BufferedSink: signals waiting for the PLC
             self.metrics.plc_backlog.set(self.sink.backlog)
             self.metrics.plc_alarm.set(1.0 if self.sink.alarm else 0.0)

@@ -5,7 +5,9 @@ The central side drops a bundle (a folder, or a .tar.gz renamed into place) into
 under a sub-folder named for the line when there is one. The agent verifies it with its pinned
 keys (a tampered or unsigned bundle is refused and the line keeps its model), runs it in shadow
 on the next `shadow_items` live frames, and switches between two items when its verdicts agree
-with the running model and its latency holds. For `shadow_items` more items the old model then
+with the running model and its latency holds. With `background=True` (the CLI) fetching,
+verifying and loading a candidate happen on a thread of their own, so a roll-out never holds up
+an item; shadow runs come after each item's signal. For `shadow_items` more items the old model then
 runs in shadow: a disagreement spike, a latency breach or a crash of the new model switches back.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +63,7 @@ class Rollout:
         active_path: str | Path | None = None,
         cache: Path | None = None,
         on_load: Callable[[str, Any], None] | None = None,
+        background: bool = False,
     ) -> None:
         self.decider = decider
         self.on_load = on_load  # e.g. name a candidate by its registry version before it runs
@@ -78,6 +82,9 @@ class Rollout:
         self._agree: list[bool] = []
         self._latency: list[float] = []
         self._next_poll = 0.0
+        self.background = background  # fetch, verify and load off the line's thread
+        self._loading: threading.Thread | None = None
+        self._loaded: tuple[Any, str] | None = None
 
     def _event(self, kind: str, version: str, detail: str = "") -> None:
         event = RolloutEvent(kind, version, detail)
@@ -86,11 +93,17 @@ class Rollout:
 
     def poll(self) -> None:
         """Verify the newest unseen bundle of the channel and start shadowing it."""
+        found = self._find()
+        if found is not None:
+            self._shadow(*found)
+
+    def _find(self) -> tuple[Any, str] | None:
+        """The newest unseen bundle of the channel, fetched, verified and loaded (or None)."""
         from visionline_edge import load_bundle
 
         for candidate in reversed(self.channel.candidates()):
             if candidate.key in self._seen:
-                return
+                return None
             self._seen.add(candidate.key)
             try:
                 path = candidate.fetch()
@@ -98,19 +111,27 @@ class Rollout:
                                     trust_store=self.trust_store, require_signature=True)
             except (VisionlineError, OSError) as exc:
                 self._event("refused", candidate.name, str(exc))
-                return
+                return None
             if self.on_load is not None:
                 self.on_load(candidate.name, model)
             unpacked = model.manifest.get("_unpacked")
             if unpacked:
                 shutil.rmtree(unpacked, ignore_errors=True)
-            version = f"{model.name}:{model.version}"
-            if version == self.decider.version:
-                return
-            self._start("shadow", model)
-            self._other_path = str(path)
-            self._event("shadowing", version)
-            return
+            if f"{model.name}:{model.version}" == self.decider.version:
+                return None
+            return model, str(path)
+        return None
+
+    def _shadow(self, model: Any, path: str) -> None:
+        self._start("shadow", model)
+        self._other_path = path
+        self._event("shadowing", _version(model))
+
+    def _load_in_background(self) -> None:
+        try:
+            self._loaded = self._find()
+        except Exception as exc:  # noqa: BLE001 - a broken channel must not touch the line
+            log.error("roll-out: checking the channel failed (%s)", exc)
 
     def poll_soon(self) -> None:
         """Check the channel after the next item instead of waiting out `poll_s` (the central
@@ -124,10 +145,20 @@ class Rollout:
     def after_item(self, frame: Frame, decision: Decision) -> None:
         """Called by the agent after an item was signalled (so the line never waits for this)."""
         if self.state == "idle":
+            if self._loaded is not None:  # loaded off the line's thread: shadow from now on
+                loaded, self._loaded = self._loaded, None
+                self._shadow(*loaded)
+                return
             now = time.monotonic()
-            if now >= self._next_poll:
+            busy = self._loading is not None and self._loading.is_alive()
+            if now >= self._next_poll and not busy:
                 self._next_poll = now + self.poll_s
-                self.poll()
+                if not self.background:
+                    self.poll()
+                    return
+                self._loading = threading.Thread(target=self._load_in_background,
+                                                 name="rollout-load", daemon=True)
+                self._loading.start()
             return
         verdict = decision.verdict
         if self.state == "probation" and verdict.fail_safe and verdict.reason == "error":
