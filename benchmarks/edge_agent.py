@@ -328,7 +328,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help=(
+        "ONNX Runtime intra-op threads for agent and bare alike (the agent's default is 1)."))
     parser.add_argument("--deadline-ms", type=float, default=50.0)
     parser.add_argument("--nice", type=int, default=0, help=(
         "Run at this niceness, e.g. -10 as deploy/edge's systemd unit runs the agent (needs root)."))

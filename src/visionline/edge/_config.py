@@ -55,7 +55,7 @@ class EdgeConfig(BaseModel):
     views: int = Field(1, ge=1, le=64)
     view_separator: str = Field("_", min_length=1)
     max_items: int | None = Field(None, ge=1)
-    threads: int | None = Field(None, ge=1)
+    threads: int = Field(1, ge=1)  # see --threads: one intra-op thread keeps the deadline
 
     @field_validator("source")
     @classmethod
