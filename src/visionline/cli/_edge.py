@@ -51,6 +51,10 @@ def run_command(
     plc: Annotated[str | None, typer.Option(
         "--plc", help="Reject signal sink: opcua://, modbus://, mqtt:// (leave out to only log)."
     )] = None,
+    item_tag: Annotated[str | None, typer.Option(
+        "--item-tag", help="Name each frame by the PLC's trigger counter when it arrives: "
+        "opcua://HOST:PORT?node=ns=2;s=Line1.Trigger (default: the source's own ids)."
+    )] = None,
     trust_store: TrustStoreOption = None,
     pubkey: PubkeyOption = None,
     deadline_ms: Annotated[float, typer.Option(
@@ -150,6 +154,10 @@ def _run(s: Any) -> None:
     model = _load_running_bundle(store, s.bundle, channel, s.pubkey, s.trust_store, s.threads)
     sink = _sink(s.plc)
     frames = open_source(s.source)
+    if s.item_tag:
+        from visionline.edge._trigger import TaggedSource, open_item_tag
+
+        frames = TaggedSource(frames, open_item_tag(s.item_tag))
     decider = Decider(model, s.deadline_ms, s.fail_safe, line=s.line)
     images = ImageStore(image_folder(s.outbox), int(s.image_quota_mb * 1024 * 1024))
     rollout = None

@@ -33,6 +33,7 @@ class EdgeConfig(BaseModel):
     bundle: Path | None = None
     source: str
     plc: str | None = None
+    item_tag: str | None = None
     trust_store: Path | None = None
     pubkey: Path | None = None
     deadline_ms: float = Field(100.0, gt=0)
@@ -75,6 +76,15 @@ class EdgeConfig(BaseModel):
             raise ValueError(
                 f"unknown PLC scheme in {value!r}; use one of "
                 + ", ".join(s + "://" for s in PLC_SCHEMES)
+            )
+        return value
+
+    @field_validator("item_tag")
+    @classmethod
+    def _item_tag(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme.lower() != "opcua":
+            raise ValueError(
+                f"{value!r} is not an OPC UA node URL; use opcua://HOST:PORT?node=ns=2;s=Line1.Trigger"
             )
         return value
 

@@ -28,7 +28,8 @@ class PlcWrite:
 
 
 class SimulatedPlc:
-    """An OPC UA server with `ns=2;s=<line>.ItemId|Reject|Sequence|FailSafe`, in its own thread."""
+    """An OPC UA server with `ns=2;s=<line>.ItemId|Reject|Sequence|FailSafe` and the camera
+    trigger counter `<line>.Trigger`, in its own thread."""
 
     def __init__(self, line: str = "Line1", port: int | None = None) -> None:
         self.line = line
@@ -63,9 +64,12 @@ class SimulatedPlc:
             ("Reject", False, ua.VariantType.Boolean),
             ("Sequence", 0, ua.VariantType.UInt32),
             ("FailSafe", False, ua.VariantType.Boolean),
+            ("Trigger", 0, ua.VariantType.UInt32),
         ]:
             node = await line.add_variable(f"ns={ns};s={self.line}.{name}", name, value, kind)
             await node.set_writable()
+            if name == "Trigger":
+                self._trigger = node
         server.subscribe_server_callback(CallbackType.PostWrite, self._record)
         await server.start()
         self._server = server
@@ -81,6 +85,20 @@ class SimulatedPlc:
             with self._lock:
                 self.writes.append(PlcWrite(str(values["ItemId"]), bool(values["Reject"]),
                                             int(values.get("Sequence", 0)), time.time()))
+
+    def fire(self, count: int) -> None:
+        """Set the trigger counter, as the PLC does when it fires the camera for item `count`
+        (the agent's `--item-tag` reads it as the item id)."""
+        from asyncua import ua
+
+        asyncio.run_coroutine_threadsafe(
+            self._trigger.write_value(ua.Variant(count, ua.VariantType.UInt32)), self._loop
+        ).result(10)
+
+    @property
+    def trigger_url(self) -> str:
+        """The agent's `--item-tag` URL for the trigger counter."""
+        return f"opcua://127.0.0.1:{self.port}/plc?node=ns=2;s={self.line}.Trigger&timeout=3"
 
     def received(self) -> list[PlcWrite]:
         """Every verdict written so far, in arrival order."""
