@@ -182,3 +182,28 @@ def test_kept_images_travel_with_their_records_when_uploading(model: Any, tmp_pa
     records = outbox.pending(10)
     assert [("image" in r) for r in records] == [False, True, False]  # the flagged one
     assert base64.b64decode(records[1]["image"]) == images[1]
+
+
+def test_the_plc_sees_every_verdict_in_order_before_its_deadline(model: Any, tmp_path: Path) -> None:
+    from visionline.edge import BufferedSink, open_sink
+    from visionline.edge._simulator import SimulatedPlc
+
+    plc = SimulatedPlc().start()
+    try:
+        sink = BufferedSink(open_sink(plc.url))
+        outbox = Outbox(tmp_path / "outbox.db")
+        agent = LineAgent(SynthSource(rate=20, count=12, size=64), Decider(model, 2000), outbox,
+                          sink)
+        agent.run()
+        sink.flush(10)
+        sink.close()
+        received = plc.received()
+    finally:
+        plc.stop()
+    records = outbox.pending(100)
+    assert [(w.item_id, w.reject) for w in received] == [
+        (r["request_id"], r["flagged"]) for r in records]
+    assert [w.sequence for w in received] == list(range(1, 13))
+    deadline = {r["request_id"]: r["ts"] + 2.0 for r in records}
+    assert all(w.received_at <= deadline[w.item_id] for w in received)
+    assert not any(r["route"] == "fail_safe" for r in records)

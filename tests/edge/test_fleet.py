@@ -139,3 +139,41 @@ def test_a_background_roll_out_never_holds_up_an_item(plant) -> None:
     assert gaps.max() < 1.0  # no item waited for the 1.5 s download
     first_new = [v.model_version for v in sink.sent].index("apples:2")
     assert first_new > 10  # the line kept deciding with v1 while v2 was fetched and verified
+
+
+def _breaks_after_the_switch(shadow: int, failure: str):
+    """An `on_load` hook that lets the candidate pass its shadow run, then crash or stall once
+    it runs the line (a model that breaks on production frames)."""
+
+    def hook(_name: str, model: Any) -> None:
+        original, calls = model.predict_array, []
+
+        def predict_array(batch):
+            calls.append(1)
+            if len(calls) > shadow:
+                if failure == "crash":
+                    raise RuntimeError("onnxruntime: kernel failed")
+                time.sleep(0.3)
+            return original(batch)
+
+        model.predict_array = predict_array
+
+    return hook
+
+
+@pytest.mark.parametrize(("failure", "detail"), [
+    ("crash", "the new model failed on an item"), ("stall", "p95 latency"),
+])
+def test_a_new_model_that_crashes_or_stalls_is_rolled_back(plant, failure: str, detail: str) -> None:
+    make_bundle(plant["channel"] / "apples-2", plant["private"], version="2")
+    decider = Decider(plant["model"], deadline_ms=5000, line="L1")
+    rollout = Rollout(decider, plant["channel"].parent, pubkey=plant["public"], shadow_items=2,
+                      poll_s=0.0, max_latency_ms=150, on_load=_breaks_after_the_switch(2, failure))
+    sink = RecordingSink()
+    LineAgent(ListSource([BRIGHT, DARK] * 4), decider, Outbox(plant["tmp"] / "o.db"), sink,
+              rollout=rollout).run()
+    decider.close()
+    assert [e.kind for e in rollout.events] == ["shadowing", "switched", "rolled_back"]
+    assert detail in rollout.events[-1].detail
+    assert decider.version == "apples:1" and sink.sent[-1].model_version == "apples:1"
+    assert len(sink.sent) == 8  # every item got a verdict, the failed ones the fail-safe
