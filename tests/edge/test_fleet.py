@@ -170,10 +170,13 @@ def test_a_new_model_that_crashes_or_stalls_is_rolled_back(plant, failure: str, 
     rollout = Rollout(decider, plant["channel"].parent, pubkey=plant["public"], shadow_items=2,
                       poll_s=0.0, max_latency_ms=150, on_load=_breaks_after_the_switch(2, failure))
     sink = RecordingSink()
-    LineAgent(ListSource([BRIGHT, DARK] * 4), decider, Outbox(plant["tmp"] / "o.db"), sink,
-              rollout=rollout).run()
+    agent = LineAgent(ListSource([BRIGHT, DARK] * 4), decider, Outbox(plant["tmp"] / "o.db"),
+                      sink, rollout=rollout)
+    agent.run()
     decider.close()
     assert [e.kind for e in rollout.events] == ["shadowing", "switched", "rolled_back"]
     assert detail in rollout.events[-1].detail
+    metrics = agent.metrics.render().decode()
+    assert 'visionline_edge_rollout_events_total{kind="rolled_back"} 1.0' in metrics
     assert decider.version == "apples:1" and sink.sent[-1].model_version == "apples:1"
     assert len(sink.sent) == 8  # every item got a verdict, the failed ones the fail-safe

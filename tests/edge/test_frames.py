@@ -109,3 +109,8 @@ def test_unknown_sources_are_refused(tmp_path: Path) -> None:
         open_source("gige://camera1")
     with pytest.raises(NotFoundError, match="No folder or video"):
         open_source(str(tmp_path / "nothing-here"))
+
+
+def test_a_usb_camera_that_is_not_plugged_in_is_one_sentence() -> None:
+    with pytest.raises(NotFoundError, match=r"Cannot open video /dev/video97 .*check the path"):
+        open_source("/dev/video97")  # V4L2 through PyAV; no camera on this machine

@@ -52,13 +52,18 @@ def test_frames_are_named_by_the_plcs_trigger_counter(tmp_path: Path) -> None:
     assert source.errors == 0
 
 
-def test_a_silent_plc_leaves_the_source_ids_and_the_line_goes_on(caplog) -> None:
+def test_a_silent_plc_leaves_the_source_ids_and_the_line_goes_on(tmp_path: Path, caplog) -> None:
+    bundle, store = signed_bundle(tmp_path)
+    model = load_bundle(bundle, trust_store=store, require_signature=True)
     tag = open_item_tag(f"opcua://127.0.0.1:{free_port()}?node=ns=2;s=Line1.Trigger&timeout=0.3")
     source = TaggedSource(TriggeredCamera(None, [1, 2]), tag)
+    sink = RecordingSink()
+    agent = LineAgent(source, Decider(model, 5000), Outbox(tmp_path / "o.db"), sink)
     with caplog.at_level("ERROR", logger="visionline.edge"):
-        ids = [frame.item_id for frame in source]
-    assert ids == ["cam-0", "cam-1"] and source.errors == 2
+        agent.run()
+    assert [v.item_id for v in sink.sent] == ["cam-0", "cam-1"] and source.errors == 2
     assert "did not give the item tag ns=2;s=Line1.Trigger" in caplog.records[0].getMessage()
+    assert "visionline_edge_item_tag_errors 2.0" in agent.metrics.render().decode()
 
 
 def test_item_tag_urls_that_cannot_work_are_one_sentence() -> None:

@@ -65,6 +65,7 @@ class LineAgent:
         self.views, self.view_separator = views, view_separator
         self.metrics = metrics or AgentMetrics()
         self.rollout = rollout
+        self._events_seen = 0
         self.stats = AgentStats()
         self._stop = threading.Event()
         self.camera_timeout_s = camera_timeout_s
@@ -190,14 +191,19 @@ class LineAgent:
         backlog, oldest = (outbox or self.outbox).backlog()
         self.metrics.backlog.set(backlog)
         self.metrics.sync_lag.set(time.time() - oldest if oldest else 0.0)
+        if hasattr(self.source, "errors"):  # a TaggedSource: trigger tags that could not be read
+            self.metrics.item_tag_errors.set(self.source.errors)
         if hasattr(self.sink, "backlog"):  # a BufferedSink: signals waiting for the PLC
             self.metrics.plc_backlog.set(self.sink.backlog)
             self.metrics.plc_alarm.set(1.0 if self.sink.alarm else 0.0)
 
     def _roll(self, frame: Frame, decision: Decision) -> None:
-        before = len(self.rollout.events)
         self.rollout.after_item(frame, decision)
-        if len(self.rollout.events) > before:
+        new = self.rollout.events[self._events_seen:]  # also those of a background check
+        self._events_seen += len(new)
+        for event in new:
+            self.metrics.rollout_events.labels(event.kind).inc()
+        if new:
             self.outbox.set_meta("version", self.decider.version)
             self.outbox.set_meta("rollout", self.rollout.summary())
             if self.rollout.active_path:  # where a restarted agent picks up the running bundle

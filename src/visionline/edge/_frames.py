@@ -218,14 +218,15 @@ class SynthSource:
 
 
 class VideoSource:
-    """A video file or an RTSP stream decoded with PyAV; item ids count frames."""
+    """A video file, an RTSP stream or a USB camera (`/dev/videoN`, V4L2) decoded with PyAV;
+    item ids count frames."""
 
-    def __init__(self, url: str, prefix: str = "frame") -> None:
+    def __init__(self, url: str, prefix: str = "frame", format: str | None = None) -> None:
         import av
 
         try:
-            self._container = av.open(url, options={"rtsp_transport": "tcp"} if url.startswith(
-                "rtsp://") else None)
+            self._container = av.open(url, format=format, options={"rtsp_transport": "tcp"}
+                                      if url.startswith("rtsp://") else None)
         except (OSError, av.FFmpegError) as exc:
             raise NotFoundError(f"Cannot open video {url} ({exc}); check the path or URL.") from exc
         self.prefix = prefix
@@ -273,8 +274,8 @@ def _query(url: str) -> dict[str, str]:
 
 def open_source(url: str) -> FrameSource:
     """`synth://?rate=20&count=N&drift=lighting`, `folder:///PATH` or a folder path, a video file,
-    `rtsp://...` or `genicam:///PATH/producer.cti?serial=…`; anything else is refused with the
-    forms that work."""
+    `rtsp://...`, a USB camera `/dev/videoN` or `genicam:///PATH/producer.cti?serial=…`; anything
+    else is refused with the forms that work."""
     parts = urlsplit(url)
     if parts.scheme == "synth":
         q = _query(url)
@@ -302,6 +303,8 @@ def open_source(url: str) -> FrameSource:
         return HotFolderSource(Path(parts.path))
     if not parts.scheme:
         path = Path(url)
+        if url.startswith("/dev/video"):  # a USB (UVC) camera through Video4Linux
+            return VideoSource(url, prefix=path.name, format="v4l2")
         if path.is_dir():
             return HotFolderSource(path)
         if path.suffix.lower() in VIDEO_SUFFIXES:

@@ -9,7 +9,8 @@ __all__ = ["AgentMetrics"]
 
 
 class AgentMetrics:
-    """Frames, verdicts, fail-safes, deadline misses, latencies, outbox backlog and sync lag."""
+    """Frames, verdicts, fail-safes, deadline misses, latencies, outbox backlog, sync lag, alarms
+    and roll-out events."""
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -45,6 +46,12 @@ class AgentMetrics:
                                  "Reject signals buffered while the PLC does not answer.", registry=r)
         self.plc_alarm = Gauge("visionline_edge_plc_alarm", "1 while the PLC does not answer.",
                                registry=r)
+        self.rollout_events = Counter("visionline_edge_rollout_events",
+                                      "Roll-out events by kind (refused, shadowing, switched, "
+                                      "kept, rejected, rolled_back).", ["kind"], registry=r)
+        self.item_tag_errors = Gauge("visionline_edge_item_tag_errors",
+                                     "Frames that kept their source id because the PLC's trigger "
+                                     "tag could not be read.", registry=r)
         self.images_disabled = Gauge("visionline_edge_image_store_disabled",
                                      "1 when image storage stopped (disk full).", registry=r)
 
