@@ -414,6 +414,7 @@ def main() -> None:
           f"{overhead} ms, deadline misses {n_miss}/{2 * len(agent_lat)}, late PLC signals "
           f"{late_signals}, bare > deadline {bare_over}, gc {gc_summary}, sweep {sweep}, "
           f"drained {backlog} in {drain_s} s")
+    print("deadline misses:", json.dumps(misses))
     result = {
         "benchmark": "edge_agent",
         "config": {**vars(args), "items_per_round": count, "model": "efficientnet_lite0 fp32",
