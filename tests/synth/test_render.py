@@ -127,6 +127,19 @@ def test_obvious_defects_change_more_than_subtle_and_hard_ones_least(renderer, s
     assert hard < 0.6 * subtle
 
 
+def test_faint_marks_hard_defects_and_counts_the_pixels_a_defect_visibly_changes(renderer):
+    def meta(severity: float, hard: bool = False) -> dict:
+        spec = AppleSpec(subtype=Subtype.BRUISE, severity=severity, hard=hard)
+        return renderer.render(np.random.default_rng(2), spec)[1]
+
+    obvious, subtle, hard = meta(0.9), meta(0.1), meta(0.1, hard=True)
+    assert obvious["visible_px"] > subtle["visible_px"] > hard["visible_px"]
+    assert obvious["faint"] is False and subtle["faint"] is False
+    assert hard["faint"] is True
+    good = renderer.render(np.random.default_rng(2), AppleSpec())[1]
+    assert good["faint"] is False and good["visible_px"] is None
+
+
 def test_size_limits():
     with pytest.raises(ConfigError, match="32 to 512"):
         AppleRenderer(5000)

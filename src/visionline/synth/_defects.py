@@ -171,6 +171,14 @@ def _insect_hole(rng, s, w, a, gloss, mid, fine) -> tuple[np.ndarray, float]:
     return np.maximum(core, 0.6 * ring), 3.5 * radius
 
 
+VISIBLE_CHANGE = 0.06
+"""Smallest albedo change (0-1 scale) counted as visible: about 4x the sensor noise once shaded,
+more than JPEG at quality 90 keeps of a one-pixel speck."""
+MIN_VISIBLE_PX = 4
+"""A defect that changes fewer pixels than this by `VISIBLE_CHANGE` is too faint to see by
+construction (a one-pixel dot or a barely darker patch): the line marks it `faint`."""
+
+
 _Painter = Callable[..., tuple[np.ndarray, float]]
 _PAINTERS: dict[Subtype, tuple[float, _Painter]] = {
     # subtype: (largest extent in apple radii, painter)
@@ -185,7 +193,8 @@ _PAINTERS: dict[Subtype, tuple[float, _Painter]] = {
 def paint_defect(
     rng: np.random.Generator, surface: Surface, subtype: Subtype, severity: float, hard: bool
 ) -> dict:
-    """Paint one defect; a `hard` one keeps its shape but loses most of its contrast."""
+    """Paint one defect; a `hard` one keeps its shape but loses most of its contrast. Returns
+    where it is, its reach and `visible_px`, the pixels it changed by at least `VISIBLE_CHANGE`."""
     extent, painter = _PAINTERS[subtype]
     window, where = _place(rng, surface, extent * (0.5 + 0.5 * severity))
     rows, cols = window.rows, window.cols
@@ -202,4 +211,5 @@ def paint_defect(
     gloss[...] = gloss_before + (gloss - gloss_before) * keep
     surface.mask[rows, cols] = np.maximum(surface.mask[rows, cols], mask * coverage)
     where["defect_radius"] = round(reach * surface.radius, 2)
+    where["visible_px"] = int((np.abs(a - before).max(axis=0) >= VISIBLE_CHANGE).sum())
     return where

@@ -15,7 +15,7 @@ from PIL import Image
 from visionline.errors import ConfigError
 from visionline.synth._camera import Camera, sample_camera
 from visionline.synth._config import MAX_SIZE, MIN_SIZE, CameraConfig, Drift, Subtype, Variety
-from visionline.synth._defects import Surface, paint_defect
+from visionline.synth._defects import MIN_VISIBLE_PX, Surface, paint_defect
 from visionline.synth._textures import TextureBank, TextureCrop
 
 
@@ -212,6 +212,9 @@ class AppleRenderer:
             "severity": None if spec.subtype is None else round(spec.severity, 4),
             "severity_level": None if spec.subtype is None else severity_level(spec.severity),
             "hard": bool(spec.hard and spec.subtype is not None),
+            "visible_px": meta.get("visible_px"),
+            "faint": spec.subtype is not None
+            and (spec.hard or meta["visible_px"] < MIN_VISIBLE_PX),
             "defect_x": meta.get("defect_x"),
             "defect_y": meta.get("defect_y"),
             "defect_radius": meta.get("defect_radius"),
