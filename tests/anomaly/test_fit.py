@@ -19,7 +19,15 @@ from .conftest import tile
 
 @pytest.fixture(scope="module")
 def fitted():
-    config = AnomalyConfig(image_size=128, batch_size=8, max_bank=256, coreset_ratio=0.1)
+    config = AnomalyConfig(
+        image_size=128,
+        batch_size=8,
+        max_bank=256,
+        coreset_ratio=0.1,
+        stages=[2, 4],
+        neighbourhood=3,
+        resize_mode=ResizeMode.LETTERBOX,
+    )
     goods = [tile(seed)[0] for seed in range(6)]
     return fit_detector(goods, len(goods), config)
 
@@ -61,6 +69,38 @@ def test_a_saved_model_scores_the_same_after_loading(fitted, tmp_path):
     np.testing.assert_allclose(after, before, rtol=1e-5)
     np.testing.assert_allclose(after_maps, before_maps, rtol=1e-4, atol=1e-5)
     assert torch.equal(loaded.bank, model.bank)
+    assert torch.equal(loaded.feature_scale, model.feature_scale)
+
+
+def test_features_are_standardised_on_the_fit_patches_and_a_model_saved_before_loads(
+    fitted, tmp_path
+):
+    model, spec, _ = fitted
+    scale = model.feature_scale.flatten()
+    assert (
+        scale.shape == (152,)
+        and (scale >= 1e-3).all()
+        and not torch.allclose(scale, torch.ones(152))
+    )
+    images = [tile(9, defect=True)[0]]
+    state = {
+        k: v for k, v in model.state_dict().items() if k not in ("feature_mean", "feature_scale")
+    }
+    old = torch.load(save_anomaly_model(tmp_path / "m.pt", model, spec), weights_only=True)
+    old["state_dict"] = state  # as written before standardisation existed: identity buffers
+    torch.save(old, tmp_path / "old.pt")
+    loaded, _ = load_anomaly_model(tmp_path / "old.pt")
+    assert torch.equal(loaded.feature_scale.flatten(), torch.ones(152))
+    assert torch.equal(loaded.feature_mean.flatten(), torch.zeros(152))
+    scores, _ = score_images(loaded, spec.preprocessing, images)
+    assert np.isfinite(scores).all()
+
+
+def test_without_standardisation_the_features_are_searched_as_they_are():
+    config = AnomalyConfig(image_size=64, max_bank=16, standardise=False)
+    model, _, stats = fit_detector([tile(1)[0], tile(2)[0]], 2, config)
+    assert torch.equal(model.feature_scale.flatten(), torch.ones(stats.feature_dim))
+    assert torch.equal(model.feature_mean.flatten(), torch.zeros(stats.feature_dim))
 
 
 def test_fitting_without_good_images_names_the_fix():

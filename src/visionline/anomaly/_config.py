@@ -20,13 +20,18 @@ class AnomalyConfig(BaseModel):
 
     backbone: str = "efficientnet_lite0"
     pretrained: str = Field("imagenet", description="'imagenet' or a visionline model.pt path")
-    stages: list[int] = Field(default_factory=lambda: [2, 4], description="two backbone stages")
-    neighbourhood: int = Field(3, ge=1, le=9, description="patch neighbourhood averaged (odd)")
-    image_size: int = Field(256, ge=16, le=1024)
+    stages: list[int] = Field(default_factory=lambda: [3, 4], description="two backbone stages")
+    neighbourhood: int = Field(1, ge=1, le=9, description="patch neighbourhood averaged (odd)")
+    image_size: int = Field(224, ge=16, le=1024)
     resize_mode: ResizeMode = Field(
-        ResizeMode.LETTERBOX, description="letterbox keeps thin defects that squashing would hide"
+        ResizeMode.STRETCH,
+        description="stretch (squash) ranked above letterbox on validation tiles; letterbox "
+        "keeps the aspect ratio, which thin defects on very elongated parts may need",
     )
     autocontrast: bool = Field(True, description="stretch each image's intensity range first")
+    standardise: bool = Field(
+        True, description="z-score every feature channel on the fit's patches before the search"
+    )
     coreset_ratio: float = Field(0.01, gt=0, le=1, description="bank size / all training patches")
     max_bank: int = Field(8192, ge=16, description="upper bound on the memory-bank size")
     projection_dim: int = Field(64, ge=0, description="random projection for coreset selection")

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 FLOAT_BYTES = 4
+MIN_SCALE = 1e-3
+"""Floor of a channel's standard deviation, so a channel constant on good patches cannot blow up."""
 GIB = 1024**3
 
 
@@ -136,6 +138,11 @@ def fit_detector(
         raise DataError(f"Expected {n_images} good images but read {seen}; check the dataset.")
     candidates = torch.cat(pool)
     del pool
+    feature_mean = feature_scale = None
+    if config.standardise:  # in place: the candidate pool is the largest thing a fit holds
+        feature_mean = candidates.mean(dim=0)
+        feature_scale = candidates.std(dim=0).clamp_min(MIN_SCALE)
+        candidates.sub_(feature_mean).div_(feature_scale)
     feature_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -153,7 +160,9 @@ def fit_detector(
         reweight_neighbours=config.reweight_neighbours,
         smoothing_sigma=config.smoothing_sigma,
     )
-    model = PatchCore(features, bank, neighbours, config.smoothing_sigma).eval()
+    model = PatchCore(
+        features, bank, neighbours, config.smoothing_sigma, feature_mean, feature_scale
+    ).eval()
     stats = FitStats(
         n_images,
         total,

@@ -65,7 +65,12 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 
 
 class PatchCore(nn.Module):
-    """Images (N, 3, S, S) → (image scores (N,), anomaly maps (N, 1, S, S)). Takes batches."""
+    """Images (N, 3, S, S) → (image scores (N,), anomaly maps (N, 1, S, S)). Takes batches.
+
+    Patch features are standardised per channel (`feature_mean`, `feature_scale`, from the fit's
+    patches; identity when the fit did not standardise) before the search, and the bank holds
+    standardised patches: otherwise the few channels with the largest values decide every distance.
+    """
 
     def __init__(
         self,
@@ -73,9 +78,16 @@ class PatchCore(nn.Module):
         bank: torch.Tensor,
         bank_neighbours: torch.Tensor,
         smoothing_sigma: float = 4.0,
+        feature_mean: torch.Tensor | None = None,
+        feature_scale: torch.Tensor | None = None,
     ):
         super().__init__()
         self.features = features
+        dim = bank.shape[1]
+        mean = torch.zeros(dim) if feature_mean is None else feature_mean.float()
+        scale = torch.ones(dim) if feature_scale is None else feature_scale.float()
+        self.register_buffer("feature_mean", mean.reshape(1, dim, 1, 1).contiguous())
+        self.register_buffer("feature_scale", scale.reshape(1, dim, 1, 1).contiguous())
         self.register_buffer("bank", bank.float().contiguous())
         self.register_buffer("bank_sq", (self.bank * self.bank).sum(dim=1))
         self.register_buffer("bank_neighbours", bank_neighbours.long())
@@ -93,6 +105,7 @@ class PatchCore(nn.Module):
 
     def score_features(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`patch_scores` from patch features (N, D, h, w) already extracted."""
+        maps = (maps - self.feature_mean) / self.feature_scale
         n, d, h, w = maps.shape
         patches = maps.permute(0, 2, 3, 1).reshape(n * h * w, d)
         distances, indices = nearest(patches, self.bank, self.bank_sq)
@@ -166,5 +179,5 @@ def load_anomaly_model(path: Path | str) -> tuple[PatchCore, AnomalySpec]:
     state = payload["state_dict"]
     features = build_features(spec.backbone, "none", spec.stages, spec.neighbourhood)
     model = PatchCore(features, state["bank"], state["bank_neighbours"], spec.smoothing_sigma)
-    model.load_state_dict(state)
+    model.load_state_dict({**model.state_dict(), **state})  # models fitted before standardising
     return model.eval(), spec
