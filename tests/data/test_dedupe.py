@@ -84,11 +84,13 @@ def _ingest(repo: DatasetRepo, images: list[Image.Image], root: Path):
     return repo.add(root).version
 
 
-def test_ingest_caches_features_and_a_corrupt_cache_is_rebuilt(repo, images, tmp_path) -> None:
+def test_features_are_cached_by_blob_and_a_corrupt_cache_is_rebuilt(repo, images, tmp_path) -> None:
     version = _ingest(repo, images, tmp_path / "images")
-    assert version.metadata["validation"]["near_duplicate_groups"] == 1
-    first = near_duplicate_report(repo, version.records)  # ingest described every blob
-    assert first.computed == 0 and first.notes == []
+    assert any("not looked for at ingest" in n for n in version.metadata["validation"]["notes"])
+    assert not (repo.root / "near-duplicates").exists()  # ingest leaves features to dedupe/split
+    first = near_duplicate_report(repo, version.records)
+    assert first.computed == len(images) and first.notes == []
+    assert near_duplicate_report(repo, version.records).computed == 0
     (cache,) = (repo.root / "near-duplicates").iterdir()
     (cache / "desc.npy").write_bytes(b"garbage")
     manifests = sorted(p.read_bytes() for p in repo.root.rglob("*.parquet"))

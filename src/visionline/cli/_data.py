@@ -107,11 +107,6 @@ def _print_report(report: IngestReport) -> None:
             lambda n: f"{n[0]} ~ {n[1]} (d={n[2]})",
         ),
         ("conflicting labels (left out)", report.conflicts, lambda c: f"{c[0]}: {c[1]}"),
-        (
-            "near-duplicate groups (rotated, cropped, relit copies; see data dedupe)",
-            report.near_duplicate_groups,
-            lambda g: f"{len(g)} images: {', '.join(g[:3])}" + (" …" if len(g) > 3 else ""),
-        ),
     ]
     for title, items, fmt in rows:
         style = "yellow" if items else "green"
@@ -218,7 +213,6 @@ def show(version: VersionArg, project: ProjectOption = None) -> None:
                     "skipped",
                     "duplicates",
                     "near_duplicates",
-                    "near_duplicate_groups",
                     "conflicts",
                 )
             )

@@ -41,6 +41,7 @@ class DedupeReport:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     computed: int = 0
+    candidates: int = 0
 
     def groups(self) -> list[list[ImageRecord]]:
         """Groups of two or more records, largest first."""
@@ -53,6 +54,7 @@ class DedupeReport:
         groups = self.groups()
         return {
             "method": "orb-affine-ransac",
+            "candidate_pairs": self.candidates,
             "groups": len(groups),
             "images_in_groups": sum(len(g) for g in groups),
             "largest": len(groups[0]) if groups else 0,
@@ -153,6 +155,7 @@ def near_duplicate_report(
         notes,
         time.perf_counter() - started,
         computed,
+        found.candidates,
     )
 
 

@@ -42,7 +42,6 @@ class IngestReport:
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     near_duplicates: list[tuple[str, str, int]] = field(default_factory=list)
     conflicts: list[tuple[str, str]] = field(default_factory=list)
-    near_duplicate_groups: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -63,15 +62,12 @@ class IngestReport:
             "duplicates": len(self.duplicates),
             "near_duplicates": len(self.near_duplicates),
             "conflicts": len(self.conflicts),
-            "near_duplicate_groups": len(self.near_duplicate_groups),
-            "images_in_near_duplicate_groups": sum(map(len, self.near_duplicate_groups)),
             "notes": self.notes,
             "examples": {
                 "skipped": self.skipped[:_STORED_EXAMPLES],
                 "duplicates": self.duplicates[:_STORED_EXAMPLES],
                 "near_duplicates": self.near_duplicates[:_STORED_EXAMPLES],
                 "conflicts": self.conflicts[:_STORED_EXAMPLES],
-                "near_duplicate_groups": [g[:5] for g in self.near_duplicate_groups[:10]],
             },
         }
 
@@ -221,7 +217,7 @@ def ingest(
     ]
     counts = _class_counts(repo, records)
     notes = list(scan.notes)
-    groups = _similarity_groups(repo, records, notes)
+    notes.append(_DEFERRED_NOTE)
     missing = [c for c, n in counts.items() if n == 0]
     if missing:
         notes.append(f"No images for class {', '.join(missing)}; a model cannot learn it.")
@@ -234,7 +230,6 @@ def ingest(
         duplicates=sorted(duplicates),
         near_duplicates=near,
         conflicts=sorted(conflicts),
-        near_duplicate_groups=groups,
         notes=notes,
         counts=counts,
     )
@@ -254,22 +249,6 @@ def ingest(
     return report
 
 
-def _similarity_groups(
-    repo: DatasetRepo, records: list[ImageRecord], notes: list[str]
-) -> list[list[str]]:
-    """Paths of each near-duplicate group (rotated, cropped, relit copies), largest first; a
-    refused grouping or images too small to compare become notes, never a failed ingest."""
-    from visionline.data._dedupe_store import near_duplicate_report
-
-    try:
-        found = near_duplicate_report(repo, records)
-    except DataError as exc:
-        notes.append(f"Near-duplicate groups not formed: {exc}")
-        return []
-    notes.extend(found.notes)
-    return [[r.path for r in group] for group in found.groups()]
-
-
 def _label(label: str, subtype: str | None) -> str:
     return f"{label}/{subtype}" if subtype else label
 
@@ -281,6 +260,10 @@ def _class_counts(repo: DatasetRepo, records: list[ImageRecord]) -> dict[str, in
     return ordered
 
 
+_DEFERRED_NOTE = (
+    "Rotated, cropped or relit copies are not looked for at ingest (it stays fast); "
+    "'visionline data dedupe' groups them and 'data split' keeps each group in one split."
+)
 _CHUNK = 64
 _MIN_FOR_PROCESSES = 512
 _worker_repo: DatasetRepo | None = None
