@@ -210,15 +210,17 @@ def _signatures(words: np.ndarray, background: np.ndarray, n_words: int) -> np.n
     return out
 
 
-def _candidates(signatures: np.ndarray, config: DedupeConfig) -> list[tuple[int, int]]:
+def _candidates(
+    signatures: np.ndarray, config: DedupeConfig, rows: int | None = None
+) -> list[tuple[int, int]]:
     """Pairs (i < j) where j is among i's nearest neighbours (or i among j's), searched exactly,
-    one chunk of rows at a time."""
+    one chunk of rows at a time (`rows` limits the query rows, for measuring at scale)."""
     n = len(signatures)
     k = min(config.neighbours, n - 1)
     if k <= 0:
         return []
     pairs: set[tuple[int, int]] = set()
-    for start in range(0, n, _SEARCH_CHUNK):
+    for start in range(0, n if rows is None else min(n, rows), _SEARCH_CHUNK):
         rows = signatures[start : start + _SEARCH_CHUNK].astype(np.float32)
         sims = np.empty((len(rows), n), np.float32)
         for col in range(0, n, 8 * _SEARCH_CHUNK):
