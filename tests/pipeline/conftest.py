@@ -1,8 +1,25 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 # The test modules import `*_support` helpers from this folder (pytest runs in importlib mode).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Batch-scoring fixtures (a tiny bundle, a folder of test images) for test_score*.py.
 from score_support import onnx_model, score_bundle, score_images  # noqa: F401
+
+
+@pytest.fixture(scope="session")
+def first(tmp_path_factory):
+    """The first local run of the whole pipeline on a fresh `make_project` project.
+
+    test_run.py goes on from it (reruns, changed settings, failures); test_run_ray.py compares
+    the Ray executor's artifacts with this run's, so the suite runs the local pipeline once.
+    """
+    from pipeline_support import make_project
+
+    from visionline.pipeline import run_pipeline
+
+    project = make_project(tmp_path_factory.mktemp("pipeline") / "project")
+    return project, run_pipeline(project, progress=False)

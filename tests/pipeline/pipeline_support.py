@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from mlflow_support import seed_tracking_db
 
 from visionline.config import Project, init_project
 
@@ -23,12 +24,16 @@ def make_project(root: Path, images: int = 160, **pipeline: Any) -> Project:
                   "batch_size": 32},
         "evaluate": {"bootstrap": 20},
         "gate": {"enforce": False},
-        "quantise": {"calibration_images": 24},
+        # one calibration method and a flip budget the 1-epoch model's clustered scores stay in,
+        # so no float-group sweep: tests/export/test_quantize.py covers the search itself
+        "quantise": {"calibration_images": 24, "calibration": "minmax", "tolerance": 0.25},
         "benchmark": {"enabled": False, "runs": 5},
     }
     for step, settings in pipeline.items():
         defaults[step] = {**defaults.get(step, {}), **settings}
-    return configure(root, **defaults)
+    project = configure(root, **defaults)
+    seed_tracking_db(project)
+    return project
 
 
 def configure(root: Path, image_size: int = 48, **steps: Any) -> Project:

@@ -71,12 +71,6 @@ def test_forcing_an_unknown_step_is_refused(tmp_path):
         run_pipeline(project, force=["trian"], progress=False)
 
 
-@pytest.fixture(scope="module")
-def first(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("pipeline") / "project")
-    return project, run_pipeline(project, progress=False)
-
-
 @pytest.mark.slow
 def test_first_run_makes_every_artifact_and_records_lineage(first):
     project, run = first

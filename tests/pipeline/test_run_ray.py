@@ -12,7 +12,8 @@ from visionline.pipeline import run_pipeline
 
 
 @pytest.mark.slow
-def test_ray_executor_gives_the_artifacts_of_the_local_executor(tmp_path):
+def test_ray_executor_gives_the_artifacts_of_the_local_executor(tmp_path, first):
+    local, local_run = first  # the same make_project project, run locally (conftest.py)
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
         on_ray = make_project(tmp_path / "ray")
@@ -20,17 +21,19 @@ def test_ray_executor_gives_the_artifacts_of_the_local_executor(tmp_path):
         assert ray.is_initialized(), "an executor must not shut down a Ray it did not start"
     finally:
         ray.shutdown()
-    local = make_project(tmp_path / "local")
-    local_run = run_pipeline(local, executor="local", until="bundle", progress=False)
 
     assert ray_run.executor == "ray" and ray_run.status == "succeeded"
+    assert local_run.executor == "local" and local_run.status == "succeeded"
     assert set(statuses(ray_run).values()) == {"done"}
     ray_ids, local_ids = ids(ray_run), ids(local_run)
+    assert list(ray_ids) == list(local_ids)[: list(local_ids).index("bundle") + 1]
     for step in ("ingest", "validate", "split"):
         assert ray_ids[step] == local_ids[step], step
-    assert {s: sorted(o) for s, o in ray_ids.items()} == {s: sorted(o) for s, o in local_ids.items()}
+    assert {s: sorted(o) for s, o in ray_ids.items()} == {s: sorted(local_ids[s]) for s in ray_ids}
     manifests = [
-        json.loads((run.steps["bundle"].outputs["bundle"].resolve(project) / "bundle.json").read_text())
+        json.loads(
+            (run.steps["bundle"].outputs["bundle"].resolve(project) / "bundle.json").read_text()
+        )
         for run, project in ((ray_run, on_ray), (local_run, local))
     ]
     assert manifests[0]["classes"] == manifests[1]["classes"]
