@@ -128,3 +128,25 @@ def test_the_cache_grows_by_new_blobs_only(images, tmp_path) -> None:
     grown = FeatureCache(tmp_path)
     assert grown.known() == {"a", "b", "c", "d", "e"} and grown.message is None
     assert np.array_equal(grown.table(["e", "a"]).desc, concat([tables[4], tables[0]]).desc)
+
+
+def test_keypoints_avoid_the_fill_a_rotation_leaves(images) -> None:
+    from visionline.data._dedupe_features import _content_mask
+
+    rotated = np.asarray(images[1].convert("L"))  # rotated by 37 deg on a flat grey fill
+    mask = _content_mask(rotated)
+    assert mask[0, 0] == 0 and mask[-1, -1] == 0  # the fill's corners
+    assert mask[96, 96] == 255  # the picture itself
+    texture = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    assert _content_mask(texture).min() == 255  # nothing flat, nothing masked
+
+
+def test_look_alikes_on_one_background_stay_apart_while_their_copies_join() -> None:
+    from visionline.synth import SynthConfig, SynthLine
+
+    line = SynthLine(SynthConfig(size=192, seed=3))
+    apples = [line.render(i, None).image().convert("RGB") for i in range(12)]
+    copies = [_copy(apples[0], a, f, k, 1.0) for a, f, k in ((70, True, 0.85), (160, False, 0.9))]
+    result = find_groups(concat([image_features(im) for im in apples + copies]))
+    assert [0, 12, 13] in result.groups()  # no other apple joins the copies' group
+    assert len(result.groups()) <= 2  # a small folder may tie one look-alike pair (see docs)
