@@ -13,6 +13,7 @@ from visionline.anomaly import AnomalyConfig, evaluate_anomaly, fit_anomaly
 from visionline.config import Project, init_project
 from visionline.data import DatasetRepo, ImageRecord
 from visionline.errors import DataError
+from visionline.preprocessing import ResizeMode
 
 from .conftest import HEIGHT, WIDTH, tile
 
@@ -65,7 +66,15 @@ def make_dataset(project: Project, layout=LAYOUT) -> str:
     return repo.create_version(records, name="tiles").id
 
 
-CONFIG = AnomalyConfig(image_size=128, batch_size=8, max_bank=128, coreset_ratio=0.1)
+CONFIG = AnomalyConfig(
+    image_size=128,
+    batch_size=8,
+    max_bank=128,
+    coreset_ratio=0.1,
+    stages=[2, 4],  # finer than the defaults' stride-16 stages: these tiles are only 96x72 px
+    neighbourhood=3,
+    resize_mode=ResizeMode.LETTERBOX,
+)
 
 
 @pytest.mark.slow
