@@ -104,3 +104,12 @@ def test_items_queued_behind_a_stall_are_not_run_late(model: Any) -> None:
     decider.close()
     assert [v.reason for v in verdicts] == ["deadline"] * 3
     assert slow.calls == 1  # the two items behind the stalled one were dropped, not run late
+
+
+def test_warm_up_runs_the_model_before_the_first_item(model: Any) -> None:
+    slow = SlowModel(model, 0.0)
+    decider = Decider(slow, deadline_ms=5000)
+    decider.warm_up()
+    assert slow.calls == 3
+    assert not decider.decide(Frame("first", time.time(), data=png((9, 9, 9)))).verdict.fail_safe
+    decider.close()

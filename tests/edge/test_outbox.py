@@ -59,3 +59,21 @@ def test_image_store_stops_when_the_disk_refuses(tmp_path: Path) -> None:
     (tmp_path / "images").write_text("not a folder")  # every write now fails like a full disk
     assert store.save("a.jpg", b"x" * 10) is None
     assert store.disabled and store.save("b.jpg", b"y") is None
+
+
+def test_checkpoints_run_on_their_own_thread_not_in_the_lines_commits(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    outbox.checkpoint_in_background(interval_s=0.05)
+    assert outbox._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for i in range(300):
+        outbox.add({"id": f"r{i}", "blob": "x" * 4000})
+    deadline = time.monotonic() + 10
+    while path.stat().st_size < 300 * 4000 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the checkpoint thread copies the WAL into the database file
+    assert path.stat().st_size >= 300 * 4000
+    assert outbox.backlog()[0] == 300
+    outbox.close()
+    assert Outbox(path).backlog()[0] == 300

@@ -157,3 +157,39 @@ def test_a_closed_buffer_refuses_new_signals():
 def test_a_buffer_needs_room_for_one_signal():
     with pytest.raises(ConfigError, match="capacity 0 must be at least 1"):
         BufferedSink(FlakyPlc(), capacity=0)
+
+
+class SlowToConnectPlc(FlakyPlc):
+    """A PLC that is away at start; every attempt to reach it costs `wait_s` (a connect timeout)."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__()
+        self.up, self.wait_s, self.attempts = False, wait_s, 0
+
+    def connect(self) -> None:
+        self.attempts += 1
+        if not self.up:
+            raise ServiceUnavailableError("The PLC does not answer.")
+
+    def send(self, v: Verdict) -> None:
+        self.attempts += 1
+        if not self.up:
+            threading.Event().wait(self.wait_s)
+        super().send(v)
+
+
+def test_a_plc_away_at_start_buffers_from_the_first_verdict_on():
+    plc = SlowToConnectPlc(wait_s=5.0)
+    buffered = BufferedSink(plc, retry_interval=60)
+    buffered.connect()
+    assert buffered.alarm and buffered.last_error == "The PLC does not answer."
+    for n in range(3):
+        buffered.send(verdict(str(n)))  # queued at once: no item waits out a connect timeout
+    assert plc.attempts == 1 and buffered.backlog == 3
+    plc.up = True
+    buffered.retry_interval = 0.01
+    with buffered._state:
+        buffered._state.notify_all()
+    assert buffered.flush(timeout=10)
+    assert plc.received == ["0", "1", "2"] and not buffered.alarm
+    buffered.close()
