@@ -144,7 +144,17 @@ def scores(paths: list[str], group: list[str], truth: dict[str, int], splits: li
     real = [m for m in by_source.values() if len(m) > 1]
     whole = sum(1 for m in real if len({group[i] for i in m}) == 1)
     split_across = sum(1 for m in real if len({splits[i] for i in m}) > 1)
+    kinds = np.array([p.split("/")[0] for p in paths])
+    by_kind = {}
+    for kind, name in (("defect", "tiles"), ("good", "apples")):
+        inside = (kinds[:, None] == kind) & (kinds[None, :] == kind)
+        hits = int((same_true & same_pred & inside).sum())
+        by_kind[name] = {
+            "pair_precision": round(hits / max(1, int((same_pred & inside).sum())), 4),
+            "pair_recall": round(hits / max(1, int((same_true & inside).sum())), 4),
+        }
     return {
+        "by_kind": by_kind,
         "pair_precision": round(tp / max(1, int(same_pred.sum())), 4),
         "pair_recall": round(tp / max(1, int(same_true.sum())), 4),
         "group_purity": round(purity, 4),
