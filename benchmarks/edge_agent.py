@@ -357,7 +357,7 @@ def main() -> None:
     watch = GcWatch()
     gc.callbacks.append(watch)
     plc = ChildPlc()
-    plc_sink = CaptureTimes(BufferedSink(open_sink(plc.url)))
+    plc_sink = CaptureTimes(BufferedSink(open_sink(plc.url), background=True))  # as the CLI
     agent_lat: list[float] = []
     plc_lat: list[float] = []
     bare_lat: list[float] = []

@@ -190,7 +190,7 @@ def test_the_plc_sees_every_verdict_in_order_before_its_deadline(model: Any, tmp
 
     plc = SimulatedPlc().start()
     try:
-        sink = BufferedSink(open_sink(plc.url))
+        sink = BufferedSink(open_sink(plc.url), background=True)  # as visionline edge run
         outbox = Outbox(tmp_path / "outbox.db")
         agent = LineAgent(SynthSource(rate=20, count=12, size=64), Decider(model, 2000), outbox,
                           sink)

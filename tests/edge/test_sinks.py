@@ -193,3 +193,42 @@ def test_a_plc_away_at_start_buffers_from_the_first_verdict_on():
     assert buffered.flush(timeout=10)
     assert plc.received == ["0", "1", "2"] and not buffered.alarm
     buffered.close()
+
+
+class StallingPlc(FlakyPlc):
+    """A PLC that answers only once `go` is set (a stalled PLC program or network)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def send(self, v: Verdict) -> None:
+        self.go.wait(10)
+        super().send(v)
+
+
+def test_in_the_background_a_stalled_plc_never_holds_up_the_line():
+    plc = StallingPlc()
+    buffered = BufferedSink(plc, background=True)
+    for n in range(4):
+        buffered.send(verdict(str(n)))  # returns at once: the buffer's thread waits for the PLC
+    assert plc.received == [] and buffered.backlog == 4 and not buffered.alarm
+    plc.go.set()
+    assert buffered.flush(timeout=10)
+    assert plc.received == ["0", "1", "2", "3"] and buffered.delivered == 4
+    buffered.send(verdict("4"))
+    buffered.close()  # delivers what is queued before closing
+    assert plc.received[-1] == "4" and plc.closed
+
+
+def test_in_the_background_a_failing_plc_is_alarmed_and_retried_in_order():
+    plc = FlakyPlc()
+    plc.up = False
+    buffered = BufferedSink(plc, retry_interval=0.01, background=True)
+    for n in range(3):
+        buffered.send(verdict(str(n)))
+    assert not buffered.flush(timeout=0.2) and buffered.alarm
+    plc.up = True
+    assert buffered.flush(timeout=10)
+    assert plc.received == ["0", "1", "2"] and not buffered.alarm
+    buffered.close()

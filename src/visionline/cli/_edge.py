@@ -26,13 +26,13 @@ OutboxOption = Annotated[
 
 
 def _sink(url: str | None) -> Any:
-    """The PLC/MQTT sink for `url`, buffered so a PLC that is down never stops the line (None:
-    verdicts go to the outbox only)."""
+    """The PLC/MQTT sink for `url`, buffered so a PLC that is down or slow never holds up the
+    line: its own thread writes the signals in order (None: verdicts go to the outbox only)."""
     if url is None:
         return None
     from visionline.edge import BufferedSink, open_sink
 
-    return BufferedSink(open_sink(url))
+    return BufferedSink(open_sink(url), background=True)
 
 
 @app.command("run")

@@ -129,21 +129,25 @@ class _UrlParts:
 class BufferedSink:
     """Wraps any sink so that ``send`` never raises and never waits on a PLC that is down.
 
-    While the PLC answers, a verdict is written at once on the caller's thread. When a write
-    fails, the signal and every later one queue up in order (at most ``capacity``; beyond that the
+    While the PLC answers, a verdict is written at once on the caller's thread, or, with
+    ``background=True`` (the CLI), by the buffer's own thread, so the line never waits for the
+    PLC's round trip (a PLC that stalls for 300 ms would otherwise hold up the next items). When a
+    write fails, the signal and every later one queue up in order (at most ``capacity``; beyond that the
     oldest are dropped and counted), ``alarm`` goes up, and a background thread retries every
     ``retry_interval`` seconds until the backlog is delivered. ``backlog``, ``alarm``,
     ``delivered``, ``dropped`` and ``last_error`` are for the agent's metrics and status.
     """
 
     def __init__(
-        self, sink: SignalSink, capacity: int = 10_000, retry_interval: float = 0.5
+        self, sink: SignalSink, capacity: int = 10_000, retry_interval: float = 0.5,
+        background: bool = False,
     ) -> None:
         if capacity < 1:
             raise ConfigError(f"The signal buffer capacity {capacity} must be at least 1.")
         self.sink = sink
         self.capacity = capacity
         self.retry_interval = retry_interval
+        self.background = background
         self.delivered = 0
         self.dropped = 0
         self.last_error = ""
@@ -178,6 +182,9 @@ class BufferedSink:
             self._pending.append(verdict)
             if self._alarm:
                 return
+            if self.background:  # the buffer's thread writes it
+                self._state.notify_all()
+                return
         self._drain()
 
     def connect(self) -> None:
@@ -208,8 +215,11 @@ class BufferedSink:
             return not self._pending
 
     def close(self) -> None:
-        """Stop retrying and close the wrapped sink; undelivered signals stay counted in
-        ``backlog`` (the outbox still holds every verdict)."""
+        """Deliver what is queued (up to 2 s while the PLC answers), stop retrying and close the
+        wrapped sink; undelivered signals stay counted in ``backlog`` (the outbox still holds
+        every verdict)."""
+        if not self.alarm:
+            self.flush(2.0)
         with self._state:
             self._closed = True
             self._state.notify_all()
@@ -246,12 +256,14 @@ class BufferedSink:
     def _retry_loop(self) -> None:
         while True:
             with self._state:
-                while not self._alarm and not self._closed:
+                while not (self._alarm or self._closed or (self.background and self._pending)):
                     self._state.wait()
                 if self._closed:
                     return
-                self._state.wait(self.retry_interval)
-                if self._closed:
-                    return
-            if self._drain():
+                retrying = self._alarm
+                if retrying:
+                    self._state.wait(self.retry_interval)
+                    if self._closed:
+                        return
+            if self._drain() and retrying:
                 _log.warning("PLC reachable again; backlog delivered")
