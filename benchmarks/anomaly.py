@@ -72,6 +72,10 @@ square of the number of images (the JSON gives the extrapolation), too long for 
 on this shared 2-core machine, so the peer and visionline's matching few-shot point fit on the
 same 100 good images."""
 PEER_CORESET = 0.01
+PEER_BLOCKS = (0, 1, 2, 4, 6)
+"""The only blocks anomalib's TimmFeatureExtractor can tap: timm's `feature_info` of
+efficientnet_lite0 (the last block of each stride). visionline's stage 3 is not among them, so
+the peer then runs on the nearest pair it can take, blocks 2+4 (strides 8 and 16)."""
 CLASSES = ["good", "blowhole", "break", "crack", "fray", "uneven"]
 
 
@@ -184,6 +188,8 @@ def run_peer(
     from visionline.train._backbones import normalization_for
 
     mean, std = normalization_for(BACKBONE, "imagenet")
+    if not set(stages) <= set(PEER_BLOCKS):
+        stages = [2, 4]
     job = {
         "backbone": BACKBONE,
         "layers": [f"blocks.{s}" for s in stages],
@@ -222,8 +228,9 @@ def run_peer(
     return {
         "version": f"anomalib {result['anomalib_version']} on torch {result['torch_version']}",
         "setup": f"PatchcoreModel(layers={job['layers']}, num_neighbors=9), offline "
-        f"{BACKBONE} ImageNet weights, resize to {size}x{size} (squashed, as anomalib does; "
-        "visionline's input size) + the weights' normalisation, KCenterGreedy coreset ratio {PEER_CORESET}",
+        f"{BACKBONE} ImageNet weights (blocks 2+4 where visionline's stages are not timm "
+        f"feature blocks {PEER_BLOCKS}), resize to {size}x{size} (squashed, as anomalib does; "
+        f"visionline's input size) + the weights' normalisation, KCenterGreedy coreset ratio {PEER_CORESET}",
         "good_images": len(train),
         "fit_seconds": float(result["fit_seconds"]),
         "feature_seconds": float(result["feature_seconds"]),
