@@ -13,7 +13,7 @@ same project goals and the same train/val/calib/test split fractions as the demo
 - for information, each candidate's test split OF THIS OTHER SEED is also scored the way
   `visionline evaluate` scores it (threshold from the calib split at the project's 2% operating
   false-reject rate): recall, false-reject rate, and recall without the defects the generator
-  marks `hard` (made faint by construction; they are counted).
+  marks `faint` (too faint to see by construction; they are counted).
 
 The chosen settings are then written into `visionline.pipeline._demo` by hand and the demo's
 own test split is reported once, by `visionline demo`.
@@ -57,22 +57,20 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "epochs": 8, "head_epochs": 100, "finetune_blocks": 4, "lr": 0.003,
         "backbone_lr_mult": 0.3, "augment": 0.2,
     },
-    # Fine-tuning of the whole backbone at one small rate, from the first epoch (the arms at
-    # lr 1e-3 and 2e-3 with batch 32 stayed at chance loss for two epochs on seed 7: 26 steps an
-    # epoch are too few, and the rate too high for a fresh head on pretrained features). The
-    # BatchNorm statistics stay frozen, so small batches cost nothing but buy 4x the steps.
-    # Augmentation cannot crop or blur a small defect away: flips, quarter turns, brightness and
-    # contrast only.
-    "finetune_bs8": {
-        "epochs": 6, "batch_size": 8, "head_epochs": 0, "finetune_blocks": None,
-        "freeze_epochs": 0, "lr": 3e-4, "backbone_lr_mult": 1.0, "augment": 0.5,
-        "augment_policy": "texture",
+    # Stage 1 on ONE view: 8x fewer embeddings than head_only (the demo must fit in 5 minutes).
+    # Whole-backbone fine-tuning was measured here too and dropped: at lr 1e-3/2e-3 with batch 32,
+    # and at lr 3e-4 with batch 8 (with or without a stage-1 head first), the training loss stayed
+    # at chance (1.85-1.79) for 2-3 epochs and val recall at 2% FRR at 0-3%; a fine-tuning epoch
+    # after a fitted stage-1 head undid it (train loss 2.25).
+    "head_only_1view": {
+        "epochs": 1, "head_epochs": 200, "embedding_views": 1, "finetune_blocks": 0,
     },
-    # The same after a stage-1 head on cached embeddings, so fine-tuning starts from a fitted head.
-    "two_stage_all_bs8": {
-        "epochs": 6, "batch_size": 8, "head_epochs": 100, "finetune_blocks": None,
-        "freeze_epochs": 0, "lr": 3e-4, "backbone_lr_mult": 1.0, "augment": 0.5,
-        "augment_policy": "texture",
+    # The same with the 128 px renders upsampled to 224 px at the network input: frozen ImageNet
+    # features see small defects at the scale they were trained for (5-fold logistic probe on
+    # seed 7: ROC AUC 0.85 -> 0.89, recall at 2% FRR 41% -> 54%).
+    "head_only_224": {
+        "epochs": 1, "head_epochs": 200, "embedding_views": 1, "finetune_blocks": 0,
+        "image_size": 224,
     },
 }
 
@@ -120,10 +118,10 @@ def _build(root: Path, seed: int, n_images: int) -> tuple[Path, str, dict[str, A
     return root, version.id, common
 
 
-def _hard_paths(root: Path) -> set[str]:
-    """Paths (relative to the dataset folder) of the defects the generator made faint."""
+def _faint_paths(root: Path) -> set[str]:
+    """Paths (relative to the dataset folder) of the defects the generator marks `faint`."""
     with open(root / "synth" / "dataset" / "manifest.csv", newline="") as handle:
-        return {row["file"] for row in csv.DictReader(handle) if row["hard"] == "True"}
+        return {row["file"] for row in csv.DictReader(handle) if row["faint"] == "True"}
 
 
 def _arm(name: str, settings: dict[str, Any], base: Path, version_id: str,
@@ -162,8 +160,12 @@ def _arm(name: str, settings: dict[str, Any], base: Path, version_id: str,
     threshold = choose_operating_point(calib_scores[~calib_defect], MAX_FRR).threshold
     test_scores, test_defect, test_records = scored["test"]
     flagged = test_scores > threshold
-    hard = _hard_paths(root)
-    visible = np.array([r.path not in hard for r in test_records]) & test_defect
+    faint = _faint_paths(root)
+    visible = np.array([r.path not in faint for r in test_records]) & test_defect
+    subtypes = sorted({r.subtype for r, d in zip(test_records, test_defect) if d})
+    per_subtype = {
+        s: float(flagged[np.array([r.subtype == s for r in test_records])].mean()) for s in subtypes
+    }
     return {
         "settings": settings,
         "train_s": round(train_s, 1),
@@ -175,10 +177,11 @@ def _arm(name: str, settings: dict[str, Any], base: Path, version_id: str,
             "threshold": threshold,
             "defect_recall": float(flagged[test_defect].mean()),
             "false_reject_rate": float(flagged[~test_defect].mean()),
-            "defect_recall_without_hard": float(flagged[visible].mean()),
+            "defect_recall_without_faint": float(flagged[visible].mean()),
+            "recall_per_subtype": per_subtype,
             "n_good": int((~test_defect).sum()),
             "n_defect": int(test_defect.sum()),
-            "n_hard_defects": int(test_defect.sum() - visible.sum()),
+            "n_faint_defects": int(test_defect.sum() - visible.sum()),
             "roc_auc": roc_auc(test_defect, test_scores),
         },
     }
