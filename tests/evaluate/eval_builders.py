@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from mlflow_support import seed_tracking_db
 from PIL import Image
 
 from visionline.config import Project, init_project
@@ -31,7 +32,9 @@ def make_project(root: Path, goals: dict | None = None) -> Project:
         {"max_false_reject_rate": 0.1, "min_defect_recall": 0.5, **(goals or {})}
     )
     path.write_text(yaml.safe_dump(config))
-    return Project.load(root)
+    project = Project.load(root)
+    seed_tracking_db(project)
+    return project
 
 
 def _png(kind: str, rng: np.random.Generator) -> bytes:

@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 import yaml
+from mlflow_support import seed_tracking_db
 from PIL import Image, ImageDraw
 
 from visionline.config import Project, init_project
@@ -43,7 +44,9 @@ def make_project(root, **goals) -> Project:
         {"max_false_reject_rate": 0.2, "min_defect_recall": 0.5, "image_size": 64, **goals}
     )
     path.write_text(yaml.safe_dump(config))
-    return Project.load(root)
+    project = Project.load(root)
+    seed_tracking_db(project)
+    return project
 
 
 def make_dataset(project: Project, layout=LAYOUT) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from mlflow_support import seed_tracking_db
 from PIL import Image
 
 from visionline.config import Project, init_project
@@ -46,6 +47,7 @@ def make_project(root: Path, per_class: dict[str, tuple[int, int]] | None = None
     data["goals"]["max_false_reject_rate"] = 0.1
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     project = Project.load(root)
+    seed_tracking_db(project)
     repo = DatasetRepo(project)
     rng = np.random.default_rng(0)
     per_class = per_class or {"good": (8, 4), "scratch": (5, 3), "dent": (5, 3)}
