@@ -53,7 +53,17 @@ def test_export_missing_model_is_one_line(tmp_path) -> None:
 
 def test_export_int8_without_data_is_one_line(tmp_path) -> None:
     (tmp_path / "model.pt").write_bytes(b"not a model")
-    assert_one_line_error(visionline("export", str(tmp_path / "model.pt"), "--int8"), "pass --data")
+    assert_one_line_error(
+        visionline("export", str(tmp_path / "model.pt"), "--int8", "qat"), "pass --data"
+    )
+
+
+def test_export_int8_and_no_int8_together_is_one_line(tmp_path) -> None:
+    (tmp_path / "model.pt").write_bytes(b"not a model")
+    assert_one_line_error(
+        visionline("export", str(tmp_path / "model.pt"), "--int8", "qat", "--no-int8"),
+        "contradict each other",
+    )
 
 
 def test_export_bad_option_value_is_one_line(tmp_path) -> None:

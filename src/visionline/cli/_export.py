@@ -10,7 +10,7 @@ import typer
 from visionline.cli._common import ProjectOption, console
 from visionline.cli._trust import PubkeyOption, RequireSignatureOption, TrustStoreOption
 from visionline.errors import ConfigError, ProjectNotFoundError
-from visionline.export._options import Calibration
+from visionline.export._options import Calibration, Int8Mode
 
 keys_app = typer.Typer(help="Ed25519 keys that sign edge bundles.", no_args_is_help=True)
 bundle_app = typer.Typer(help="Inspect and verify edge bundles.", no_args_is_help=True)
@@ -65,11 +65,17 @@ def export(
         typer.Option("--out", "-o", help="Bundle directory (a .tar.gz is written next to it)."),
     ] = Path("bundle"),
     int8: Annotated[
-        bool | None,
+        Int8Mode | None,
         typer.Option(
-            "--int8/--no-int8", help="INT8 static quantisation (default: on when --data is given)."
+            "--int8",
+            help="INT8 static quantisation (default: ptq when --data is given); qat: when "
+            "post-training INT8 fails its gate, fine-tune quantisation-aware and quantise again.",
         ),
     ] = None,
+    no_int8: Annotated[bool, typer.Option("--no-int8", help="Export FP32 only.")] = False,
+    qat_epochs: Annotated[
+        int, typer.Option(help="Epochs of the quantisation-aware fine-tune (--int8 qat).")
+    ] = 2,
     fp16: Annotated[
         bool, typer.Option("--fp16/--no-fp16", help="Also write an FP16 model for GPU targets.")
     ] = False,
@@ -108,13 +114,18 @@ def export(
     """Export a model to an optimised, gated, signed edge bundle."""
     from pydantic import ValidationError
 
+    if no_int8 and int8 is not None:
+        raise ConfigError(f"--int8 {int8.value} and --no-int8 contradict each other; pass one of them.")
+
     from visionline.config import describe_validation_error
     from visionline.export._pipeline import ExportConfig, export_model
 
     try:
         config = ExportConfig(
             data=data,
-            int8=int8,
+            int8=False if no_int8 else (None if int8 is None else True),
+            qat=int8 is Int8Mode.QAT,
+            qat_epochs=qat_epochs,
             fp16=fp16,
             calibration=calibration,
             calibration_images=calibration_images,

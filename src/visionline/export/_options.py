@@ -18,4 +18,12 @@ class Calibration(str, Enum):
     PERCENTILE = "percentile"
 
 
+class Int8Mode(str, Enum):
+    """`visionline export --int8 MODE`: post-training quantisation alone, or with a
+    quantisation-aware fine-tune when the post-training model fails its gate."""
+
+    PTQ = "ptq"
+    QAT = "qat"
+
+
 MEASURED_CALIBRATIONS = (Calibration.MINMAX, Calibration.ENTROPY, Calibration.PERCENTILE)

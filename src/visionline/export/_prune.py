@@ -92,11 +92,14 @@ def finetune(
     seed: int = 0,
     progress: Any = None,
     teacher: Any = None,
+    frozen_norm: bool = False,
+    label: str = "fine-tune pruned model",
 ) -> Any:
     """A short supervised fine-tune on the train split (horizontal flips), to recover pruned accuracy.
 
     `teacher` is an optional `TeacherHook` (e.g. `DistillationLoss`): the unpruned model or a
-    bigger one then adds its soft targets to the label loss.
+    bigger one then adds its soft targets to the label loss. `frozen_norm` keeps BatchNorm on its
+    running statistics (quantisation-aware fine-tuning).
     """
     import torch
 
@@ -112,8 +115,12 @@ def finetune(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
     steps = epochs * ((len(keep) + batch_size - 1) // batch_size)
-    task = progress.add_task("fine-tune pruned model", total=steps) if progress else None
+    task = progress.add_task(label, total=steps) if progress else None
     model.train()
+    if frozen_norm:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
     for _ in range(epochs):
         order = torch.randperm(len(keep), generator=generator)
         for start in range(0, len(keep), batch_size):
