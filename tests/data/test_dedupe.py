@@ -150,3 +150,16 @@ def test_look_alikes_on_one_background_stay_apart_while_their_copies_join() -> N
     result = find_groups(concat([image_features(im) for im in apples + copies]))
     assert [0, 12, 13] in result.groups()  # no other apple joins the copies' group
     assert len(result.groups()) <= 2  # a small folder may tie one look-alike pair (see docs)
+
+
+def test_a_large_table_is_gathered_into_memory_maps(images, tmp_path, monkeypatch) -> None:
+    from visionline.data import _dedupe_features
+    from visionline.data._dedupe_features import FeatureCache
+
+    tables = [image_features(im) for im in images[:4]]
+    FeatureCache(tmp_path).add(["a", "b", "c", "d"], concat(tables))
+    monkeypatch.setattr(_dedupe_features, "_IN_MEMORY_ROWS", 2)
+    table = FeatureCache(tmp_path).table(["d", "b", "a"])
+    assert isinstance(table.desc, np.memmap)
+    expected = concat([tables[3], tables[1], tables[0]])
+    assert np.array_equal(table.desc, expected.desc) and np.array_equal(table.xy, expected.xy)

@@ -165,27 +165,32 @@ def _words(table: FeatureTable, vocabulary: tuple[np.ndarray, np.ndarray]) -> np
 def _background(table: FeatureTable, words: np.ndarray, n_words: int) -> np.ndarray:
     """Keypoints of a static background (n, 2, F): the same visual word at the same place
     (16 px cell) in many images, e.g. the rollers behind every apple of one camera. Look-alikes
-    share them, so they count neither for retrieval nor for verification. Counted one chunk of
-    images at a time, in an array of n_words x cells."""
+    share them, so they count neither for retrieval nor for verification. Two passes over chunks
+    of images: count the images per (word, cell), then flag the frequent ones."""
     n = len(table)
     side = SIDE // _CELL_PX
     places = n_words * side * side
-    images_with = np.zeros(places, np.int64)
-    keys = np.full(words.shape, -1, np.int64)
-    for start in range(0, n, _WORD_CHUNK):
-        end = min(n, start + _WORD_CHUNK)
+
+    def keys(start: int, end: int) -> np.ndarray:
         cells = np.clip(table.xy[start:end, :, :, :2] // _CELL_PX, 0, side - 1).astype(np.int64)
-        key = words[start:end].astype(np.int64) * side * side + (
-            cells[..., 1] * side + cells[..., 0]
-        )
+        key = words[start:end].astype(np.int64) * side * side + cells[..., 1] * side + cells[..., 0]
         key[words[start:end] < 0] = -1
-        keys[start:end] = key
+        return key
+
+    spans = [(s, min(n, s + _WORD_CHUNK)) for s in range(0, n, _WORD_CHUNK)]
+    images_with = np.zeros(places, np.int64)
+    for start, end in spans:
+        key = keys(start, end)
         image = np.broadcast_to(np.arange(end - start)[:, None, None], key.shape)
         valid = key >= 0
         distinct = np.unique(image[valid] * places + key[valid]) % places
         images_with += np.bincount(distinct, minlength=places)
     frequent = images_with >= max(_BACKGROUND_MIN_IMAGES, _BACKGROUND_SHARE * n)
-    return (keys >= 0) & frequent[np.maximum(keys, 0)]
+    out = np.zeros(words.shape, bool)
+    for start, end in spans:
+        key = keys(start, end)
+        out[start:end] = (key >= 0) & frequent[np.maximum(key, 0)]
+    return out
 
 
 def _signatures(words: np.ndarray, background: np.ndarray, n_words: int) -> np.ndarray:

@@ -40,6 +40,7 @@ _FILL_MARGIN = 9
 _CACHE_NAME = f"orb-{SIDE}-{FEATURES}-{PATCH}-v2"
 _FILES = ("shas", "xy", "desc", "count")
 _COPY_CHUNK = 4096
+_IN_MEMORY_ROWS = 20_000
 
 
 @dataclass
@@ -178,9 +179,24 @@ class FeatureCache:
         return set(self._shas)
 
     def table(self, shas: list[str]) -> FeatureTable:
-        """Features of `shas` (all must be known), in that order."""
+        """Features of `shas` (all must be known), in that order. Above `_IN_MEMORY_ROWS` rows
+        they are gathered chunk by chunk into memory-mapped temporary files (deleted when the
+        table is dropped), so memory stays bounded whatever the number of images."""
         where = {s: i for i, s in enumerate(self._shas)}
-        return self._table.take(np.asarray([where[s] for s in shas], dtype=np.int64))
+        index = np.asarray([where[s] for s in shas], dtype=np.int64)
+        if len(index) <= _IN_MEMORY_ROWS:
+            return self._table.take(index)
+        arrays = []
+        for name in ("xy", "desc", "count"):
+            source = getattr(self._table, name)
+            with tempfile.TemporaryFile(dir=self.dir.parent) as handle:  # the map outlives it
+                out = np.memmap(
+                    handle, dtype=source.dtype, mode="w+", shape=(len(index), *source.shape[1:])
+                )
+            for start in range(0, len(index), _COPY_CHUNK):
+                out[start : start + _COPY_CHUNK] = source[index[start : start + _COPY_CHUNK]]
+            arrays.append(out)
+        return FeatureTable(*arrays)
 
     def add(self, shas: list[str], table: FeatureTable) -> None:
         """Store the features of new blobs: the cache is rewritten beside and swapped in."""
