@@ -215,7 +215,8 @@ def main() -> None:
         "target_images_per_s": 300,
         "meets_target": vl_rate >= 300 and cli_ratio > 1 and api_ratio > 1,
         "notes": "visionline: read + sha256 + full decode (corrupt/bomb check) + pHash + blob store + "
-        "near-duplicate search + Parquet manifest; dvc add: md5 + cache copy. CLI: a new process "
+        "Parquet manifest (the rotation-proof near-duplicate search is left to `data dedupe` and "
+        "`data split`, which cache its features per blob); dvc add: md5 + cache copy. CLI: a new process "
         "each (`visionline data add DIR --project P`, `dvc add -q images`), start-up and imports "
         "included for both. In process: `DatasetRepo(Project.load(P)).add(DIR)` and "
         "`dvc.repo.Repo(R).add('images')`, opening the project/repository included, imports "
