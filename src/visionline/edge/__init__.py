@@ -1,6 +1,7 @@
 """The line agent: frames from the camera, verdicts in process, reject signals to the PLC.
 
-`open_source` gives frames (hot folder, `synth://`, video), `Decider` turns one into a `Verdict`
+`open_source` gives frames (hot folder, `synth://`, video/RTSP/USB, GenICam), `TaggedSource`
+names them by the PLC's trigger tag, `Decider` turns one into a `Verdict`
 within its deadline (or the fail-safe), `Outbox` keeps every verdict until `SyncWorker` has it
 acknowledged by the central log, and `LineAgent` runs the loop.
 """
@@ -18,10 +19,12 @@ from visionline.edge._frames import (
     group_views,
     open_source,
 )
+from visionline.edge._genicam import GenICamSource
 from visionline.edge._metrics import AgentMetrics
 from visionline.edge._outbox import ImageStore, Outbox
 from visionline.edge._sinks import BufferedSink, item_key, open_sink
 from visionline.edge._sync import SyncWorker
+from visionline.edge._trigger import TaggedSource, open_item_tag
 from visionline.edge._types import SignalSink, Verdict
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "FailSafe",
     "Frame",
     "FrameSource",
+    "GenICamSource",
     "HotFolderSource",
     "ImageStore",
     "LineAgent",
@@ -43,11 +47,13 @@ __all__ = [
     "SignalSink",
     "SyncWorker",
     "SynthSource",
+    "TaggedSource",
     "Verdict",
     "VideoSource",
     "group_views",
     "item_key",
     "load_edge_config",
+    "open_item_tag",
     "open_sink",
     "open_source",
 ]
