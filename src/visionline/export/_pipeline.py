@@ -174,6 +174,10 @@ def export_model(
         raise ConfigError(
             "--data needs a project; run inside a visionline project or pass --project."
         )
+    if config.qat and config.int8 is False:
+        raise ConfigError(
+            "Quantisation-aware training makes an INT8 model; drop --no-int8 or drop --int8 qat."
+        )
     if (config.int8 or config.qat) and not config.data:
         raise ConfigError(
             "INT8 calibration and its accuracy gate need images; pass --data VERSION or --no-int8."
@@ -203,10 +207,6 @@ def export_model(
         )
     notes: list[str] = []
     int8 = bool(config.data) if config.int8 is None else config.int8
-    if config.qat and config.int8 is False:
-        raise ConfigError(
-            "Quantisation-aware training makes an INT8 model; drop --no-int8 or drop --int8 qat."
-        )
     out_dir = out_dir.resolve()
     with (
         staged_directory(out_dir) as stage,
