@@ -8,7 +8,7 @@ and size, so verification can first vote on the rotation and zoom between two im
 before it fits a transform.
 
 The cache holds a fixed number of slots per image in four ``.npy`` files that are memory-mapped
-when read, so 100,000 images cost disk (about 28 KiB each) rather than memory. A new version only
+when read, so 100,000 images cost disk (about 24 KiB each) rather than memory. A new version only
 computes features for blobs the cache does not hold yet.
 """
 
