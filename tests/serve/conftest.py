@@ -9,23 +9,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_support import CLASSES, SIZE, image_bytes, serving, write_bundle  # noqa: F401
-
-from visionline.preprocessing import Preprocessing
+from serve_support import CLASSES, SIZE, export_onnx_model, image_bytes, serving, write_bundle  # noqa: F401
 
 
 @pytest.fixture(scope="session")
 def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """mobilenetv3_small_100 at 64 px with a random head, exported once per session."""
-    import torch
-
-    from visionline.export import export_onnx
-    from visionline.train import ModelSpec, build_model
-
-    torch.manual_seed(0)
-    spec = ModelSpec(backbone="mobilenetv3_small_100", class_names=CLASSES, preprocessing=Preprocessing(size=SIZE))
-    model = build_model(spec).eval()
-    return export_onnx(model, SIZE, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return export_onnx_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,36 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from visionline.preprocessing import Preprocessing
 
 CLASSES = ["good", "bruise", "rot"]
 SIZE = 64
+
+
+_ONNX_MODELS: dict[int, Path] = {}
+"""Exported models by id of the session's TempPathFactory (a dataclass, so not hashable)."""
+
+
+def export_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mobilenetv3_small_100 at 64 px with a random head, exported once per session: conftest.py's
+    fixture and the copy of it that tests/pipeline/score_support.py loads both come here."""
+    key = id(tmp_path_factory)
+    if key not in _ONNX_MODELS:
+        import torch
+
+        from visionline.export import export_onnx
+        from visionline.train import ModelSpec, build_model
+
+        torch.manual_seed(0)
+        spec = ModelSpec(
+            backbone="mobilenetv3_small_100", class_names=CLASSES, preprocessing=Preprocessing(size=SIZE)
+        )
+        model = build_model(spec).eval()
+        _ONNX_MODELS[key] = export_onnx(model, SIZE, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return _ONNX_MODELS[key]
 
 
 def write_bundle(onnx_model: Path, target: Path, version: str, threshold: float = 0.5, key: Path | None = None) -> Path:
