@@ -16,7 +16,7 @@ def demo(
     ] = None,
     images: Annotated[int | None, typer.Option(help="Synthetic training images.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Image side in pixels.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of the head on cached embeddings.")] = None,
     deliveries: Annotated[int | None, typer.Option(help="Deliveries streamed through the server.")] = None,
     delivery_size: Annotated[int | None, typer.Option(help="Apples per delivery.")] = None,
     feedback: Annotated[
