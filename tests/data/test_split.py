@@ -139,6 +139,17 @@ def test_split_groups_fills_any_named_splits_by_group():
     assert split_groups(groups, classes, fractions, seed=1) == splits
 
 
+def test_a_rare_class_inside_mixed_groups_still_reaches_every_split():
+    # Four defects, each tied to two good look-alikes: by majority every group is "good", which
+    # once left val without a defect; a group now counts for its rarest class.
+    groups = [f"mixed{i}" for i in range(4) for _ in range(3)] + [f"g{i}" for i in range(28)]
+    classes = ["defect", "good", "good"] * 4 + ["good"] * 28
+    fractions = {"train": 0.55, "val": 0.15, "calib": 0.15, "test": 0.15}
+    splits = split_groups(groups, classes, fractions, seed=0)
+    assert {s for s, c in zip(splits, classes) if c == "defect"} == set(fractions)
+    assert all(len({s for g, s in zip(groups, splits) if g == key}) == 1 for key in set(groups))
+
+
 def test_calib_split_is_stratified_group_aware_and_recorded(repo, dataset):
     v = repo.split(dataset.id, val=0.2, test=0.2, seed=0, calib=0.2)
     per = Counter((r.model_class, r.split) for r in v.records)

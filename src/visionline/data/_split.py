@@ -68,10 +68,13 @@ def split_groups(
     members: dict[str, list[int]] = defaultdict(list)
     for index, key in enumerate(groups):
         members[key].append(index)
+    # A group joins the stratum of its rarest class, so a near-duplicate group that mixes a rare
+    # defect with common good images still counts towards placing that defect in every split.
+    frequency = Counter(classes)
     strata: dict[str, list[str]] = defaultdict(list)
     for key, indices in members.items():
-        votes = Counter(classes[i] for i in indices)
-        strata[min(votes, key=lambda c: (-votes[c], c))].append(key)
+        present = {classes[i] for i in indices}
+        strata[min(present, key=lambda c: (frequency[c], c))].append(key)
 
     names = [s for s in fractions if fractions[s] > 0]
     out = [""] * len(groups)
