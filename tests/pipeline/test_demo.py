@@ -19,8 +19,8 @@ VISIONLINE = Path(sys.executable).parent / "visionline"
 def test_reduced_demo_runs_the_whole_loop(tmp_path):
     settings = DemoSettings(
         directory=tmp_path / "demo",
-        images=160,
-        image_size=64,
+        images=120,
+        image_size=48,
         epochs=2,
         batch_size=16,
         deliveries=3,
@@ -44,6 +44,10 @@ def test_reduced_demo_runs_the_whole_loop(tmp_path):
     assert result.line["sync"]["counts"]["synced"] == 120
     assert result.drift["windows"] >= 1
     assert result.drift["drift_start"] == 30
+    assert [row["clean"] for row in result.deliveries] == [True, False, False, True]
+    visible = result.visible  # the faint defects are counted, never silently dropped
+    assert 0 <= visible["n_faint"] < visible["n_defect"]
+    assert 0.0 <= visible["recall_all"] <= 1.0 and 0.0 <= visible["recall_visible"] <= 1.0
 
     from visionline.monitor import MonitorDB
 
@@ -104,6 +108,7 @@ def test_demo_never_deletes_a_directory_it_did_not_create(tmp_path):
 def test_demo_cli_refuses_bad_options_in_one_line(tmp_path):
     result = subprocess.run(
         [str(VISIONLINE), "demo", "--dir", str(tmp_path / "d"), "--images", "5"],
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,
