@@ -39,7 +39,13 @@ def fitted_apples(root: Path, images: int = 40) -> FittedApples:
     added = repo.add(raw, name="apples", masks=True)
     split = repo.split(added.version.id, val=0.3, test=0.2, seed=0)
     config = AnomalyConfig(
-        image_size=IMAGE_SIZE, batch_size=16, coreset_ratio=0.1, max_bank=256, autocontrast=False
+        image_size=IMAGE_SIZE,
+        batch_size=16,
+        coreset_ratio=0.1,
+        max_bank=256,
+        autocontrast=False,
+        stages=[2, 4],  # finer than the defaults' stride-16 stages: these apples are only 64 px
+        neighbourhood=3,
     )
     fit = fit_anomaly(config, split.id, project, root / "run", progress=False, track=False)
     return FittedApples(project, split.id, fit.model_path, raw)

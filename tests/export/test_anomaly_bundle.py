@@ -111,7 +111,10 @@ def test_visionline_score_writes_the_anomaly_score_column(exported, tmp_path):
     rows = scored.rows
     assert rows["anomaly_score"].gt(0).all() and rows["defect_score"].between(0, 1).all()
     assert (rows["flagged"] == (rows["defect_score"] > 0.5)).all()
-    assert scored.summary.corrected  # the bundle's validated recall and FRR correct the estimate
+    # The summary counts what the rows flag; whether the validated rates can correct the estimate
+    # depends on this tiny model's validation recall, so correction is tested on fixed rates in
+    # tests/pipeline/test_score.py, not here.
+    assert scored.summary.flagged == int(rows["flagged"].sum()) and scored.summary.images == len(rows)
 
 
 @pytest.mark.slow

@@ -66,6 +66,14 @@ def test_fit_trains_saves_the_best_epoch_and_tracks_everything(
         [run.info.experiment_id], filter_string=f"source_run_id = '{result.run_id}'"
     )
     assert [m.name for m in logged] == ["model"]
+    # A user's mlflow.pytorch.load_model gives back the same network as visionline's checkpoint.
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(tracking_uri)
+    logged_model = mlflow.pytorch.load_model(f"runs:/{result.run_id}/model").eval()
+    example = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(logged_model(example), model.eval()(example), atol=1e-5)
     for name in (
         "train_config.yaml",
         "preprocessing.json",
