@@ -44,24 +44,37 @@ def test_embeddings_are_computed_once_and_reused_from_disk(tiny_project, tmp_pat
     pixels = PixelCache(DatasetRepo(project).blobs, prep, None).stack(records)
     cpu = torch.device("cpu")
 
-    first = EmbeddingCache(model, "mobilenetv3_small_100", "none", prep, tmp_path)
+    first = EmbeddingCache(model, "mobilenetv3_small_100", prep, tmp_path)
     vectors = first.embed(records, pixels, 2, cpu)
     assert vectors.shape == (2, len(records), model.embedding_dim)
     assert first.computed == 2 * len(records)
     assert not np.allclose(vectors[0], vectors[1])  # a flipped view is another input
 
-    again = EmbeddingCache(model, "mobilenetv3_small_100", "none", prep, tmp_path)
+    again = EmbeddingCache(model, "mobilenetv3_small_100", prep, tmp_path)
     np.testing.assert_array_equal(again.embed(records, pixels, 2, cpu), vectors)
     assert again.computed == 0
     other_size = EmbeddingCache(
         model,
         "mobilenetv3_small_100",
-        "none",
         Preprocessing(size=32, resize_mode="letterbox"),
         tmp_path,
     )
     other_size.embed(records[:2], pixels[:2], 1, cpu)
     assert other_size.computed == 2  # another resize mode is another key
+
+    # A retrain starts from a checkpoint whose head moved but whose frozen backbone did not:
+    # it reuses the embeddings; a backbone that changed does not.
+    with torch.no_grad():
+        for parameter in model.head.parameters():
+            parameter.add_(1.0)
+    new_head = EmbeddingCache(model, "mobilenetv3_small_100", prep, tmp_path)
+    new_head.embed(records, pixels, 2, cpu)
+    assert new_head.computed == 0
+    with torch.no_grad():
+        next(model.backbone.parameters()).add_(0.01)
+    new_backbone = EmbeddingCache(model, "mobilenetv3_small_100", prep, tmp_path)
+    new_backbone.embed(records[:2], pixels[:2], 1, cpu)
+    assert new_backbone.computed == 2
 
 
 def test_only_the_top_blocks_and_the_layers_above_them_train():

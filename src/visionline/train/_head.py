@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from visionline.train._backbones import IMAGENET, NO_WEIGHTS
 from visionline.train._config import Balance, TrainConfig
 from visionline.train._data import inverse_frequency_weights
 
@@ -62,28 +61,27 @@ VIEWS: tuple[Callable[[np.ndarray], np.ndarray], ...] = (
 first k. Exact pixel permutations only, so no defect is cropped or blurred away."""
 
 
-def _weights_identity(pretrained: str, seed: int) -> str:
-    if pretrained == IMAGENET:
-        return IMAGENET
-    if pretrained == NO_WEIGHTS:
-        return f"random-seed-{seed}"
-    digest = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest()
-    return f"checkpoint-{digest}"
+def _backbone_identity(model: InspectionModel) -> str:
+    """A digest of the frozen backbone's weights and buffers: a head-only checkpoint (a retrain's
+    starting point) shares its embeddings with the ImageNet start it was trained on."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class EmbeddingCache:
     """Pooled embeddings of a frozen backbone per (image sha256, view), in memory and as one
     `.npy` per image and view under `cache_dir/embeddings/<key>/`, where the key hashes the
-    backbone, its starting weights and the preprocessing (size, resize mode, mean/std)."""
+    backbone, the digest of its weights and the preprocessing (size, resize mode, mean/std)."""
 
     def __init__(
         self,
         model: InspectionModel,
         backbone: str,
-        pretrained: str,
         preprocessing: Preprocessing,
         cache_dir: Path | None,
-        seed: int = 0,
         batch_size: int = 64,
     ):
         self.model = model
@@ -92,7 +90,7 @@ class EmbeddingCache:
         identity = {
             "format": EMBEDDING_FORMAT,
             "backbone": backbone,
-            "weights": _weights_identity(pretrained, seed),
+            "weights": _backbone_identity(model),
             "preprocessing": preprocessing.to_dict(),
         }
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
@@ -245,10 +243,8 @@ def fit_head(
     cache = EmbeddingCache(
         model,
         config.backbone.value,
-        config.pretrained,
         preprocessing,
         cache_dir,
-        config.seed,
         config.eval_batch_size,
     )
     views = config.embedding_views
