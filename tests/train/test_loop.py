@@ -70,7 +70,7 @@ def test_fit_trains_saves_the_best_epoch_and_tracks_everything(
     import mlflow.pytorch
 
     mlflow.set_tracking_uri(tracking_uri)
-    logged_model = mlflow.pytorch.load_model(f"runs:/{result.run_id}/model").eval()
+    logged_model = mlflow.pytorch.load_model(f"runs:/{result.run_id}/model")
     example = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(logged_model(example), model.eval()(example), atol=1e-5)

@@ -140,12 +140,11 @@ class Tracker:
 
         for artifact_dir, path in files.items():
             mlflow.log_artifact(str(path), artifact_path=artifact_dir or None)
-        # Pickle, not MLflow 3's default torch.export: the export took about a fifth of a short
-        # training run's wall time, and mlflow.pytorch.load_model reads either format.
+        # MLflow's default torch.export format, not pickle: it costs seconds per run, but loading a
+        # pickled model from a tracking server runs whatever code the file holds.
         mlflow.pytorch.log_model(
             model,
             name="model",
-            serialization_format="pickle",
             input_example=example,
             pip_requirements=[
                 f"torch=={torch.__version__.split('+')[0]}",
