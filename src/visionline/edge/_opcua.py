@@ -28,7 +28,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from asyncua import Client, ua
 
@@ -97,33 +99,37 @@ class OpcUaSink:
 
     def send(self, verdict: Verdict) -> None:
         """Write the verdict's nodes; raise a one-sentence error within 2 x ``timeout`` + 1 s."""
-        with self._lock:
-            future = asyncio.run_coroutine_threadsafe(self._write(verdict), self._loop)
-            try:
-                future.result(timeout=2 * self.timeout + 1)
-            except Exception as exc:  # every failure becomes one sentence
-                future.cancel()
-                self._run_quietly(self._drop())
-                raise ServiceUnavailableError(
-                    f"The OPC UA PLC at {self.where} did not take the reject signal for item "
-                    f"{verdict.item_id!r} ({_describe(exc)}): check that it is on, reachable and "
-                    f"has the writable nodes {', '.join(map(str, self._node_texts()))}."
-                ) from exc
+        self._call(
+            self._write(verdict),
+            lambda why: (
+                f"The OPC UA PLC at {self.where} did not take the reject signal for item "
+                f"{verdict.item_id!r} ({why}): check that it is on, reachable and has the "
+                f"writable nodes {', '.join(map(str, self._node_texts()))}."
+            ),
+        )
 
     def connect(self) -> None:
         """Connect now (before the first item) so the first verdict does not pay for the
         session set-up; raises the same one-sentence error as `send` when the PLC is away."""
+        self._call(
+            self._connected(),
+            lambda why: (
+                f"The OPC UA PLC at {self.where} does not answer ({why}): check that it is on "
+                "and reachable."
+            ),
+        )
+
+    def _call(self, coroutine: Any, message: Callable[[str], str]) -> None:
+        """Run `coroutine` on the session's loop; any failure drops the session and becomes one
+        `ServiceUnavailableError` sentence, `message(reason)`."""
         with self._lock:
-            future = asyncio.run_coroutine_threadsafe(self._connected(), self._loop)
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
             try:
                 future.result(timeout=2 * self.timeout + 1)
             except Exception as exc:  # every failure becomes one sentence
                 future.cancel()
                 self._run_quietly(self._drop())
-                raise ServiceUnavailableError(
-                    f"The OPC UA PLC at {self.where} does not answer ({_describe(exc)}): check "
-                    "that it is on and reachable."
-                ) from exc
+                raise ServiceUnavailableError(message(_describe(exc))) from exc
 
     def close(self) -> None:
         with self._lock:
