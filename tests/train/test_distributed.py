@@ -14,7 +14,7 @@ from train_builders import make_project
 WORKER = """
 import os, sys
 import torch
-sys.path.insert(0, {builders!r})
+sys.path[:0] = [{builders!r}, {support!r}]
 from train_builders import tiny_config
 from visionline.config import Project
 from visionline.train import fit
@@ -46,6 +46,7 @@ def test_two_gloo_ranks_end_with_identical_weights_and_one_mlflow_run(tmp_path: 
     worker.write_text(
         WORKER.format(
             builders=str(Path(__file__).parent),
+            support=str(Path(__file__).parents[1]),  # tests/: mlflow_support
             version=version.id,
             root=str(project.root),
             out=str(out),
