@@ -77,6 +77,14 @@ def _class_labels(class_names: list[str], project: Any) -> dict[str, str]:
     return labels
 
 
+def _calibration_set(train: Any, prep: Any, config: ExportConfig) -> tuple[Any, list[str]]:
+    """Normalised calibration images stratified by class, and their classes."""
+    from visionline.export import _quantize
+
+    picked = _quantize.stratified_indices(train.classes, config.calibration_images, config.seed)
+    return prep.normalize(train.pixels[picked]), [train.classes[i] for i in picked]
+
+
 def _search(
     fp32_path: Path,
     int8_path: Path,
@@ -309,10 +317,7 @@ def export_model(
                 int8_path = Path(shutil.copyfile(prebuilt["int8"], stage / "model.int8.onnx"))
                 choice = dict(int8_choice or {"method": config.calibration.value})
             else:
-                picked = _quantize.stratified_indices(
-                    train.classes, config.calibration_images, config.seed
-                )
-                calib = (prep.normalize(train.pixels[picked]), [train.classes[i] for i in picked])
+                calib = _calibration_set(train, prep, config)
                 int8_path = stage / "model.int8.onnx"
                 choice = _search(fp32_path, int8_path, calib, threshold, config, bar)
             int8_probs, int8_emb = _onnx.onnx_predict(int8_path, val_batch)
@@ -324,11 +329,7 @@ def export_model(
                 # Post-training INT8 was refused: fine-tune a copy under fake quantisation and
                 # quantise that; the same gate judges it against the original FP32 decisions.
                 refused = {**gate.to_dict(), "quantisation": choice}
-                if calib is None:
-                    picked = _quantize.stratified_indices(
-                        train.classes, config.calibration_images, config.seed
-                    )
-                    calib = (prep.normalize(train.pixels[picked]), [train.classes[i] for i in picked])
+                calib = calib or _calibration_set(train, prep, config)
                 choice, gate, int8_probs, int8_emb = _quantisation_aware(
                     model, spec, train, calib, int8_path, val_batch, fp32_scores, val, threshold,
                     config, bar,
