@@ -467,13 +467,14 @@ def _print_summary(console: Console, result: DemoResult) -> None:
     clean = [e for e, r in zip(errors, result.deliveries) if r["clean"]]
     dirty = [e for e, r in zip(errors, result.deliveries) if not r["clean"]]
     covered = sum(r["low"] <= r["true_rate"] <= r["high"] for r in result.deliveries)
+    by_lens = [
+        f"{statistics.mean(group):.1%} on the {len(group)} deliveries with a {lens} lens"
+        for group, lens in ((clean, "clean"), (dirty, "dirty"))
+        if group
+    ]
     console.print(
-        f"Mean absolute error {statistics.mean(errors):.1%}"
-        + (f" ({statistics.mean(clean):.1%} on the {len(clean)} deliveries with a clean lens"
-           if clean else "")
-        + (f", {statistics.mean(dirty):.1%} on the {len(dirty)} with a dirty one)" if dirty else
-           ")" if clean else "")
-        + f"; the interval holds the truth for {covered} of {len(errors)} deliveries."
+        f"Mean absolute error {statistics.mean(errors):.1%} ({', '.join(by_lens)})"
+        f"; the interval holds the truth for {covered} of {len(errors)} deliveries."
     )
     console.print(
         f"Line latency, frame to PLC write: p50 {result.latency_ms['p50']:.1f} ms, "
