@@ -72,8 +72,23 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "epochs": 1, "head_epochs": 200, "embedding_views": 1, "finetune_blocks": 0,
         "image_size": 224,
     },
+    # A patch head instead of the linear one: a 1x1-conv MLP scores every cell of the map before
+    # lite0's last stage (192 x 7 x 7 at 224 px) and a log-sum-exp pools the cells, so a small defect is
+    # not averaged away (scratch probe on seed 7 with cached maps: val recall at 2% FRR 56% for
+    # the pooled linear probe -> 80%). Max/GeM/top-k pooling of the last stage did not help (46-54%).
+    "patches_224": {
+        "epochs": 1, "head_epochs": 60, "head_lr": 0.003, "embedding_views": 1,
+        "finetune_blocks": 0, "image_size": 224, "features": "patches",
+    },
+    # The same trained on two views (identity and horizontal flip) of each image.
+    "patches_224_2views": {
+        "epochs": 1, "head_epochs": 60, "head_lr": 0.003, "embedding_views": 2,
+        "finetune_blocks": 0, "image_size": 224, "features": "patches",
+    },
 }
 
+PREVIOUS_DEMO = "head_only_224"
+"""The demo's recipe before this round: the peer of the README row."""
 
 DEMO_YAML = """name: apples
 goals:
@@ -223,7 +238,8 @@ def main() -> None:
     )
     print(f"chosen on val: {chosen}")
     test = results[chosen]["other_seed_test"]
-    before = results.get("demo_before", {}).get("other_seed_test")
+    previous = next((a for a in (PREVIOUS_DEMO, "demo_before") if a in results), None)
+    before = results[previous]["other_seed_test"] if previous else None
     result = {
         "benchmark": "demo_recipe",
         "apples_seed": args.seed,
@@ -242,7 +258,7 @@ def main() -> None:
                 "visionline": f"{chosen}: {test['defect_recall']:.1%} recall, "
                 f"{test['false_reject_rate']:.1%} FRR",
                 "peer": (
-                    f"demo_before: {before['defect_recall']:.1%} recall, "
+                    f"{previous}: {before['defect_recall']:.1%} recall, "
                     f"{before['false_reject_rate']:.1%} FRR" if before else "-"
                 ),
                 "result": f"chosen on val; train {results[chosen]['train_s']:.0f} s on 1 thread",

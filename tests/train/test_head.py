@@ -146,3 +146,40 @@ def test_a_second_run_reuses_the_cached_embeddings(
     stamps = [p.stat().st_mtime_ns for p in cached]
     fit(config, version, project, out_dir=tmp_path / "b", tracking_uri=tracking_uri, progress=False)
     assert [p.stat().st_mtime_ns for p in cached] == stamps
+
+
+def test_patch_features_train_a_patch_head_on_cached_maps(
+    tiny_project, tracking_uri, tmp_path, checkpoint
+):
+    from visionline.train._features import PatchHead
+
+    project, version = tiny_project
+    config = tiny_config(
+        pretrained=str(checkpoint), head_epochs=5, finetune_blocks=0, features="patches"
+    )
+    result = fit(config, version, project, out_dir=tmp_path / "run", tracking_uri=tracking_uri)
+
+    model, spec = load_model(result.model_path)
+    assert spec.features == "patches" and isinstance(model.head, PatchHead)
+    assert not torch.equal(model.head.std, torch.ones_like(model.head.std))  # standardised
+    cached = sorted((project.cache_dir / "embeddings").rglob("*.npy"))
+    assert len(cached) == 28 and np.load(cached[0]).ndim == 3  # one (C, H, W) map per image
+
+
+def test_pooled_and_patch_features_are_cached_under_different_keys(tiny_project, tmp_path):
+    project, version = tiny_project
+    prep = Preprocessing(size=32)
+    records, _ = split_labels(version, "train", ["good", "scratch", "dent"])
+    pixels = PixelCache(DatasetRepo(project).blobs, prep, None).stack(records)[:2]
+    pooled = build_model(ModelSpec("mobilenetv3_small_100", ["good", "x"], prep))
+    patches = build_model(
+        ModelSpec("mobilenetv3_small_100", ["good", "x"], prep, features="patches")
+    )
+    patches.backbone.load_state_dict(pooled.backbone.state_dict())
+    cpu = torch.device("cpu")
+    first = EmbeddingCache(pooled, "mobilenetv3_small_100", prep, tmp_path)
+    second = EmbeddingCache(patches, "mobilenetv3_small_100", prep, tmp_path)
+    assert first.directory != second.directory
+    assert first.embed(records[:2], pixels, 1, cpu).ndim == 3
+    assert second.embed(records[:2], pixels, 1, cpu).shape[:3] == (1, 2, patches.embedding_dim)
+    assert second.computed == 2

@@ -87,8 +87,8 @@ def predict_records(
             images = [decode_image(blobs.get(record.sha256)) for record in batch]
             inputs = torch.from_numpy(spec.preprocessing(images))
             with torch.inference_mode():
-                embedding = model.embed(inputs)
-                logits.append(model.classify(embedding).numpy())
+                embedding, batch_logits = model.predict(inputs)
+                logits.append(batch_logits.numpy())
                 embeddings.append(embedding.numpy())
             bar.advance(task, len(batch))
     return Predictions(

@@ -26,8 +26,7 @@ def _wrapper(model: Any, temperature: float) -> Any:
             self.model = model
 
         def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            embedding = self.model.embed(image)
-            logits = self.model.classify(embedding)
+            embedding, logits = self.model.predict(image)
             return torch.softmax(logits / temperature, dim=1), embedding
 
     return _Exported().eval()

@@ -16,6 +16,7 @@ from visionline.train._config import (
     load_train_config,
 )
 from visionline.train._distill import DistillationLoss, distillation_hook, kd_loss, load_teacher
+from visionline.train._features import Features
 from visionline.train._loop import EpochCallback, TeacherHook, TrainResult, evaluate_split, fit
 from visionline.train._model import (
     InspectionModel,
@@ -42,6 +43,7 @@ __all__ = [
     "Device",
     "DistillationLoss",
     "EpochCallback",
+    "Features",
     "FloatRange",
     "InspectionModel",
     "IntRange",

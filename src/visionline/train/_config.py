@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from visionline.errors import ConfigError, TrainingError
 from visionline.preprocessing import ResizeMode
 from visionline.train._backbones import IMAGENET, NO_WEIGHTS, Backbone, resolve_backbone
+from visionline.train._features import Features
 
 
 class Schedule(str, Enum):
@@ -87,6 +88,12 @@ class TrainConfig(BaseModel):
     head_lr: float = Field(HEAD_LR, gt=0, le=1, description="stage 1's AdamW learning rate")
     head_weight_decay: float = Field(
         HEAD_WEIGHT_DECAY, ge=0, description="stage 1's AdamW weight decay (keeps the head small)"
+    )
+    features: Features = Field(
+        Features.POOLED,
+        description="what the head classifies: 'pooled' (a linear head on the globally pooled "
+        "embedding) or 'patches' (a per-cell MLP on the map before the last stage, pooled by "
+        "log-sum-exp, so a small defect is not averaged away)",
     )
     embedding_views: int = Field(
         1,

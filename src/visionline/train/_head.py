@@ -3,9 +3,10 @@ and the top-blocks selection that stage 2 fine-tunes.
 
 One frozen warm-up epoch of full forward passes (23 steps on the magnetic tiles) leaves a linear
 head at chance, while a head fitted on the pooled ImageNet embeddings of the same images already
-separates unseen tiles (benchmarks/quality.py). The pooled features of the frozen backbone are
-computed once per image and fixed view (flips, quarter turns), cached on disk keyed by the
-image's content hash, the backbone, its starting weights and the preprocessing, so a rerun or a
+separates unseen tiles (benchmarks/quality.py). The features of the frozen backbone (pooled vectors, or
+feature maps for a patch head) are computed once per image and fixed view (flips, quarter
+turns), cached on disk keyed by the image's content hash, the backbone, its starting weights,
+the kind of features and the preprocessing, so a rerun or a
 second training arm reuses them; hundreds of head epochs over those vectors then cost less than
 one forward pass over the images.
 """
@@ -72,9 +73,10 @@ def _backbone_identity(model: InspectionModel) -> str:
 
 
 class EmbeddingCache:
-    """Pooled embeddings of a frozen backbone per (image sha256, view), in memory and as one
+    """`model.features` of a frozen backbone per (image sha256, view), in memory and as one
     `.npy` per image and view under `cache_dir/embeddings/<key>/`, where the key hashes the
-    backbone, the digest of its weights and the preprocessing (size, resize mode, mean/std)."""
+    backbone, the digest of its weights, the kind of features (pooled vector or patch map) and
+    the preprocessing (size, resize mode, mean/std)."""
 
     def __init__(
         self,
@@ -91,6 +93,7 @@ class EmbeddingCache:
             "format": EMBEDDING_FORMAT,
             "backbone": backbone,
             "weights": _backbone_identity(model),
+            "features": "patches" if model.patches else "pooled",
             "preprocessing": preprocessing.to_dict(),
         }
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
@@ -126,8 +129,9 @@ class EmbeddingCache:
         device: torch.device,
         advance: Callable[[int], Any] | None = None,
     ) -> np.ndarray:
-        """(views, N, D) float32 embeddings of `pixels_nhwc` (the decoded `records`, in order);
-        computes only what the cache lacks, with the backbone in eval mode."""
+        """(views, N, D) float32 embeddings of `pixels_nhwc` (the decoded `records`, in order),
+        (views, N, D, H, W) for patch features; computes only what the cache lacks, with the
+        backbone in eval mode."""
         self.model.eval()
         shas = [r.sha256 for r in records]
         out: list[np.ndarray] = []
@@ -138,7 +142,7 @@ class EmbeddingCache:
                 batch = np.ascontiguousarray(VIEWS[view](pixels_nhwc[chunk]))
                 images = torch.from_numpy(self.preprocessing.normalize(batch)).to(device)
                 images = images.contiguous(memory_format=torch.channels_last)
-                vectors = self.model.embed(images).float().cpu().numpy()
+                vectors = self.model.features(images).float().cpu().numpy()
                 for i, vector in zip(chunk, vectors):
                     self._store(shas[i], view, vector)
                 self.computed += len(chunk)
@@ -186,11 +190,15 @@ def train_head(
 ) -> dict[str, float]:
     """Fit `model.head` (through its dropout) on embeddings with AdamW and a cosine schedule,
     keep the epoch whose val score (defect recall at the false-reject goal, then -val loss) is
-    best, and return that epoch's val metrics. `score(logits, labels)` evaluates val logits."""
+    best, and return that epoch's val metrics. `score(logits, labels)` evaluates val logits.
+    Feature maps (N, D, H, W) are flipped at random per batch, as the images could have been,
+    and standardise a patch head's input first."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
     y = torch.from_numpy(train_y)
     val = torch.from_numpy(np.ascontiguousarray(val_x, dtype=np.float32))
+    if hasattr(model.head, "standardise"):
+        model.head.standardise(x)
     criterion = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=label_smoothing)
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=lr, weight_decay=weight_decay)
     steps = max(1, math.ceil(len(x) / batch_size))
@@ -202,7 +210,11 @@ def train_head(
         model.dropout.train()
         total = 0.0
         for batch in torch.randperm(len(x), generator=generator).split(batch_size):
-            loss = criterion(model.classify(x[batch]), y[batch])
+            inputs = x[batch]
+            if inputs.ndim == 4:
+                flips = [d for d in (2, 3) if torch.rand(1, generator=generator) < 0.5]
+                inputs = inputs.flip(flips) if flips else inputs
+            loss = criterion(model.classify(inputs), y[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -255,13 +267,13 @@ def fit_head(
     embedded = time.perf_counter()
     model.head.to("cpu")
     weight = (
-        inverse_frequency_weights(train_y, model.head.out_features)
+        inverse_frequency_weights(train_y, int(model.head.out_features))
         if config.balance is not Balance.NONE
         else None
     )
     best = train_head(
         model,
-        train_x.reshape(-1, train_x.shape[-1]),
+        train_x.reshape(-1, *train_x.shape[2:]),
         np.tile(train_y, views),
         val_x,
         val_y,

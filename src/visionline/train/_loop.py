@@ -312,7 +312,8 @@ def _fit(
         size=config.image_size, resize_mode=config.resize_mode, mean=mean, std=std
     )
     spec = ModelSpec(
-        config.backbone.value, class_names, preprocessing, config.pretrained, config.dropout
+        config.backbone.value, class_names, preprocessing, config.pretrained, config.dropout,
+        features=config.features.value,
     )
     _seed_everything(config.seed)
     model = build_model(spec)

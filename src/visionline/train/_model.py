@@ -32,6 +32,8 @@ class ModelSpec:
     pretrained: str = "none"
     dropout: float = 0.2
     temperature: float = 1.0
+    features: str = "pooled"
+    """`visionline.train.Features`: a linear head on the pooled embedding, or a patch head."""
 
     def __post_init__(self) -> None:
         if not self.class_names or self.class_names[0] != GOOD_CLASS:
@@ -52,6 +54,7 @@ class ModelSpec:
             "pretrained": self.pretrained,
             "dropout": self.dropout,
             "temperature": self.temperature,
+            "features": self.features,
         }
 
     @classmethod
@@ -62,35 +65,68 @@ class ModelSpec:
 
 
 class InspectionModel(nn.Module):
-    """Backbone → pooled embedding → linear head. Takes and returns batches."""
+    """Backbone → features → head. Takes and returns batches.
 
-    def __init__(self, backbone: nn.Module, embedding_dim: int, num_classes: int, dropout: float):
+    `features="pooled"`: the pooled embedding (N, D) and a linear head; `"patches"`: the feature
+    map before the last stage (N, D, H, W) and a `PatchHead` (see `visionline.train._features`).
+    """
+
+    def __init__(self, backbone: nn.Module, embedding_dim: int, num_classes: int, dropout: float,
+                 features: str = "pooled"):
+        from visionline.train._features import Features, PatchHead
+
         super().__init__()
         self.backbone = backbone
         self.embedding_dim = embedding_dim
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(embedding_dim, num_classes)
+        self.patches = Features(features) is Features.PATCHES
+        self.dropout = nn.Identity() if self.patches else nn.Dropout(dropout)
+        self.head: nn.Module = (
+            PatchHead(embedding_dim, num_classes, dropout)
+            if self.patches
+            else nn.Linear(embedding_dim, num_classes)
+        )
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled penultimate features (N, D): what drift monitoring compares."""
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the head classifies, and what stage 1 caches: (N, D) or (N, D, H, W)."""
+        if self.patches:
+            from visionline.train._features import patch_map
+
+            return patch_map(self.backbone, images)
         return self.backbone(images)
 
-    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(embedding))
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """The (N, D) embedding of `features`: a map is averaged over its cells."""
+        return features.mean(dim=(2, 3)) if features.ndim == 4 else features
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features (N, D): what drift monitoring compares."""
+        return self.pool(self.features(images))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C) of `features` (the output of `features`)."""
+        return self.head(self.dropout(features))
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embedding, logits) from one backbone pass."""
+        features = self.features(images)
+        return self.pool(features), self.classify(features)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (N, C)."""
-        return self.classify(self.embed(images))
+        return self.classify(self.features(images))
 
 
 def build_model(spec: ModelSpec) -> InspectionModel:
     """A fresh model for `spec`, without pretrained weights (see `load_pretrained`)."""
     from visionline.train._backbones import create_backbone
+    from visionline.train._features import Features, patch_channels
 
     backbone = create_backbone(spec.backbone, pretrained=False, num_classes=0)
-    # MobileNetV3's pooled output passes a conv head, so it is wider than `num_features`.
-    width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
-    return InspectionModel(backbone, width, spec.num_classes, spec.dropout)
+    if Features(spec.features) is Features.PATCHES:
+        width = patch_channels(backbone)
+    else:  # MobileNetV3's pooled output passes a conv head, so it is wider than `num_features`.
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    return InspectionModel(backbone, width, spec.num_classes, spec.dropout, spec.features)
 
 
 def _scalar(value: Any) -> Any:
