@@ -163,3 +163,22 @@ def test_a_large_table_is_gathered_into_memory_maps(images, tmp_path, monkeypatc
     assert isinstance(table.desc, np.memmap)
     expected = concat([tables[3], tables[1], tables[0]])
     assert np.array_equal(table.desc, expected.desc) and np.array_equal(table.xy, expected.xy)
+
+
+def test_background_is_a_place_shared_beyond_chance_not_a_common_word() -> None:
+    from visionline.data._dedupe import _background
+    from visionline.data._dedupe_features import FEATURES, FeatureTable
+
+    rng = np.random.default_rng(0)
+    n, slots = 40, 60
+    xy = np.zeros((n, 2, FEATURES, 4), np.float16)
+    words = np.full((n, 2, FEATURES), -1, np.int16)
+    centre = rng.uniform(96, 160, (n, 2, slots, 2))  # the object: 4 central 16 px cells
+    xy[:, :, :slots, :2] = centre
+    words[:, :, :slots] = rng.integers(2, 12, (n, 2, slots))  # a few common words on it
+    xy[:, :, 0, :2] = (4.0, 4.0)  # word 1 in the top-left cell of every image: static background
+    words[:, :, 0] = 1
+    table = FeatureTable(xy, np.zeros((n, 2, FEATURES, 32), np.uint8), np.full((n, 2), slots))
+    flagged = _background(table, words, 16)
+    assert flagged[:, :, 0].all()
+    assert flagged[:, :, 1:slots].mean() < 0.05  # each common word sits in each centre cell
