@@ -136,6 +136,16 @@ ARMS: dict[str, dict[str, Any]] = {
         "image_size": 192,
         "head_weight_decay": 0.1,
     },
+    # Stage 6: a patch head (features: patches) on the frozen map before the last stage, pooled
+    # by log-sum-exp, against the linear head on the globally pooled embedding above.
+    "recipe_head_only_192_patches": {
+        "defaults": True,
+        "finetune_blocks": 0,
+        "image_size": 192,
+        "features": "patches",
+        "head_epochs": 60,
+        "head_lr": 3e-3,
+    },
     "recipe_top_1_192": {"defaults": True, "finetune_blocks": 1, "image_size": 192},
     "recipe_top_2_192": {"defaults": True, "finetune_blocks": 2, "image_size": 192},
     "recipe_top_4_192": {"defaults": True, "finetune_blocks": 4, "image_size": 192},

@@ -117,3 +117,19 @@ def test_demo_cli_refuses_bad_options_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert "images" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_trains_the_recipe_chosen_on_another_seed():
+    import yaml
+
+    from visionline.pipeline._demo import _demo_config_yaml
+    from visionline.train import Features, TrainConfig
+
+    settings = DemoSettings()
+    train = dict(yaml.safe_load(_demo_config_yaml(settings))["pipeline"]["train"])
+    config = TrainConfig.model_validate(train)
+    # benchmarks/demo_recipe.py's arm patches_224_2views: a patch head on frozen lite0 maps of
+    # two views at 224 px.
+    assert config.features is Features.PATCHES
+    assert config.image_size == 224 and config.finetune_blocks == 0
+    assert (config.head_epochs, config.head_lr, config.embedding_views) == (60, 0.003, 2)
