@@ -10,6 +10,7 @@ from visionline.anomaly import (
     save_anomaly_model,
     score_images,
 )
+from visionline.anomaly._model import AnomalySpec
 from visionline.anomaly._pixel import content_region
 from visionline.errors import ConfigError, DataError, TrainingError
 from visionline.preprocessing import ResizeMode
@@ -94,6 +95,23 @@ def test_features_are_standardised_on_the_fit_patches_and_a_model_saved_before_l
     assert torch.equal(loaded.feature_mean.flatten(), torch.zeros(152))
     scores, _ = score_images(loaded, spec.preprocessing, images)
     assert np.isfinite(scores).all()
+
+
+def test_k_nearest_patch_scores_travel_with_the_model_and_old_specs_default_to_one(tmp_path):
+    config = AnomalyConfig(image_size=64, coreset_ratio=1.0, score_neighbours=3)
+    model, spec, _ = fit_detector([tile(1)[0], tile(2)[0]], 2, config)
+    images = [tile(3)[0], tile(4, defect=True)[0]]
+    loaded, loaded_spec = load_anomaly_model(save_anomaly_model(tmp_path / "m.pt", model, spec))
+    assert loaded.score_neighbours == loaded_spec.score_neighbours == 3
+    before, _ = score_images(model, spec.preprocessing, images)
+    after, _ = score_images(loaded, loaded_spec.preprocessing, images)
+    np.testing.assert_allclose(after, before, rtol=1e-5)
+    model.score_neighbours = 1  # the mean over 3 neighbours is never below the nearest one
+    nearest_only, _ = score_images(model, spec.preprocessing, images)
+    assert (before >= nearest_only - 1e-5).all() and (before > nearest_only).any()
+    old = spec.to_dict()
+    del old["score_neighbours"]  # a spec written before k-nearest scores existed
+    assert AnomalySpec.from_dict(old).score_neighbours == 1
 
 
 def test_without_standardisation_the_features_are_searched_as_they_are():

@@ -39,6 +39,9 @@ class AnomalyConfig(BaseModel):
     projection_dim: int = Field(64, ge=0, description="random projection for coreset selection")
     max_candidates: int = Field(200_000, ge=16, description="patches kept for coreset selection")
     reweight_neighbours: int = Field(9, ge=1, description="PatchCore image-score reweighting")
+    score_neighbours: int = Field(
+        1, ge=1, le=64, description="patch score = mean distance to this many nearest bank patches"
+    )
     smoothing_sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the map, pixels")
     batch_size: int = Field(16, ge=1)
     max_memory_gb: float | None = Field(

@@ -159,9 +159,16 @@ def fit_detector(
         neighbourhood=config.neighbourhood,
         reweight_neighbours=config.reweight_neighbours,
         smoothing_sigma=config.smoothing_sigma,
+        score_neighbours=config.score_neighbours,
     )
     model = PatchCore(
-        features, bank, neighbours, config.smoothing_sigma, feature_mean, feature_scale
+        features,
+        bank,
+        neighbours,
+        config.smoothing_sigma,
+        feature_mean,
+        feature_scale,
+        score_neighbours=config.score_neighbours,
     ).eval()
     stats = FitStats(
         n_images,

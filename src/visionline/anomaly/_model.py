@@ -32,6 +32,8 @@ class AnomalySpec:
     neighbourhood: int = 3
     reweight_neighbours: int = 9
     smoothing_sigma: float = 4.0
+    score_neighbours: int = 1
+    """A patch's score is its mean distance to this many nearest bank patches."""
     threshold: float = math.inf
     """Image scores strictly above it are flagged; set on validation good images."""
     kind: str = MODEL_KIND
@@ -46,6 +48,7 @@ class AnomalySpec:
             "neighbourhood": self.neighbourhood,
             "reweight_neighbours": self.reweight_neighbours,
             "smoothing_sigma": self.smoothing_sigma,
+            "score_neighbours": self.score_neighbours,
             "threshold": self.threshold,
         }
 
@@ -80,8 +83,10 @@ class PatchCore(nn.Module):
         smoothing_sigma: float = 4.0,
         feature_mean: torch.Tensor | None = None,
         feature_scale: torch.Tensor | None = None,
+        score_neighbours: int = 1,
     ):
         super().__init__()
+        self.score_neighbours = score_neighbours
         self.features = features
         dim = bank.shape[1]
         mean = torch.zeros(dim) if feature_mean is None else feature_mean.float()
@@ -108,7 +113,7 @@ class PatchCore(nn.Module):
         maps = (maps - self.feature_mean) / self.feature_scale
         n, d, h, w = maps.shape
         patches = maps.permute(0, 2, 3, 1).reshape(n * h * w, d)
-        distances, indices = nearest(patches, self.bank, self.bank_sq)
+        distances, indices = nearest(patches, self.bank, self.bank_sq, self.score_neighbours)
         distances = distances.reshape(n, h * w)
         indices = indices.reshape(n, h * w)
         worst, where = distances.max(dim=1, keepdim=True)
@@ -137,7 +142,9 @@ class PatchCore(nn.Module):
 def build_patchcore(spec: AnomalySpec, bank: torch.Tensor, neighbours: torch.Tensor) -> PatchCore:
     """A detector for `spec` around a given bank, with the backbone's pretrained weights."""
     features = build_features(spec.backbone, spec.pretrained, spec.stages, spec.neighbourhood)
-    return PatchCore(features, bank, neighbours, spec.smoothing_sigma)
+    return PatchCore(
+        features, bank, neighbours, spec.smoothing_sigma, score_neighbours=spec.score_neighbours
+    )
 
 
 def save_anomaly_model(path: Path, model: PatchCore, spec: AnomalySpec, **extra: Any) -> Path:
@@ -178,6 +185,12 @@ def load_anomaly_model(path: Path | str) -> tuple[PatchCore, AnomalySpec]:
     spec = AnomalySpec.from_dict(payload["spec"])
     state = payload["state_dict"]
     features = build_features(spec.backbone, "none", spec.stages, spec.neighbourhood)
-    model = PatchCore(features, state["bank"], state["bank_neighbours"], spec.smoothing_sigma)
+    model = PatchCore(
+        features,
+        state["bank"],
+        state["bank_neighbours"],
+        spec.smoothing_sigma,
+        score_neighbours=spec.score_neighbours,
+    )
     model.load_state_dict({**model.state_dict(), **state})  # models fitted before standardising
     return model.eval(), spec

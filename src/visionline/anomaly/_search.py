@@ -19,17 +19,33 @@ def squared_distances(
     return (query_sq - 2.0 * queries @ bank.T + bank_sq).clamp_min(0.0)
 
 
-def nearest(
-    queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, chunk: int = DEFAULT_CHUNK
+def _nearest_part(
+    queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distance to, and index of, each query's nearest bank row."""
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or queries.shape[0] <= chunk:
-        distances, indices = squared_distances(queries, bank, bank_sq).min(dim=1)
+    squared = squared_distances(queries, bank, bank_sq)
+    if k == 1:
+        distances, indices = squared.min(dim=1)
         return distances.sqrt(), indices
-    parts = [squared_distances(part, bank, bank_sq).min(dim=1) for part in queries.split(chunk)]
-    distances = torch.cat([p.values for p in parts])
-    indices = torch.cat([p.indices for p in parts])
-    return distances.sqrt(), indices
+    values, indices = squared.topk(k, dim=1, largest=False)
+    return values.sqrt().mean(dim=1), indices[:, 0]
+
+
+def nearest(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    bank_sq: torch.Tensor,
+    k: int = 1,
+    chunk: int = DEFAULT_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's mean distance to its `k` nearest bank rows, and the index of the nearest.
+
+    k > 1 scores a patch by how dense the good patches around it are rather than by its one
+    closest match, which a single odd good patch in the bank could otherwise supply."""
+    k = min(k, bank.shape[0])
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or queries.shape[0] <= chunk:
+        return _nearest_part(queries, bank, bank_sq, k)
+    parts = [_nearest_part(part, bank, bank_sq, k) for part in queries.split(chunk)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def bank_neighbours(bank: torch.Tensor, k: int, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
