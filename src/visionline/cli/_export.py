@@ -94,9 +94,9 @@ def export(
     ] = 0.01,
     prune: Annotated[
         float,
-        typer.Option(help="Structured channel pruning ratio (0 = off), then a short fine-tune."),
+        typer.Option(help="Share of hidden channels to prune (0 = off); a least-squares recovery follows."),
     ] = 0.0,
-    finetune_epochs: Annotated[int, typer.Option(help="Fine-tune epochs after pruning.")] = 1,
+    finetune_epochs: Annotated[int, typer.Option(help="Label fine-tune epochs after the recovery.")] = 0,
     sign: Annotated[
         Path | None, typer.Option("--sign", help="Ed25519 private key that signs bundle.json.")
     ] = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -16,6 +17,8 @@ from visionline.errors import ConfigError, DataError, GateFailedError
 from visionline.export._options import Calibration
 
 PARITY_IMAGES = 64
+PRUNE_CALIBRATION_IMAGES = 400
+"""Train images on which pruning ranks channels and refits the pruned blocks (benchmarks/prune.py)."""
 
 
 class ExportConfig(BaseModel):
@@ -34,7 +37,7 @@ class ExportConfig(BaseModel):
     tolerance: float = Field(0.01, ge=0.0, le=1.0)
     parity_atol: float = Field(1e-4, gt=0.0)
     prune: float = Field(0.0, ge=0.0, lt=0.9)
-    finetune_epochs: int = Field(1, ge=0, le=100)
+    finetune_epochs: int = Field(0, ge=0, le=100)
     name: str | None = None
     version: str | None = None
     triton_version: int = Field(1, ge=1)
@@ -244,7 +247,10 @@ def export_model(
         prune_report = None
         if config.prune:
             before = _prune.footprint(model, prep, val, target_frr, spec.temperature)
-            _prune.prune_channels(model, prep.size, config.prune)
+            reference = copy.deepcopy(model)
+            calib = train.pixels[:PRUNE_CALIBRATION_IMAGES]
+            _prune.prune_channels(model, prep.size, config.prune, pixels=calib, preprocessing=prep)
+            _prune.recover(model, reference, prep, calib)
             if config.finetune_epochs:
                 _prune.finetune(
                     model,
