@@ -34,15 +34,15 @@ class AnomalyConfig(BaseModel):
     standardise: bool = Field(
         True, description="z-score every feature channel on the fit's patches before the search"
     )
-    coreset_ratio: float = Field(0.01, gt=0, le=1, description="bank size / all training patches")
+    coreset_ratio: float = Field(0.0025, gt=0, le=1, description="bank size / all training patches")
     max_bank: int = Field(8192, ge=16, description="upper bound on the memory-bank size")
     projection_dim: int = Field(64, ge=0, description="random projection for coreset selection")
     max_candidates: int = Field(200_000, ge=16, description="patches kept for coreset selection")
     reweight_neighbours: int = Field(9, ge=1, description="PatchCore image-score reweighting")
     score_neighbours: int = Field(
-        1, ge=1, le=64, description="patch score = mean distance to this many nearest bank patches"
+        3, ge=1, le=64, description="patch score = mean distance to this many nearest bank patches"
     )
-    smoothing_sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the map, pixels")
+    smoothing_sigma: float = Field(12.0, ge=0, description="Gaussian smoothing of the map, pixels")
     batch_size: int = Field(16, ge=1)
     max_memory_gb: float | None = Field(
         None, gt=0, description="memory the fit may use; default half of what is available"
