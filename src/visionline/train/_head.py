@@ -187,12 +187,16 @@ def train_head(
     label_smoothing: float,
     score: Callable[[torch.Tensor, np.ndarray], dict[str, float]],
     seed: int,
+    soft_targets: tuple[torch.Tensor, float, float] | None = None,
 ) -> dict[str, float]:
     """Fit `model.head` (through its dropout) on embeddings with AdamW and a cosine schedule,
     keep the epoch whose val score (defect recall at the false-reject goal, then -val loss) is
     best, and return that epoch's val metrics. `score(logits, labels)` evaluates val logits.
     Feature maps (N, D, H, W) are flipped at random per batch, as the images could have been,
-    and standardise a patch head's input first."""
+    and standardise a patch head's input first. `soft_targets` (a teacher's logits per train
+    row, α, temperature) mixes knowledge distillation into the loss, as `DistillationLoss` does."""
+    from visionline.train._distill import kd_loss
+
     generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
     y = torch.from_numpy(train_y)
@@ -214,7 +218,11 @@ def train_head(
             if inputs.ndim == 4:
                 flips = [d for d in (2, 3) if torch.rand(1, generator=generator) < 0.5]
                 inputs = inputs.flip(flips) if flips else inputs
-            loss = criterion(model.classify(inputs), y[batch])
+            logits = model.classify(inputs)
+            loss = criterion(logits, y[batch])
+            if soft_targets is not None:
+                teacher, alpha, temperature = soft_targets
+                loss = (1 - alpha) * loss + alpha * kd_loss(logits, teacher[batch], temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
