@@ -28,6 +28,7 @@ def fitted():
         stages=[2, 4],
         neighbourhood=3,
         resize_mode=ResizeMode.LETTERBOX,
+        smoothing_sigma=4.0,  # pixels: the default 12 is for 224 px tiles, blurs small defects here
     )
     goods = [tile(seed)[0] for seed in range(6)]
     return fit_detector(goods, len(goods), config)

@@ -64,8 +64,10 @@ def test_int8_quantises_only_the_backbone_and_keeps_the_contract(exported, tmp_p
     assert conv_inputs & quantised and not matmul_inputs & quantised
     images = [tile(90)[0], tile(91, defect=True)[0], tile(92, defect=True)[0]]
     scores, decisions, maps = onnx_anomaly_predict(onnx_session(int8), spec.preprocessing(images))
+    fp32_scores, _, _ = onnx_anomaly_predict(onnx_session(path), spec.preprocessing(images))
     assert decisions.tolist() == [False, True, True] and maps.shape == (3, 128, 128)
-    assert scores[1:].min() > 2 * scores[0]  # quantised features still separate the defects
+    assert scores[1:].min() > 1.5 * scores[0]  # quantised features still separate the defects
+    np.testing.assert_allclose(scores, fp32_scores, rtol=0.2)
 
 
 def test_int8_without_calibration_images_names_the_fix(exported, tmp_path):
