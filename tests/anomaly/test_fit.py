@@ -24,6 +24,7 @@ def fitted():
         image_size=128,
         batch_size=8,
         max_bank=256,
+        min_bank=16,
         coreset_ratio=0.1,
         stages=[2, 4],
         neighbourhood=3,
@@ -48,6 +49,15 @@ def test_defects_score_above_every_good_image_and_the_map_points_at_them(fitted)
         peak = np.unravel_index(np.argmax(amap), amap.shape)
         assert inside[peak]
     assert stats.bank_size == 154 and stats.feature_dim == 40 + 112  # 10% of 6 × 16 × 16
+
+
+def test_a_few_shot_fit_keeps_the_bank_floor_instead_of_a_ratio_of_almost_nothing():
+    config = AnomalyConfig(image_size=128, batch_size=8)  # stages 3+4: 8 x 8 patches per image
+    goods = [tile(seed)[0] for seed in range(6)]
+    _, _, few = fit_detector(goods[:2], 2, config)
+    _, _, more = fit_detector(goods, 6, config)
+    assert few.bank_size == 2 * 64  # every patch: fewer than the floor of 256
+    assert more.bank_size == 256  # 0.25% of 384 patches would be a bank of one
 
 
 def test_the_spec_records_letterbox_autocontrast_and_the_offline_statistics(fitted):

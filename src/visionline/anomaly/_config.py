@@ -35,6 +35,9 @@ class AnomalyConfig(BaseModel):
         True, description="z-score every feature channel on the fit's patches before the search"
     )
     coreset_ratio: float = Field(0.0025, gt=0, le=1, description="bank size / all training patches")
+    min_bank: int = Field(
+        256, ge=1, description="lower bound on the bank size, so few-shot fits keep a usable bank"
+    )
     max_bank: int = Field(8192, ge=16, description="upper bound on the memory-bank size")
     projection_dim: int = Field(64, ge=0, description="random projection for coreset selection")
     max_candidates: int = Field(200_000, ge=16, description="patches kept for coreset selection")

@@ -117,7 +117,9 @@ def fit_detector(
     total = n_images * per_image
     keep = min(per_image, max(1, math.ceil(config.max_candidates / n_images)))
     bank_size = min(
-        config.max_bank, max(1, math.ceil(config.coreset_ratio * total)), keep * n_images
+        config.max_bank,
+        max(config.min_bank, math.ceil(config.coreset_ratio * total)),
+        keep * n_images,
     )
     _check_memory(config, keep * n_images, bank_size, dim)
 
