@@ -74,6 +74,10 @@ def select_from_monitor(
             + (" since then" if since is not None else "")
             + "; log predictions with image sampling on, or pass an earlier --since."
         )
+    if strategy in (Strategy.DIVERSITY, Strategy.MIXED) and frame["embedding"].notna().any():
+        # Fail-safe verdicts (a missed deadline, an unreadable frame) carry no model output and
+        # so no embedding: they leave the pool instead of failing the whole selection.
+        frame = frame[frame["embedding"].notna()].reset_index(drop=True)
     scores = frame["defect_score"].to_numpy(float)
     margin = np.abs(scores - frame["threshold"].to_numpy(float))
     thresholds = frame["threshold"].to_numpy(float)
