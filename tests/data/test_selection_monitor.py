@@ -89,3 +89,18 @@ def test_bad_requests_name_the_fix(db: MonitorDB, tmp_path: Path) -> None:
     empty = MonitorDB(f"sqlite:///{tmp_path / 'empty.db'}")
     with pytest.raises(DataError, match="image sampling on"):
         select_from_monitor(empty, "apples", Strategy.UNCERTAINTY, 2)
+
+
+def test_fail_safe_verdicts_without_embeddings_leave_the_diversity_pool(
+    db: MonitorDB, tmp_path: Path
+) -> None:
+    db.insert_predictions([{**_row(60, 1.0, 120.0), "embedding": None}])  # a missed deadline
+    for strategy in (Strategy.DIVERSITY, Strategy.MIXED):
+        picks, pool = select_from_monitor(db, "apples", strategy, 6)
+        assert pool == 6 and "p60" not in {p.prediction_id for p in picks}
+    picks, pool = select_from_monitor(db, "apples", Strategy.UNCERTAINTY, 7)
+    assert pool == 7 and "p60" in {p.prediction_id for p in picks}
+    blind = MonitorDB(f"sqlite:///{tmp_path / 'blind.db'}")
+    blind.insert_predictions([{**_row(1, 0.4, 1.0), "embedding": None}])
+    with pytest.raises(DataError, match="without embeddings"):
+        select_from_monitor(blind, "apples", Strategy.DIVERSITY, 1)
