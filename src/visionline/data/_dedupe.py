@@ -312,6 +312,7 @@ def _inliers(
             method=cv2.RANSAC,
             ransacReprojThreshold=config.reprojection_px,
             maxIters=300,
+            refineIters=0,  # no least-squares refit: same dev-set groups, 10 % less CPU
         )
         if matrix is None or inliers is None:
             continue
