@@ -135,3 +135,23 @@ def test_search_measures_every_method_and_keeps_sensitive_groups_float(fp32_mode
             source = producers.get(node.input[1])
             assert source is None or source.op_type != "DequantizeLinear"
     assert all(row["decision_flips"] >= 0 for row in choice.steps)
+
+
+@pytest.mark.parametrize("features", ["pooled", "patches"])
+def test_int8_quantises_the_backbone_and_keeps_only_the_head_float(features, tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        "mobilenetv3_small_100", ["good", "bruise"], Preprocessing(size=SIZE), features=features
+    )
+    fp32 = export_onnx(build_model(spec).eval(), SIZE, tmp_path / "model.onnx")
+    calibration = np.random.default_rng(2).normal(size=(8, 3, SIZE, SIZE)).astype(np.float32)
+    int8 = onnx.load(str(quantize_int8(fp32, tmp_path / "int8.onnx", calibration)))
+
+    quantised = {n.output[0] for n in int8.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in int8.graph.node if n.op_type == "Conv"]
+    float_convs = [n for n in convs if n.input[1] not in quantised]
+    # the patch head's per-cell scorer is two 1x1 convolutions; everything else runs in INT8
+    assert len(float_convs) == (2 if features == "patches" else 0)
+    assert len(convs) - len(float_convs) > 30

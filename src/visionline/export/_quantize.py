@@ -375,24 +375,34 @@ def _pad_input_channels(path: Path, multiple: int = 4) -> list[str]:
     return padded
 
 
+def _upstream(producer: dict[str, Any], outputs: Sequence[str], stop: set[str]) -> list[Any]:
+    """The nodes that `outputs` depend on, not walking into tensors in `stop`."""
+    found: dict[str, Any] = {}
+    frontier = list(outputs)
+    while frontier:
+        tensor = frontier.pop()
+        node = producer.get(tensor)
+        if tensor in stop or node is None or node.name in found:
+            continue
+        found[node.name] = node
+        frontier.extend(node.input)
+    return list(found.values())
+
+
 def _head_nodes(path: Path) -> list[str]:
-    """Nodes between the embedding and the probabilities (linear head, temperature, softmax).
+    """Nodes between the backbone and the probabilities (linear or per-cell head, temperature,
+    softmax): everything `probabilities` depends on that `embedding` does not.
 
     They stay float: the head is tiny, and 8-bit probabilities would move scores near the
-    operating threshold by whole quantisation steps.
+    operating threshold by whole quantisation steps. A patch head reads the feature map, not the
+    pooled embedding, so the boundary is every tensor upstream of the embedding.
     """
     import onnx
 
     graph = onnx.load(str(path)).graph
     producer = {out: node for node in graph.node for out in node.output}
-    head, frontier = [], ["probabilities"]
-    while frontier:
-        node = producer.get(frontier.pop())
-        if node is None or node.name in head or "embedding" in node.output:
-            continue
-        head.append(node.name)
-        frontier.extend(node.input)
-    return head
+    backbone = {out for node in _upstream(producer, ["embedding"], set()) for out in node.output}
+    return [node.name for node in _upstream(producer, ["probabilities"], backbone)]
 
 
 def convert_fp16(fp32_path: Path, fp16_path: Path) -> Path:
