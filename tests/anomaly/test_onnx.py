@@ -14,7 +14,9 @@ from .conftest import tile
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    config = AnomalyConfig(image_size=128, batch_size=8, max_bank=128, coreset_ratio=0.1)
+    config = AnomalyConfig(
+        image_size=128, batch_size=8, min_bank=16, max_bank=128, coreset_ratio=0.1
+    )
     goods = [tile(seed)[0] for seed in range(4)]
     model, spec, _ = fit_detector(goods, len(goods), config)
     good_scores, _ = score_images(model, spec.preprocessing, [tile(50)[0], tile(51)[0]])
