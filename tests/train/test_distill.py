@@ -11,7 +11,7 @@ import torch
 from train_builders import tiny_config
 
 from visionline.data import DatasetRepo
-from visionline.errors import ConfigError, NotFoundError, TrainingError
+from visionline.errors import ConfigError, NotFoundError
 from visionline.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from visionline.train import (
     DistillationLoss,
@@ -23,7 +23,7 @@ from visionline.train import (
     save_model,
 )
 from visionline.train._data import PixelCache, normalize_batch, split_labels
-from visionline.train._distill import SoftTargets, teacher_agreement
+from visionline.train._distill import teacher_agreement
 
 CLASSES = ["good", "scratch", "dent"]
 
@@ -106,46 +106,6 @@ def test_hook_mixes_label_and_teacher_loss_and_gradients_reach_only_the_student(
     loss.backward()
     assert student_logits.grad is not None and student_logits.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.parameters())
-
-
-def test_soft_targets_give_each_student_image_the_logits_of_its_teacher_sized_view(tmp_path):
-    model, spec = load_model(make_teacher(tmp_path, size=48))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        model.head.weight.normal_()  # logits that differ from image to image
-    student_prep = Preprocessing(size=32, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    rng = np.random.default_rng(0)
-    big = rng.integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
-    small = big[:, ::2, ::2].copy()  # stands in for the same records decoded at 32 px
-    hook = SoftTargets.from_teacher(model, spec, big, small, student_prep, 0.5, 2.0, batch_size=2)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(spec.preprocessing.normalize(big)))
-    # The training loop's batch: uint8 NCHW through normalize_batch, channels-last, shuffled.
-    batch = normalize_batch(
-        torch.from_numpy(small[[3, 0, 4]]).permute(0, 3, 1, 2).contiguous(), student_prep
-    ).contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(hook.teacher_logits(batch), expected[[3, 0, 4]])
-    label_loss = torch.tensor(1.0)
-    student_logits = torch.zeros(3, 3)
-    soft = kd_loss(student_logits, expected[[3, 0, 4]], 2.0)
-    assert hook(batch, student_logits, None, label_loss).item() == pytest.approx(
-        0.5 + 0.5 * soft.item(), rel=1e-5
-    )
-    assert soft.item() > 0.01
-    assert not torch.allclose(expected[0], expected[1])
-
-
-def test_soft_targets_refuse_an_unknown_image_and_mismatched_rows(tmp_path):
-    model, spec = load_model(make_teacher(tmp_path, size=32))
-    pixels = np.zeros((2, 32, 32, 3), np.uint8)
-    hook = SoftTargets.from_teacher(model, spec, pixels, pixels, spec.preprocessing, 0.5, 2.0)
-    augmented = normalize_batch(
-        torch.full((1, 3, 32, 32), 7, dtype=torch.uint8), spec.preprocessing
-    )
-    with pytest.raises(TrainingError, match="augment: 0"):
-        hook.teacher_logits(augmented)
-    with pytest.raises(ConfigError, match="same records"):
-        SoftTargets.from_teacher(model, spec, pixels, pixels[:1], spec.preprocessing, 0.5, 2.0)
 
 
 @pytest.mark.slow

@@ -4,12 +4,6 @@ The loss is `(1 − α)·label loss + α·T²·KL(softmax(teacher/T) ‖ softmax
 al., 2015). The teacher runs in eval mode under `no_grad` on the student's own augmented batch,
 re-normalised (and resized) to the teacher's preprocessing, so the two models see the same pixels.
 Without augmentation every epoch shows the same pixels, so teacher logits are cached per image.
-
-`SoftTargets` is the offline form for a student at a smaller input than its teacher: the teacher
-sees every training image once at its own input size (not the student's pixels scaled back up,
-which hide what the larger input shows), and the student's batches look their logits up by
-content. A teacher whose head was fitted on cached frozen embeddings is cheap to make strong this
-way, and the student's epochs then cost no teacher forward pass at all.
 """
 
 from __future__ import annotations
@@ -17,23 +11,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = [
-    "DistillationLoss",
-    "SoftTargets",
-    "distillation_hook",
-    "kd_loss",
-    "load_teacher",
-    "teacher_agreement",
-]
-
-from visionline.errors import ConfigError, TrainingError
+from visionline.errors import ConfigError
 from visionline.preprocessing import Preprocessing
 from visionline.train._model import InspectionModel, ModelSpec
+
+__all__ = ["DistillationLoss", "distillation_hook", "kd_loss", "load_teacher", "teacher_agreement"]
 
 
 def kd_loss(
@@ -114,89 +100,6 @@ class DistillationLoss:
             for row, i in enumerate(missing):
                 self.cache[keys[i]] = computed[row]
         return torch.stack([self.cache[key] for key in keys]).to(images.device)
-
-    def __call__(
-        self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor
-    ) -> torch.Tensor:
-        soft = kd_loss(logits, self.teacher_logits(images), self.temperature)
-        return (1.0 - self.alpha) * loss + self.alpha * soft
-
-
-def _digest(image: torch.Tensor) -> bytes:
-    """Content key of one normalised (C, H, W) image, whatever its memory layout or device."""
-    host = image.detach().float().cpu().contiguous()
-    return hashlib.blake2b(host.numpy().tobytes(), digest_size=16).digest()
-
-
-class SoftTargets:
-    """A `TeacherHook` whose teacher logits were computed beforehand, one row per training image,
-    with the teacher looking at that image at its own input size.
-
-    The student's batches must be exactly the images given here (training without augmentation),
-    since each is found by the digest of its normalised pixels; an unknown image is an error
-    rather than a silent fall-back to a teacher that sees the student's coarser pixels.
-    """
-
-    def __init__(
-        self,
-        student_images: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        alpha: float,
-        temperature: float,
-    ):
-        if len(student_images) != len(teacher_logits):
-            raise ConfigError(
-                f"{len(student_images)} student images but {len(teacher_logits)} teacher rows; "
-                "compute the teacher's logits on the same images."
-            )
-        self.alpha = alpha
-        self.temperature = temperature
-        self.logits = {
-            _digest(image): row for image, row in zip(student_images, teacher_logits.float())
-        }
-
-    @classmethod
-    def from_teacher(
-        cls,
-        teacher: InspectionModel,
-        teacher_spec: ModelSpec,
-        teacher_pixels: np.ndarray,
-        student_pixels: np.ndarray,
-        student_preprocessing: Preprocessing,
-        alpha: float,
-        temperature: float,
-        batch_size: int = 32,
-    ) -> SoftTargets:
-        """Run `teacher` on `teacher_pixels` (N, H, W, 3 uint8 at its size) and key its logits by
-        the same N images as the student's training loop normalises them (`student_pixels`)."""
-        from visionline.train._data import normalize_batch
-
-        if len(teacher_pixels) != len(student_pixels):
-            raise ConfigError(
-                f"{len(teacher_pixels)} teacher images but {len(student_pixels)} student images; "
-                "decode the same records at both sizes."
-            )
-        teacher.eval()
-        prep = teacher_spec.preprocessing
-        with torch.no_grad():
-            logits = torch.cat(
-                [
-                    teacher(torch.from_numpy(prep.normalize(teacher_pixels[i : i + batch_size])))
-                    for i in range(0, len(teacher_pixels), batch_size)
-                ]
-            )
-        student = torch.from_numpy(np.ascontiguousarray(student_pixels)).permute(0, 3, 1, 2)
-        images = normalize_batch(student.contiguous(), student_preprocessing)
-        return cls(images, logits, alpha, temperature)
-
-    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
-        rows = [self.logits.get(_digest(image)) for image in images]
-        if any(row is None for row in rows):
-            raise TrainingError(
-                "A training image has no precomputed teacher logits; train the student without "
-                "augmentation (augment: 0) on the images the soft targets were computed for."
-            )
-        return torch.stack(rows).to(images.device)
 
     def __call__(
         self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor
