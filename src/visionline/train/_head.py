@@ -201,7 +201,7 @@ def train_head(
     x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
     y = torch.from_numpy(train_y)
     val = torch.from_numpy(np.ascontiguousarray(val_x, dtype=np.float32))
-    if hasattr(model.head, "standardise"):
+    if model.patches:
         model.head.standardise(x)
     criterion = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=label_smoothing)
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=lr, weight_decay=weight_decay)
