@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
 
 from visionline.errors import DataError
 from visionline.monitor._db import PREDICTION_COLUMNS, MonitorDB, predictions

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from visionline.errors import VisionlineError
 
@@ -23,7 +23,7 @@ log = logging.getLogger("visionline.serve.access")
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with any `extra=` fields merged in."""
 
-    _SKIP = set(vars(logging.makeLogRecord({})))
+    _SKIP: ClassVar[set[str]] = set(vars(logging.makeLogRecord({})))
 
     def format(self, record: logging.LogRecord) -> str:
         data = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -253,7 +253,7 @@ def create_app(service: InferenceService) -> Any:
         return await infer(model, version, request)
 
     @app.post("/v1/models/{model}:predict")
-    async def predict(model: str, request: Request, files: list[UploadFile] = File(...)) -> dict:
+    async def predict(model: str, request: Request, files: Annotated[list[UploadFile], File()]) -> dict:
         """Upload one or more images (multipart field `files`); get label, probabilities, decision.
 
         Query parameters (`?delivery=D7&supplier=S2&line=1`) go to the prediction log, except

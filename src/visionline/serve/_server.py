@@ -224,7 +224,7 @@ class InferenceServer:
         def target() -> None:
             try:
                 self.run()
-            except BaseException as exc:  # surfaced to the caller below
+            except BaseException as exc:  # noqa: BLE001 - surfaced to the caller below
                 errors.append(exc)
                 self._started.set()
 

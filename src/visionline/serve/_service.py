@@ -177,7 +177,7 @@ class InferenceService:
                 else:
                     batch, quality = served.runner.decode_with_quality(images)
                     prepared.per_row = {"image": [bytes(b) for b in images], "quality": quality.tolist()}
-        except Exception as exc:  # bad images become the request's error
+        except Exception as exc:  # noqa: BLE001 - bad images become the request's error
             served.batcher.unexpect()
             done(None, exc)
             return
