@@ -212,3 +212,68 @@ def test_train_head_with_soft_targets_learns_the_teachers_answer():
 
     assert (fitted(None, 0) == 0).float().mean() > 0.9
     assert (fitted((teacher, 1.0, 2.0), 2) == 2).float().mean() > 0.9
+
+
+def _fit_head(x, labels, soft, val_x, val_y):
+    from visionline.train._head import logit_metrics, train_head
+    from visionline.train._model import InspectionModel
+
+    torch.manual_seed(0)
+    model = InspectionModel(torch.nn.Identity(), 4, 3, 0.0)
+    train_head(
+        model,
+        x,
+        labels,
+        val_x,
+        val_y,
+        epochs=30,
+        lr=5e-2,
+        weight_decay=0.0,
+        batch_size=16,
+        class_weight=None,
+        label_smoothing=0.0,
+        score=lambda logits, y: logit_metrics(logits, y, 0.1),
+        seed=0,
+        soft_targets=soft,
+    )
+    return model
+
+
+def _clusters(rng, n: int, centre: int) -> np.ndarray:
+    shift = np.zeros(4, dtype=np.float32)
+    shift[centre] = 4.0
+    return (rng.normal(size=(n, 4)) + shift).astype(np.float32)
+
+
+def test_unlabelled_rows_learn_a_class_only_the_teacher_names():
+    rng = np.random.default_rng(0)
+    good, scratch, unlabelled = _clusters(rng, 24, 0), _clusters(rng, 24, 1), _clusters(rng, 48, 2)
+    labelled_x = np.concatenate([good, scratch])
+    labelled_y = np.repeat(np.array([0, 1], dtype=np.int64), 24)
+    x = np.concatenate([labelled_x, unlabelled])
+    y = np.concatenate([labelled_y, np.full(48, -1, dtype=np.int64)])
+    teacher = torch.cat(
+        [torch.nn.functional.one_hot(torch.from_numpy(labelled_y), 3) * 8.0 - 4.0,
+         torch.tensor([[-4.0, -4.0, 4.0]]).repeat(48, 1)]
+    )
+    val_x = np.concatenate([good[:8], unlabelled[:8]])
+    val_y = np.array([0] * 8 + [2] * 8)
+
+    model = _fit_head(x, y, (teacher, 0.5, 2.0), val_x, val_y)
+    with torch.no_grad():
+        on_pool = model.classify(torch.from_numpy(unlabelled)).argmax(1)
+        on_labelled = model.classify(torch.from_numpy(labelled_x)).argmax(1)
+    # no label ever says "dent": only the teacher's soft targets on the unlabelled rows can
+    assert (on_pool == 2).float().mean() > 0.9
+    assert (on_labelled.numpy() == labelled_y).mean() > 0.9
+
+
+def test_unlabelled_rows_without_soft_targets_or_misaligned_targets_are_refused():
+    from visionline.errors import TrainingError
+
+    x = np.zeros((6, 4), dtype=np.float32)
+    y = np.array([0, 1, 0, -1, -1, -1])
+    with pytest.raises(TrainingError, match="3 train rows have no label"):
+        _fit_head(x, y, None, x, np.array([0, 1, 0, 1, 0, 1]))
+    with pytest.raises(TrainingError, match="soft_targets has 4 rows for 6 train rows"):
+        _fit_head(x, y, (torch.zeros(4, 3), 0.5, 2.0), x, np.array([0, 1, 0, 1, 0, 1]))

@@ -194,8 +194,23 @@ def train_head(
     best, and return that epoch's val metrics. `score(logits, labels)` evaluates val logits.
     Feature maps (N, D, H, W) are flipped at random per batch, as the images could have been,
     and standardise a patch head's input first. `soft_targets` (a teacher's logits per train
-    row, α, temperature) mixes knowledge distillation into the loss, as `DistillationLoss` does."""
+    row, α, temperature) mixes knowledge distillation into the loss, as `DistillationLoss` does;
+    with them, rows labelled -1 are unlabelled images that learn from the teacher alone (the
+    label loss averages over the labelled rows of a batch, the soft loss over all of them)."""
+    from visionline.errors import TrainingError
     from visionline.train._distill import kd_loss
+
+    unlabelled = int((train_y < 0).sum())
+    if unlabelled and soft_targets is None:
+        raise TrainingError(
+            f"{unlabelled} train rows have no label (-1); pass a teacher's soft_targets for "
+            "them or drop them."
+        )
+    if soft_targets is not None and len(soft_targets[0]) != len(train_y):
+        raise TrainingError(
+            f"soft_targets has {len(soft_targets[0])} rows for {len(train_y)} train rows; "
+            "give the teacher's logits of every train row, in the same order."
+        )
 
     generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
@@ -219,7 +234,12 @@ def train_head(
                 flips = [d for d in (2, 3) if torch.rand(1, generator=generator) < 0.5]
                 inputs = inputs.flip(flips) if flips else inputs
             logits = model.classify(inputs)
-            loss = criterion(logits, y[batch])
+            labelled = y[batch] >= 0
+            loss = (
+                criterion(logits[labelled], y[batch][labelled])
+                if labelled.any()
+                else logits.sum() * 0.0
+            )
             if soft_targets is not None:
                 teacher, alpha, temperature = soft_targets
                 loss = (1 - alpha) * loss + alpha * kd_loss(logits, teacher[batch], temperature)
