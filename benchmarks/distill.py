@@ -54,7 +54,11 @@ from _record import write_result
 
 from visionline.config import Project, init_project
 from visionline.data import DatasetRepo
-from visionline.evaluate import recall_at_false_reject_rate, roc_auc, threshold_for_false_reject_rate
+from visionline.evaluate import (
+    recall_at_false_reject_rate,
+    roc_auc,
+    threshold_for_false_reject_rate,
+)
 from visionline.export._prune import count_macs, count_params, prune_channels, recover
 from visionline.preprocessing import Preprocessing
 from visionline.synth import SynthConfig, generate_dataset
@@ -163,7 +167,9 @@ def scores(logits: dict[str, torch.Tensor], labels: dict[str, np.ndarray], goal:
         out[f"{split}_recall_at_budget"] = recall_at_false_reject_rate(
             defect_score, is_defect, goal
         )[0]
-        out[f"{split}_recall_at_val_threshold"] = float((defect_score[is_defect] > threshold).mean())
+        out[f"{split}_recall_at_val_threshold"] = float(
+            (defect_score[is_defect] > threshold).mean()
+        )
         out[f"{split}_frr_at_val_threshold"] = float((defect_score[~is_defect] > threshold).mean())
         out[f"{split}_accuracy"] = float((p.argmax(1) == y).mean())
         out[f"{split}_roc_auc"] = roc_auc(is_defect, defect_score)
@@ -188,7 +194,11 @@ def latency_ms(model, size: int, runs: int = 60) -> dict[str, float]:
 
 
 def _cost(model, size: int) -> dict[str, float]:
-    return {**latency_ms(model, size), "params": count_params(model), "macs": count_macs(model, size)}
+    return {
+        **latency_ms(model, size),
+        "params": count_params(model),
+        "macs": count_macs(model, size),
+    }
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -207,8 +217,17 @@ class _Arms:
         self.plain_models: dict[int, torch.nn.Module] = {}
 
     def _fit(self, x, y, seed: int, soft=None) -> tuple[torch.nn.Module, dict[str, float]]:
-        model = _head(self.base, x, y, self.emb["val"], self.labels["val"], seed,
-                      self.args.head_epochs, self.goal, soft)
+        model = _head(
+            self.base,
+            x,
+            y,
+            self.emb["val"],
+            self.labels["val"],
+            seed,
+            self.args.head_epochs,
+            self.goal,
+            soft,
+        )
         logits = {split: _logits(model, self.emb[split]) for split in ("val", "test")}
         return model, scores(logits, self.labels, self.goal)
 
@@ -227,16 +246,22 @@ class _Arms:
         y = self.pooled_y if pooled else self.labels["labelled"]
         by_setting = {}
         for alpha, temperature in grid:
-            rows = [self._fit(x, y, seed, (targets(seed), alpha, temperature))[1]
-                    for seed in self.args.seeds]
+            rows = [
+                self._fit(x, y, seed, (targets(seed), alpha, temperature))[1]
+                for seed in self.args.seeds
+            ]
             by_setting[f"{alpha:g}:{temperature:g}"] = rows
-            print(f"  alpha {alpha:g} T {temperature:g}: val AUC "
-                  f"{np.mean([r['val_roc_auc'] for r in rows]):.3f}", flush=True)
+            print(
+                f"  alpha {alpha:g} T {temperature:g}: val AUC "
+                f"{np.mean([r['val_roc_auc'] for r in rows]):.3f}",
+                flush=True,
+            )
         chosen = max(by_setting, key=lambda k: np.mean([r["val_roc_auc"] for r in by_setting[k]]))
         return {
             "chosen": chosen,
             "grid_val_roc_auc": {
-                k: float(np.mean([r["val_roc_auc"] for r in rows])) for k, rows in by_setting.items()
+                k: float(np.mean([r["val_roc_auc"] for r in rows]))
+                for k, rows in by_setting.items()
             },
             "per_seed": by_setting[chosen],
         }
@@ -252,7 +277,9 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         project, version, parts = _render(Path(tmp), args)
         cache_dir = Path(args.cache_dir) if args.cache_dir else project.cache_dir
-        goal = args.max_frr if args.max_frr is not None else project.config.goals.max_false_reject_rate
+        goal = (
+            args.max_frr if args.max_frr is not None else project.config.goals.max_false_reject_rate
+        )
         repo = DatasetRepo(project)
         classes = project.config.model_classes()
         labels = {name: y for name, (_, y) in parts.items()}
@@ -261,22 +288,36 @@ def run(args: argparse.Namespace) -> dict:
 
         teacher, t_spec = _backbone("efficientnet_lite2", args.teacher_size, classes)
         t_emb = {
-            name: _embed(teacher, "efficientnet_lite2", t_spec.preprocessing, repo, records,
-                         args.teacher_views if name == "labelled" else 1, cache_dir)
+            name: _embed(
+                teacher,
+                "efficientnet_lite2",
+                t_spec.preprocessing,
+                repo,
+                records,
+                args.teacher_views if name == "labelled" else 1,
+                cache_dir,
+            )
             for name, (records, _) in parts.items()
         }
         embedded = time.perf_counter()
         views = t_emb["labelled"].shape[0]
         t_data = {**{k: v[0] for k, v in t_emb.items()}}
         teacher_head = _head(
-            teacher, t_emb["labelled"].reshape(-1, t_emb["labelled"].shape[-1]),
-            np.tile(labels["labelled"], views), t_data["val"], labels["val"], 0,
-            args.head_epochs, goal,
+            teacher,
+            t_emb["labelled"].reshape(-1, t_emb["labelled"].shape[-1]),
+            np.tile(labels["labelled"], views),
+            t_data["val"],
+            labels["val"],
+            0,
+            args.head_epochs,
+            goal,
         )
         teacher_scores = scores(
             {s: _logits(teacher_head, t_data[s]) for s in ("val", "test")}, labels, goal
         )
-        soft_teacher = torch.cat([_logits(teacher_head, t_data[s]) for s in ("labelled", "unlabelled")])
+        soft_teacher = torch.cat(
+            [_logits(teacher_head, t_data[s]) for s in ("labelled", "unlabelled")]
+        )
         n_lab = counts["labelled"]
         hidden = labels["unlabelled"]
         teacher_on_pool = soft_teacher[n_lab:].argmax(1).numpy()
@@ -284,14 +325,23 @@ def run(args: argparse.Namespace) -> dict:
 
         student, spec = _backbone("efficientnet_lite0", args.size, classes)
         lab_pixels = PixelCache(repo.blobs, spec.preprocessing, None).stack(parts["labelled"][0])
-        pruned = prune_channels(copy.deepcopy(student), args.size, args.prune_ratio,
-                                pixels=lab_pixels, preprocessing=spec.preprocessing)
+        pruned = prune_channels(
+            copy.deepcopy(student),
+            args.size,
+            args.prune_ratio,
+            pixels=lab_pixels,
+            preprocessing=spec.preprocessing,
+        )
         recovery = recover(pruned, student, spec.preprocessing, lab_pixels)
         runs: dict[str, dict] = {}
         arms = {}
         for name, base in (("student", student), ("pruned", pruned)):
-            emb = {p: _embed(base, "efficientnet_lite0", spec.preprocessing, repo, records, 1,
-                             cache_dir)[0] for p, (records, _) in parts.items()}
+            emb = {
+                p: _embed(
+                    base, "efficientnet_lite0", spec.preprocessing, repo, records, 1, cache_dir
+                )[0]
+                for p, (records, _) in parts.items()
+            }
             arms[name] = _Arms(base, emb, labels, args, goal)
         student_arms, pruned_arms = arms["student"], arms["pruned"]
         runs["plain"] = {"chosen": None, "per_seed": student_arms.plain()}
@@ -327,10 +377,14 @@ def run(args: argparse.Namespace) -> dict:
         arm: {
             "sees": SEES[arm],
             "backbone": "efficientnet_lite0" + (" pruned" if arm.startswith("pruned") else ""),
-            **({} if value["chosen"] is None else {
-                "alpha_T_chosen_on_val": value["chosen"],
-                "grid_val_roc_auc": value["grid_val_roc_auc"],
-            }),
+            **(
+                {}
+                if value["chosen"] is None
+                else {
+                    "alpha_T_chosen_on_val": value["chosen"],
+                    "grid_val_roc_auc": value["grid_val_roc_auc"],
+                }
+            ),
             **_mean(value["per_seed"]),
             "per_seed": value["per_seed"],
         }
@@ -452,8 +506,12 @@ def main() -> None:
     parser.add_argument("--teacher-views", type=int, default=2, help="fixed views per image")
     parser.add_argument("--head-epochs", type=int, default=100, help="teacher's and students'")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--max-frr", type=float, default=None,
-                        help="false-reject budget (default: the project's, 2 %%)")
+    parser.add_argument(
+        "--max-frr",
+        type=float,
+        default=None,
+        help="false-reject budget (default: the project's, 2 %%)",
+    )
     parser.add_argument(
         "--kd-grid", nargs="+", default=["0.5:2", "0.7:4", "0.9:2", "1.0:2"], help="alpha:T pairs"
     )

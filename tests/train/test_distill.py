@@ -253,8 +253,10 @@ def test_unlabelled_rows_learn_a_class_only_the_teacher_names():
     x = np.concatenate([labelled_x, unlabelled])
     y = np.concatenate([labelled_y, np.full(48, -1, dtype=np.int64)])
     teacher = torch.cat(
-        [torch.nn.functional.one_hot(torch.from_numpy(labelled_y), 3) * 8.0 - 4.0,
-         torch.tensor([[-4.0, -4.0, 4.0]]).repeat(48, 1)]
+        [
+            torch.nn.functional.one_hot(torch.from_numpy(labelled_y), 3) * 8.0 - 4.0,
+            torch.tensor([[-4.0, -4.0, 4.0]]).repeat(48, 1),
+        ]
     )
     val_x = np.concatenate([good[:8], unlabelled[:8]])
     val_y = np.array([0] * 8 + [2] * 8)
