@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 WIDTH, HEIGHT = 96, 72
@@ -23,3 +24,22 @@ def tile(seed: int, defect: bool = False) -> tuple[Image.Image, Image.Image]:
         ImageDraw.Draw(image).rectangle(box, fill=(20, 20, 20))
         ImageDraw.Draw(mask).rectangle(box, fill=255)
     return image, mask
+
+
+def global_change(seed: int) -> Image.Image:
+    """The whole surface differs (stripes of another period), no local defect: an 'uneven' tile."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(WIDTH)[None, :]
+    y = np.arange(HEIGHT)[:, None]
+    stripes = 128 + 40 * np.sin(2 * np.pi * (x + y * 0.2 + rng.uniform(0, 8)) / 13.0)
+    pixels = stripes + rng.normal(0, 3, (HEIGHT, WIDTH))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def fused():
+    """A detector with the image-level kNN fused into its score (10 good images, 64 px)."""
+    from visionline.anomaly import AnomalyConfig, fit_detector
+
+    goods = [tile(seed)[0] for seed in range(10)]
+    return fit_detector(goods, len(goods), AnomalyConfig(image_size=64, batch_size=16))

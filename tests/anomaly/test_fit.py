@@ -15,7 +15,7 @@ from visionline.anomaly._pixel import content_region
 from visionline.errors import ConfigError, DataError, TrainingError
 from visionline.preprocessing import ResizeMode
 
-from .conftest import tile
+from .conftest import global_change, tile
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,44 @@ def test_k_nearest_patch_scores_travel_with_the_model_and_old_specs_default_to_o
     old = spec.to_dict()
     del old["score_neighbours"]  # a spec written before k-nearest scores existed
     assert AnomalySpec.from_dict(old).score_neighbours == 1
+
+
+def test_an_image_level_knn_is_fused_into_the_score_and_travels_with_the_model(fused, tmp_path):
+    model, spec, stats = fused
+    assert spec.image_neighbours == 3 and model.image_bank.shape == (10, stats.feature_dim)
+    goods = [tile(100 + seed)[0] for seed in range(3)]
+    changed = [global_change(seed) for seed in range(3)]
+    with torch.inference_mode():
+        maps = model.features(torch.from_numpy(spec.preprocessing(goods + changed)))
+        fused_scores = model.score_features(maps)[1]
+        patch = model.score_patches(
+            ((maps - model.feature_mean) / model.feature_scale).flatten(2).transpose(1, 2)
+        )[1]
+        image = model.image_distances(model.embed(maps))
+    offset, weight = model.image_fusion.tolist()
+    assert weight > 0
+    torch.testing.assert_close(fused_scores, (patch + weight * (image - offset)).clamp_min(0))
+    assert image[3:].min() > 2 * image[:3].max()  # the whole-surface change is far from good
+    assert fused_scores[3:].min() - fused_scores[:3].max() > patch[3:].min() - patch[:3].max()
+    loaded, loaded_spec = load_anomaly_model(save_anomaly_model(tmp_path / "m.pt", model, spec))
+    assert loaded_spec.image_neighbours == 3
+    np.testing.assert_allclose(
+        score_images(loaded, spec.preprocessing, changed)[0],
+        score_images(model, spec.preprocessing, changed)[0],
+        rtol=1e-5,
+    )
+    old = spec.to_dict()
+    del old["image_neighbours"]  # a spec written before the fusion existed: patch score only
+    assert AnomalySpec.from_dict(old).image_neighbours == 0
+
+
+def test_fewer_than_eight_good_images_or_k_zero_keep_the_patch_score_alone(fitted):
+    _, spec, _ = fitted  # six good images: too few for a spread of image distances
+    assert spec.image_neighbours == 0
+    config = AnomalyConfig(image_size=64, image_neighbours=0)
+    goods = [tile(seed)[0] for seed in range(8)]
+    model, spec, _ = fit_detector(goods, len(goods), config)
+    assert spec.image_neighbours == 0 and not hasattr(model, "image_bank")
 
 
 def test_without_standardisation_the_features_are_searched_as_they_are():

@@ -9,7 +9,7 @@ from visionline.anomaly._onnx import (
 )
 from visionline.export._onnx import onnx_session
 
-from .conftest import tile
+from .conftest import global_change, tile
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,19 @@ def test_onnx_graph_holds_the_bank_and_matches_pytorch_on_scores_maps_and_decisi
     assert maps.shape == (3, 128, 128)
     torch_scores, _ = score_images(model, spec.preprocessing, images)
     np.testing.assert_allclose(scores, torch_scores, rtol=1e-3)
+
+
+def test_the_fused_image_level_score_is_inside_the_graph_and_matches_pytorch(fused, tmp_path):
+    import onnx
+
+    model, spec, _ = fused
+    spec.threshold = 1e9  # parity of scores and maps; every decision is False on both sides
+    path = export_anomaly_onnx(model, spec, tmp_path / "fused.onnx")
+    initialisers = {tuple(i.dims) for i in onnx.load(str(path)).graph.initializer}
+    assert {(10, 192), (192, 10)} & initialisers  # the image bank, maybe stored transposed
+    batch = spec.preprocessing([tile(70)[0], global_change(71), tile(72, defect=True)[0]])
+    report = check_anomaly_parity(model, spec, path, batch)
+    assert report["max_score_diff"] < 1e-4 and report["decisions_differ"] == 0
 
 
 def test_the_onnx_model_takes_any_batch_size(exported):

@@ -45,6 +45,13 @@ class AnomalyConfig(BaseModel):
     score_neighbours: int = Field(
         3, ge=1, le=64, description="patch score = mean distance to this many nearest bank patches"
     )
+    image_neighbours: int = Field(
+        3,
+        ge=0,
+        le=64,
+        description="fuse an image-level kNN (this many nearest training images, on pooled patch "
+        "features) into the image score; 0 = patch score only",
+    )
     smoothing_sigma: float = Field(12.0, ge=0, description="Gaussian smoothing of the map, pixels")
     batch_size: int = Field(16, ge=1)
     max_memory_gb: float | None = Field(

@@ -15,8 +15,8 @@ import torch
 from visionline.anomaly._config import AnomalyConfig
 from visionline.anomaly._coreset import greedy_coreset
 from visionline.anomaly._features import build_features, check_image_size
-from visionline.anomaly._model import AnomalySpec, PatchCore
-from visionline.anomaly._search import DEFAULT_CHUNK, bank_neighbours
+from visionline.anomaly._model import AnomalySpec, ImageKnn, PatchCore
+from visionline.anomaly._search import DEFAULT_CHUNK, bank_neighbours, squared_distances
 from visionline.errors import DataError, TrainingError
 from visionline.preprocessing import Preprocessing
 
@@ -27,6 +27,8 @@ FLOAT_BYTES = 4
 MIN_SCALE = 1e-3
 """Floor of a channel's standard deviation, so a channel constant on good patches cannot blow up."""
 GIB = 1024**3
+IMAGE_KNN_MIN_IMAGES = 8
+"""Fewer good images give no usable spread of image-level distances to weigh the fusion with."""
 
 
 @dataclass
@@ -125,11 +127,13 @@ def fit_detector(
 
     started = time.perf_counter()
     pool: list[torch.Tensor] = []
+    pooled: list[torch.Tensor] = []
     seen = 0
     with torch.inference_mode():
         for batch in batches(images, config.batch_size):
             maps = features(torch.from_numpy(preprocessing(batch)))
             patches = maps.permute(0, 2, 3, 1).reshape(len(batch), per_image, dim)
+            pooled.append(maps.mean(dim=(2, 3)))
             for row in patches:
                 chosen = torch.randperm(per_image, generator=generator)[:keep]
                 pool.append(row[chosen].clone())
@@ -151,6 +155,28 @@ def fit_detector(
     chosen = greedy_coreset(candidates, bank_size, config.projection_dim, config.seed)
     bank = candidates[chosen].contiguous()
     neighbours = bank_neighbours(bank, config.reweight_neighbours)
+    model = PatchCore(
+        features,
+        bank,
+        neighbours,
+        config.smoothing_sigma,
+        feature_mean,
+        feature_scale,
+        score_neighbours=config.score_neighbours,
+    ).eval()
+    image_neighbours = 0
+    if n_images >= IMAGE_KNN_MIN_IMAGES:  # leave-one-out: k of the other images
+        image_neighbours = min(config.image_neighbours, n_images - 2)
+    if image_neighbours:
+        model.set_image_knn(
+            _image_knn(
+                model,
+                candidates.view(n_images, keep, dim),
+                torch.cat(pooled),
+                image_neighbours,
+                config,
+            )
+        )
     coreset_seconds = time.perf_counter() - started
 
     spec = AnomalySpec(
@@ -162,16 +188,8 @@ def fit_detector(
         reweight_neighbours=config.reweight_neighbours,
         smoothing_sigma=config.smoothing_sigma,
         score_neighbours=config.score_neighbours,
+        image_neighbours=image_neighbours,
     )
-    model = PatchCore(
-        features,
-        bank,
-        neighbours,
-        config.smoothing_sigma,
-        feature_mean,
-        feature_scale,
-        score_neighbours=config.score_neighbours,
-    ).eval()
     stats = FitStats(
         n_images,
         total,
@@ -182,6 +200,31 @@ def fit_detector(
         coreset_seconds,
     )
     return model, spec, stats
+
+
+def _image_knn(
+    model: PatchCore, patches: torch.Tensor, embeddings: torch.Tensor, k: int, config: AnomalyConfig
+) -> ImageKnn:
+    """The image-level kNN and its fusion weights from the training images alone: each image's
+    distance to its k nearest *other* training images, and its patch score against the bank
+    (from the patches kept for the coreset, all of them unless `max_candidates` cut them)."""
+    mean = embeddings.mean(dim=0)
+    scale = embeddings.std(dim=0).clamp_min(MIN_SCALE)
+    z = (embeddings - mean) / scale
+    z_sq = (z * z).sum(dim=1)
+    own = [
+        squared_distances(part, z, z_sq).topk(k + 1, dim=1, largest=False).values[:, 1:]
+        for part in z.split(DEFAULT_CHUNK)
+    ]  # the nearest is the image itself, at distance 0
+    image = torch.cat(own).sqrt().mean(dim=1)
+    with torch.inference_mode():
+        patch = torch.cat([model.score_patches(part)[1] for part in patches.split(64)])
+    bank = z
+    if len(z) > config.max_bank:  # the bound on the bank holds for this one too
+        generator = torch.Generator().manual_seed(config.seed)
+        bank = z[torch.randperm(len(z), generator=generator)[: config.max_bank]]
+    weight = float(patch.std()) / max(float(image.std()), 1e-6)
+    return ImageKnn(bank, mean, scale, float(image.mean()), weight, k)
 
 
 def score_images(

@@ -34,6 +34,8 @@ class AnomalySpec:
     smoothing_sigma: float = 4.0
     score_neighbours: int = 1
     """A patch's score is its mean distance to this many nearest bank patches."""
+    image_neighbours: int = 0
+    """k of the image-level kNN on pooled embeddings fused into the score; 0 = patch score only."""
     threshold: float = math.inf
     """Image scores strictly above it are flagged; set on validation good images."""
     kind: str = MODEL_KIND
@@ -49,6 +51,7 @@ class AnomalySpec:
             "reweight_neighbours": self.reweight_neighbours,
             "smoothing_sigma": self.smoothing_sigma,
             "score_neighbours": self.score_neighbours,
+            "image_neighbours": self.image_neighbours,
             "threshold": self.threshold,
         }
 
@@ -67,12 +70,31 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     return kernel / kernel.sum()
 
 
+@dataclass
+class ImageKnn:
+    """The second, image-level score: kNN distance of an image's pooled patch features to the
+    training images' (each channel z-scored on them), fused with the patch score as
+    ``patch + weight * (image - offset)``. `offset` and `weight` come from the training images
+    (leave-one-out image distances, their own patch scores), so the sum weighs both z-scores
+    equally yet stays in patch-distance units, positive like the patch score. It sees global,
+    low-frequency defects ("uneven" surfaces) that no single patch differs by."""
+
+    bank: torch.Tensor
+    """(M, D) standardised pooled embeddings of the training images."""
+    mean: torch.Tensor
+    scale: torch.Tensor
+    offset: float
+    weight: float
+    neighbours: int
+
+
 class PatchCore(nn.Module):
     """Images (N, 3, S, S) → (image scores (N,), anomaly maps (N, 1, S, S)). Takes batches.
 
     Patch features are standardised per channel (`feature_mean`, `feature_scale`, from the fit's
     patches; identity when the fit did not standardise) before the search, and the bank holds
     standardised patches: otherwise the few channels with the largest values decide every distance.
+    With an `ImageKnn`, the image score also counts how far the whole image is from good images.
     """
 
     def __init__(
@@ -84,6 +106,7 @@ class PatchCore(nn.Module):
         feature_mean: torch.Tensor | None = None,
         feature_scale: torch.Tensor | None = None,
         score_neighbours: int = 1,
+        image_knn: ImageKnn | None = None,
     ):
         super().__init__()
         self.score_neighbours = score_neighbours
@@ -99,6 +122,28 @@ class PatchCore(nn.Module):
         self.smoothing_sigma = smoothing_sigma
         kernel = gaussian_kernel(smoothing_sigma) if smoothing_sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", kernel, persistent=False)
+        self.image_neighbours = 0
+        if image_knn is not None:
+            self.set_image_knn(image_knn)
+
+    def set_image_knn(self, knn: ImageKnn) -> None:
+        """Fuse the image-level kNN score into the image score from now on."""
+        dim = knn.bank.shape[1]
+        self.image_neighbours = knn.neighbours
+        self.register_buffer("image_bank", knn.bank.float().contiguous())
+        self.register_buffer("image_bank_sq", (self.image_bank * self.image_bank).sum(dim=1))
+        self.register_buffer("image_mean", knn.mean.float().reshape(1, dim).contiguous())
+        self.register_buffer("image_scale", knn.scale.float().reshape(1, dim).contiguous())
+        self.register_buffer("image_fusion", torch.tensor([knn.offset, knn.weight]).float())
+
+    def embed(self, maps: torch.Tensor) -> torch.Tensor:
+        """(N, D) pooled patch features of raw maps (N, D, h, w): the image-level embedding."""
+        return maps.mean(dim=(2, 3))
+
+    def image_distances(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(N,) mean distance of each pooled embedding to its k nearest training images."""
+        z = (embeddings - self.image_mean) / self.image_scale
+        return nearest(z, self.image_bank, self.image_bank_sq, self.image_neighbours)[0]
 
     @property
     def bank_size(self) -> int:
@@ -110,18 +155,31 @@ class PatchCore(nn.Module):
 
     def score_features(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`patch_scores` from patch features (N, D, h, w) already extracted."""
-        maps = (maps - self.feature_mean) / self.feature_scale
         n, d, h, w = maps.shape
-        patches = maps.permute(0, 2, 3, 1).reshape(n * h * w, d)
+        patch_map, scores = self.score_patches(
+            ((maps - self.feature_mean) / self.feature_scale)
+            .permute(0, 2, 3, 1)
+            .reshape(n, h * w, d)
+        )
+        if self.image_neighbours:
+            offset, weight = self.image_fusion[0], self.image_fusion[1]
+            fused = scores + weight * (self.image_distances(self.embed(maps)) - offset)
+            scores = fused.clamp_min(0.0)
+        return patch_map.reshape(n, h, w), scores
+
+    def score_patches(self, standardised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, P) patch distances and (N,) reweighted patch scores of standardised patches (N, P, D)."""
+        n, hw, d = standardised.shape
+        patches = standardised.reshape(n * hw, d)
         distances, indices = nearest(patches, self.bank, self.bank_sq, self.score_neighbours)
-        distances = distances.reshape(n, h * w)
-        indices = indices.reshape(n, h * w)
+        distances = distances.reshape(n, hw)
+        indices = indices.reshape(n, hw)
         worst, where = distances.max(dim=1, keepdim=True)
-        worst_patch = patches.reshape(n, h * w, d).gather(1, where.unsqueeze(2).expand(-1, 1, d))
+        worst_patch = standardised.gather(1, where.unsqueeze(2).expand(-1, 1, d))
         support = self.bank[self.bank_neighbours[indices.gather(1, where).squeeze(1)]]
         spread = (worst_patch - support).pow(2).sum(dim=2).sqrt()
         weight = 1.0 - torch.softmax(spread, dim=1)[:, 0]
-        return distances.reshape(n, h, w), weight * worst.squeeze(1)
+        return distances, weight * worst.squeeze(1)
 
     def smooth(self, patch_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Patch distances (N, h, w) → a smoothed anomaly map (N, 1, H, W) at input resolution."""
@@ -192,5 +250,15 @@ def load_anomaly_model(path: Path | str) -> tuple[PatchCore, AnomalySpec]:
         spec.smoothing_sigma,
         score_neighbours=spec.score_neighbours,
     )
+    if spec.image_neighbours:
+        model.set_image_knn(
+            ImageKnn(
+                state["image_bank"],
+                state["image_mean"],
+                state["image_scale"],
+                *state["image_fusion"].tolist(),
+                spec.image_neighbours,
+            )
+        )
     model.load_state_dict({**model.state_dict(), **state})  # models fitted before standardising
     return model.eval(), spec
