@@ -13,7 +13,10 @@ from visionline.errors import ConfigError, DataError
 from visionline.export._onnx import export_onnx, onnx_predict
 from visionline.export._options import Calibration
 from visionline.export._quantize import (
+    _calibrate,
     _pad_input_channels,
+    _prepare,
+    _Reader,
     node_groups,
     quantize_int8,
     search_int8,
@@ -99,6 +102,37 @@ def test_a_model_without_convolutions_cannot_be_quantised(tmp_path) -> None:
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(ConfigError, match="cannot be quantised; export it with --no-int8"):
         quantize_int8(path, tmp_path / "int8.onnx", np.zeros((2, 3), np.float32))
+
+
+def test_histogram_ranges_collected_batch_by_batch_are_onnxruntimes_own(fp32_model, tmp_path):
+    import contextlib
+    import io
+
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        create_calibrator,
+        load_tensors_data,
+    )
+
+    prepared, _ = _prepare(fp32_model, tmp_path / "prepared.onnx")
+    images = np.random.default_rng(3).normal(size=(12, 3, SIZE, SIZE)).astype(np.float32)
+    ours = {m: tmp_path / f"{m.value}.json" for m in (Calibration.ENTROPY, Calibration.PERCENTILE)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        _calibrate(prepared, images, ours, batch_size=8)  # two batches of 6
+        for method, ort_method, options in (
+            (Calibration.ENTROPY, CalibrationMethod.Entropy, {"num_bins": 256}),
+            (Calibration.PERCENTILE, CalibrationMethod.Percentile, {}),
+        ):
+            calibrator = create_calibrator(
+                prepared, None, augmented_model_path=str(tmp_path / "augmented.onnx"),
+                calibrate_method=ort_method, extra_options={"symmetric": False, **options},
+            )
+            calibrator.collect_data(_Reader(images, 12))  # every image at once
+            reference, ranges = calibrator.compute_data(), load_tensors_data(ours[method])
+            assert sorted(ranges.keys()) == sorted(reference.keys()) and len(ranges.keys()) > 50
+            for name in reference.keys():
+                assert ranges[name].range_value == reference[name].range_value, (method, name)
+                np.testing.assert_array_equal(ranges[name].hist, reference[name].hist)
 
 
 @pytest.mark.slow
