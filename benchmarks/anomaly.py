@@ -17,7 +17,8 @@ records) and CPU time per image (which barely does).
 
 Run: .venv/bin/python benchmarks/anomaly.py  → benchmarks/results/anomaly.json
 (`--quick`: a smoke run on 120 images that writes nothing; `--probe`: add the issue's plain
-probe, the floor, to the run)
+probe, the floor, to the run; `--reuse-peer`: take anomalib's figures from the committed JSON
+when its terms (split, images, weights, stages, size, setup) are those of this run, else run it)
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ LATENCY_IMAGES = 20
 THREADS = 2
 QUICK = "--quick" in sys.argv
 PROBE = "--probe" in sys.argv
+REUSE_PEER = "--reuse-peer" in sys.argv
+RESULT = Path(__file__).parent / "results" / "anomaly.json"
 BACKBONE = "efficientnet_lite0"
 PEER_REQUIREMENT = "anomalib==2.7.*"
 PEER_VENV = Path.home() / ".cache" / "visionline" / "bench-anomalib-2.7"
@@ -176,6 +179,55 @@ def anomalib_python() -> Path:
     return python
 
 
+def split_summary(train, val, test, labels_test) -> dict:
+    return {
+        "grouping": f"visionline.data.group_ids(paths, {TILE_SPEC!r}); 60/20/20 of each "
+        "class folder's tile groups, seed 0",
+        "train_good": len(train),
+        "val": len(val),
+        "test": len(test),
+        "test_defects": int((labels_test != 0).sum()),
+    }
+
+
+def reused_peer(split: dict, peer_train: list[str], stages, size: int) -> dict | None:
+    """anomalib's block of the committed result when it ran on this run's terms, else None."""
+    if not RESULT.is_file():
+        return None
+    earlier = json.loads(RESULT.read_text())
+    peer = earlier.get("anomalib") or {}
+    if (
+        earlier.get("split") != split
+        or peer.get("good_images") != len(peer_train)
+        or peer.get("setup") != peer_setup(stages, size)
+    ):
+        return None
+    provenance = earlier.get("provenance", {})
+    return {
+        **peer,
+        "reused": {
+            "from_commit": provenance.get("git_commit"),
+            "time_utc": provenance.get("time_utc"),
+            "why": "same split, same 100 good images, weights, blocks and size: anomalib's "
+            "run does not depend on visionline's settings",
+        },
+    }
+
+
+def peer_setup(stages, size: int) -> str:
+    layers = [f"blocks.{s}" for s in peer_stages(stages)]
+    return (
+        f"PatchcoreModel(layers={layers}, num_neighbors=9), offline "
+        f"{BACKBONE} ImageNet weights (blocks 2+4 where visionline's stages are not timm "
+        f"feature blocks {PEER_BLOCKS}), resize to {size}x{size} (squashed, as anomalib does; "
+        f"visionline's input size) + the weights' normalisation, KCenterGreedy coreset ratio {PEER_CORESET}"
+    )
+
+
+def peer_stages(stages) -> list[int]:
+    return list(stages) if set(stages) <= set(PEER_BLOCKS) else [2, 4]
+
+
 def run_peer(
     train: list[str], val, test, labels_val, labels_test, stages, size: int, weights: Path
 ) -> dict:
@@ -188,8 +240,7 @@ def run_peer(
     from visionline.train._backbones import normalization_for
 
     mean, std = normalization_for(BACKBONE, "imagenet")
-    if not set(stages) <= set(PEER_BLOCKS):
-        stages = [2, 4]
+    stages = peer_stages(stages)
     job = {
         "backbone": BACKBONE,
         "layers": [f"blocks.{s}" for s in stages],
@@ -227,10 +278,7 @@ def run_peer(
     metrics.update(pixel_metrics_from_masks(maps[n_val:], *test_masks(test), prep))
     return {
         "version": f"anomalib {result['anomalib_version']} on torch {result['torch_version']}",
-        "setup": f"PatchcoreModel(layers={job['layers']}, num_neighbors=9), offline "
-        f"{BACKBONE} ImageNet weights (blocks 2+4 where visionline's stages are not timm "
-        f"feature blocks {PEER_BLOCKS}), resize to {size}x{size} (squashed, as anomalib does; "
-        f"visionline's input size) + the weights' normalisation, KCenterGreedy coreset ratio {PEER_CORESET}",
+        "setup": peer_setup(stages, size),
         "good_images": len(train),
         "fit_seconds": float(result["fit_seconds"]),
         "feature_seconds": float(result["feature_seconds"]),
@@ -368,19 +416,22 @@ def main() -> None:
     )
 
     peer_train = subsets.get(PEER_GOOD, train)
-    with tempfile.TemporaryDirectory(prefix="visionline-weights-") as tmp:
-        weights = Path(tmp) / "trunk.pt"
-        torch.save(offline_trunk_weights(), weights)
-        peer = run_peer(
-            peer_train,
-            val,
-            test,
-            labels_val,
-            labels_test,
-            config.stages,
-            config.image_size,
-            weights,
-        )
+    split = split_summary(train, val, test, labels_test)
+    peer = reused_peer(split, peer_train, config.stages, config.image_size) if REUSE_PEER else None
+    if peer is None:
+        with tempfile.TemporaryDirectory(prefix="visionline-weights-") as tmp:
+            weights = Path(tmp) / "trunk.pt"
+            torch.save(offline_trunk_weights(), weights)
+            peer = run_peer(
+                peer_train,
+                val,
+                test,
+                labels_val,
+                labels_test,
+                config.stages,
+                config.image_size,
+                weights,
+            )
     if "coreset_seconds" in peer:
         growth = (len(train) / len(peer_train)) ** 2
         peer["coreset_seconds_all_good_images_extrapolated"] = peer["coreset_seconds"] * growth
@@ -392,14 +443,7 @@ def main() -> None:
         print(f"probe: AUROC {probe['roc_auc']:.4f}", flush=True)
 
     result = {
-        "split": {
-            "grouping": f"visionline.data.group_ids(paths, {TILE_SPEC!r}); 60/20/20 of each "
-            "class folder's tile groups, seed 0",
-            "train_good": len(train),
-            "val": len(val),
-            "test": len(test),
-            "test_defects": int((labels_test != 0).sum()),
-        },
+        "split": split,
         "visionline": {
             "config": config.model_dump(mode="json"),
             "preprocessing": prep.to_dict(),
