@@ -8,6 +8,7 @@ import pytest
 from visionline.errors import DataError
 from visionline.evaluate import (
     choose_operating_point,
+    conformal_threshold,
     fit_temperature,
     recall_at_false_reject_rate,
     softmax,
@@ -26,6 +27,30 @@ def test_threshold_keeps_false_rejects_within_budget():
         0.02,
     )
     assert same == threshold and recall == pytest.approx(2 / 3)
+
+
+def test_conformal_threshold_uses_the_finite_sample_rank():
+    good = np.arange(1, 101) / 100.0  # 0.01 .. 1.00
+    # ceil(101 * 0.98) = 99: one calibration image above, not floor(0.02 * 100) = 2
+    assert conformal_threshold(good, 0.02) == pytest.approx(0.99)
+    # too few images for the rank: the largest score, nothing above it
+    assert conformal_threshold(good[:40], 0.02) == pytest.approx(0.40)
+    assert choose_operating_point(good, 0.02).threshold == pytest.approx(0.99)
+
+
+def test_conformal_threshold_holds_its_budget_on_new_images_where_the_quantile_does_not():
+    """Heavy-tailed good scores, 130 calibration goods per draw (the demo's calib split): the
+    conformal threshold's false-reject rate on new goods averages within the 2% budget, the
+    empirical quantile's above it."""
+    rng = np.random.default_rng(0)
+    conformal, empirical = [], []
+    for _ in range(400):
+        calib = rng.pareto(1.5, 130)
+        conformal.append(np.mean(rng.pareto(1.5, 2000) > conformal_threshold(calib, 0.02)))
+        empirical.append(
+            np.mean(rng.pareto(1.5, 2000) > threshold_for_false_reject_rate(calib, 0.02))
+        )
+    assert np.mean(conformal) <= 0.02 < np.mean(empirical)
 
 
 def test_operating_point_certifies_with_enough_good_images():

@@ -50,6 +50,7 @@ from visionline.evaluate._operating import (
 from visionline.evaluate._predict import Predictions, predict_records
 from visionline.evaluate._report import render_report, write_report
 from visionline.evaluate._threshold import (
+    conformal_threshold,
     recall_at_false_reject_rate,
     threshold_for_false_reject_rate,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "clopper_pearson",
     "clopper_pearson_upper",
     "compute_metrics",
+    "conformal_threshold",
     "confusion",
     "defect_decision",
     "escape_rate",

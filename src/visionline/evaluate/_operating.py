@@ -1,5 +1,6 @@
-"""The operating point: a threshold set on validation good scores, certified by an exact bound,
-and optional temperature scaling fitted on the same validation data."""
+"""The operating point: a threshold set on held-out good scores (split conformal, so its
+false-reject budget holds on new images in expectation), certified by an exact bound, and
+optional temperature scaling fitted on the same data."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from visionline.errors import DataError
 from visionline.evaluate._metrics import clopper_pearson_upper, min_good_to_certify
-from visionline.evaluate._threshold import threshold_for_false_reject_rate
+from visionline.evaluate._threshold import conformal_threshold
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,15 @@ class OperatingPoint:
 def choose_operating_point(
     good_scores: np.ndarray, target_frr: float, confidence: float = 0.95
 ) -> OperatingPoint:
-    """Threshold at the false-reject budget from validation good scores, with the exact
+    """Threshold at the false-reject budget from held-out good scores (`conformal_threshold`:
+    at most `target_frr` false rejects on new good images in expectation), with the exact
     one-sided Clopper–Pearson upper bound on the false-reject rate it implies."""
     scores = np.asarray(good_scores, dtype=np.float64)
     if scores.size == 0:
         raise DataError(
             "The validation split has no good images; add good images to it to set a threshold."
         )
-    threshold = threshold_for_false_reject_rate(scores, target_frr)
+    threshold = conformal_threshold(scores, target_frr)
     false_rejects = int(np.sum(scores > threshold))
     upper = clopper_pearson_upper(false_rejects, scores.size, confidence)
     needed = min_good_to_certify(target_frr, confidence)
