@@ -312,16 +312,16 @@ def scale(repo, records, n: int) -> dict:
     straight into a feature cache and memory-mapped from it. The kNN runs its first 4 chunks of
     query rows against all n (its memory is one chunk x n block whatever the row count); its
     time for all rows is extrapolated linearly."""
-    from visionline.data._dedupe import (
-        _SEARCH_CHUNK,
-        DedupeConfig,
-        _background,
-        _candidates,
-        _fit_vocabulary,
-        _signatures,
-        _words,
-    )
+    from visionline.data._dedupe import DedupeConfig
     from visionline.data._dedupe_features import FeatureCache
+    from visionline.data._dedupe_retrieval import (
+        SEARCH_CHUNK,
+        background,
+        candidates,
+        fit_vocabulary,
+        signatures,
+        words,
+    )
 
     base = FeatureCache(repo.root).table([r.sha256 for r in records])
     rng = np.random.default_rng(0)
@@ -354,18 +354,18 @@ def scale(repo, records, n: int) -> dict:
         stages = {}
         started = time.perf_counter()
         config = DedupeConfig()
-        vocabulary = _fit_vocabulary(table, config)
-        words = _words(table, vocabulary)
+        vocabulary = fit_vocabulary(table, config.vocabulary, config.seed)
+        found = words(table, vocabulary)
         n_words = len(vocabulary[0]) ** 2
-        background = _background(table, words, n_words)
+        flagged = background(table, found, n_words)
         stages["words_background_seconds"] = round(time.perf_counter() - started, 1)
-        signatures = _signatures(words, background, n_words)
+        signed = signatures(found, flagged, n_words)
         stages["signatures_seconds"] = round(
             time.perf_counter() - started - sum(stages.values()), 1
         )
-        rows = min(n, 4 * _SEARCH_CHUNK)
+        rows = min(n, 4 * SEARCH_CHUNK)
         knn_started = time.perf_counter()
-        candidates = _candidates(signatures, config, rows)
+        pairs = candidates(signed, config.neighbours, config.min_similarity, rows)
         knn = time.perf_counter() - knn_started
         stages["knn_seconds_measured_rows"] = round(knn, 1)
         stages["knn_rows_measured"] = rows
@@ -377,13 +377,15 @@ def scale(repo, records, n: int) -> dict:
         "rows": n,
         "retrieval_seconds_with_knn_extrapolated": round(seconds, 1),
         **stages,
-        "candidate_pairs_of_measured_rows": len(candidates),
+        "candidate_pairs_of_measured_rows": len(pairs),
         "peak_allocated_mib": round(peak / 2**20),
         "peak_resident_mib_whole_process": round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         ),
-        "signature_mib": round(signatures.nbytes / 2**20),
-        "words_and_background_mib": round((words.nbytes + background.nbytes) / 2**20),
+        "signature_mib": round(
+            (signed.data.nbytes + signed.indices.nbytes + signed.indptr.nbytes) / 2**20
+        ),
+        "words_and_background_mib": round((found.nbytes + flagged.nbytes) / 2**20),
         "feature_cache_on_disk_mib": round(
             sum(getattr(table, a).nbytes for a in ("xy", "desc", "count")) / 2**20
         ),

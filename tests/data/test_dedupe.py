@@ -166,8 +166,8 @@ def test_a_large_table_is_gathered_into_memory_maps(images, tmp_path, monkeypatc
 
 
 def test_background_is_a_place_shared_beyond_chance_not_a_common_word() -> None:
-    from visionline.data._dedupe import _background
     from visionline.data._dedupe_features import FEATURES, FeatureTable
+    from visionline.data._dedupe_retrieval import background
 
     rng = np.random.default_rng(0)
     n, slots = 40, 60
@@ -179,6 +179,6 @@ def test_background_is_a_place_shared_beyond_chance_not_a_common_word() -> None:
     xy[:, :, 0, :2] = (4.0, 4.0)  # word 1 in the top-left cell of every image: static background
     words[:, :, 0] = 1
     table = FeatureTable(xy, np.zeros((n, 2, FEATURES, 32), np.uint8), np.full((n, 2), slots))
-    flagged = _background(table, words, 16)
+    flagged = background(table, words, 16)
     assert flagged[:, :, 0].all()
     assert flagged[:, :, 1:slots].mean() < 0.05  # each common word sits in each centre cell

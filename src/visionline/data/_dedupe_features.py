@@ -38,7 +38,7 @@ PATCH = 31
 _FLAT_VARIANCE = 1.0
 _FILL_SHARE = 0.01
 _FILL_MARGIN = 9
-_CACHE_NAME = f"orb-{SIDE}-{FEATURES}-{PATCH}-v2"
+_CACHE_NAME = f"orb-{SIDE}-{FEATURES}-{PATCH}-v3"
 _FILES = ("shas", "xy", "desc", "count")
 _COPY_CHUNK = 4096
 _IN_MEMORY_ROWS = 20_000
@@ -111,16 +111,29 @@ def image_features(image: Image.Image, name: str = "image") -> FeatureTable:
     xy = np.zeros((1, 2, FEATURES, 4), np.float16)
     desc = np.zeros((1, 2, FEATURES, 32), np.uint8)
     count = np.zeros((1, 2), np.int16)
-    views = ((pixels, content), (pixels[:, ::-1], content[:, ::-1]))
-    for side, (view, mask) in enumerate(views):
-        keypoints, descriptors = orb.detectAndCompute(
-            np.ascontiguousarray(view), np.ascontiguousarray(mask)
+    keypoints, descriptors = orb.detectAndCompute(pixels, content)
+    if descriptors is None:
+        return FeatureTable(xy, desc, count)
+    order = sorted(range(len(keypoints)), key=lambda k: -keypoints[k].response)[:FEATURES]
+    kept = [keypoints[k] for k in order]
+    # the mirror's keypoints are this image's, mirrored: describing them there gives what
+    # detecting on the mirror would (same descriptors), without a second detection
+    last = pixels.shape[1] - 1
+    mirrored = [
+        cv2.KeyPoint(
+            last - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave
         )
-        if descriptors is None:
+        for k in kept
+    ]
+    mirrored, mirror_descriptors = orb.compute(np.ascontiguousarray(pixels[:, ::-1]), mirrored)
+    for side, (points, described) in enumerate(
+        ((kept, descriptors[order]), (mirrored, mirror_descriptors))
+    ):
+        if described is None or not len(points):
             continue
-        n = min(len(keypoints), FEATURES)
-        xy[0, side, :n] = [(*k.pt, k.angle, k.size) for k in keypoints[:n]]
-        desc[0, side, :n] = descriptors[:n]
+        n = min(len(points), FEATURES)
+        xy[0, side, :n] = [(*k.pt, k.angle, k.size) for k in points[:n]]
+        desc[0, side, :n] = described[:n]
         count[0, side] = n
     return FeatureTable(xy, desc, count)
 
