@@ -132,14 +132,17 @@ def test_an_image_level_knn_is_fused_into_the_score_and_travels_with_the_model(f
     changed = [global_change(seed) for seed in range(3)]
     with torch.inference_mode():
         maps = model.features(torch.from_numpy(spec.preprocessing(goods + changed)))
-        fused_scores = model.score_features(maps)[1]
-        patch = model.score_patches(
+        fused_map, fused_scores = model.score_features(maps)
+        patch_map, patch = model.score_patches(
             ((maps - model.feature_mean) / model.feature_scale).flatten(2).transpose(1, 2)
-        )[1]
+        )
         image = model.image_distances(model.embed(maps))
     offset, weight = model.image_fusion.tolist()
+    term = weight * (image - offset)
     assert weight > 0
-    torch.testing.assert_close(fused_scores, (patch + weight * (image - offset)).clamp_min(0))
+    torch.testing.assert_close(fused_scores, (patch + term).clamp_min(0))
+    # the map keeps the score's units, so the one threshold applies to both
+    torch.testing.assert_close(fused_map.flatten(1), (patch_map + term[:, None]).clamp_min(0))
     assert image[3:].min() > 2 * image[:3].max()  # the whole-surface change is far from good
     assert fused_scores[3:].min() - fused_scores[:3].max() > patch[3:].min() - patch[:3].max()
     loaded, loaded_spec = load_anomaly_model(save_anomaly_model(tmp_path / "m.pt", model, spec))

@@ -74,7 +74,8 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 class ImageKnn:
     """The second, image-level score: kNN distance of an image's pooled patch features to the
     training images' (each channel z-scored on them), fused with the patch score as
-    ``patch + weight * (image - offset)``. `offset` and `weight` come from the training images
+    ``patch + weight * (image - offset)``, a term added to every patch of the map alike (so the
+    map keeps the score's units and threshold). `offset` and `weight` come from the training images
     (leave-one-out image distances, their own patch scores), so the sum weighs both z-scores
     equally yet stays in patch-distance units, positive like the patch score. It sees global,
     low-frequency defects ("uneven" surfaces) that no single patch differs by."""
@@ -161,11 +162,13 @@ class PatchCore(nn.Module):
             .permute(0, 2, 3, 1)
             .reshape(n, h * w, d)
         )
-        if self.image_neighbours:
+        patch_map = patch_map.reshape(n, h, w)
+        if self.image_neighbours:  # the map shares the score's units: the threshold applies to both
             offset, weight = self.image_fusion[0], self.image_fusion[1]
-            fused = scores + weight * (self.image_distances(self.embed(maps)) - offset)
-            scores = fused.clamp_min(0.0)
-        return patch_map.reshape(n, h, w), scores
+            term = weight * (self.image_distances(self.embed(maps)) - offset)
+            scores = (scores + term).clamp_min(0.0)
+            patch_map = (patch_map + term.view(n, 1, 1)).clamp_min(0.0)
+        return patch_map, scores
 
     def score_patches(self, standardised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, P) patch distances and (N,) reweighted patch scores of standardised patches (N, P, D)."""
