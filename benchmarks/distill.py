@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _record import write_result
+from torch import nn
 
 from visionline.config import Project, init_project
 from visionline.data import DatasetRepo
@@ -78,6 +79,10 @@ SEES = {
     "unlabelled images",
     "pruned": "as plain, on the pruned backbone",
     "pruned_kd": "as kd, on the pruned backbone",
+    "top_plain": "as plain, fine-tuning the last --top-blocks blocks and the head convolution "
+    "too (on cached inputs of those blocks)",
+    "top_self": "as self, fine-tuning the same top blocks (own soft targets of top_plain)",
+    "top_kd": "as kd, fine-tuning the same top blocks (kd's alpha and T)",
 }
 
 
@@ -125,12 +130,67 @@ def _backbone(name: str, size: int, classes) -> tuple[torch.nn.Module, ModelSpec
     return model.eval(), spec
 
 
-def _head(base, x, y, val_x, val_y, seed: int, epochs: int, goal: float, soft=None):
-    """A fresh head on `base`'s backbone trained on embeddings (stage 1's settings); rows of
-    `y` that are -1 are unlabelled and learn from `soft` alone."""
+class _Lower(nn.Module):
+    """Stem and all but the last `top` blocks of a timm EfficientNet: their feature maps are
+    the cached inputs of the fine-tuned top (`patches` keys them apart from pooled vectors)."""
+
+    patches = True
+
+    def __init__(self, backbone: nn.Module, top: int):
+        super().__init__()
+        blocks = [block for stage in backbone.blocks for block in stage]
+        self.backbone = nn.Sequential(backbone.conv_stem, backbone.bn1, *blocks[:-top])
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
+
+class _Top(nn.Module):
+    """The last `top` blocks, head convolution and pooling of a copy of an EfficientNet plus a
+    fresh linear head, all of it trained by `train_head` (as `head`) on `_Lower`'s maps."""
+
+    patches = False
+
+    def __init__(self, backbone: nn.Module, top: int, classes: int, seed: int):
+        super().__init__()
+        backbone = copy.deepcopy(backbone)
+        blocks = [block for stage in backbone.blocks for block in stage]
+        torch.manual_seed(seed)
+        self.head = nn.Sequential(
+            *blocks[-top:],
+            backbone.conv_head,
+            backbone.bn2,
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(backbone.num_features, classes),
+        )
+        self.dropout = nn.Identity()
+
+    def classify(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.head(maps)
+
+
+def _fresh_head(base: nn.Module, seed: int) -> nn.Module:
     model = copy.deepcopy(base)
     torch.manual_seed(seed)
     model.head.reset_parameters()
+    return model
+
+
+def _head(base, x, y, val_x, val_y, seed: int, epochs: int, goal: float, soft=None, lr=HEAD_LR):
+    """`base` (a model, or a function of the seed giving one) with a fresh head trained on
+    embeddings (stage 1's settings); rows of `y` that are -1 are unlabelled and learn from
+    `soft` alone."""
+    model = (
+        base(seed)
+        if callable(base) and not isinstance(base, nn.Module)
+        else _fresh_head(base, seed)
+    )
+    out_features = int(
+        model.head[-1].out_features
+        if isinstance(model.head, nn.Sequential)
+        else model.head.out_features
+    )
     train_head(
         model,
         x,
@@ -138,10 +198,10 @@ def _head(base, x, y, val_x, val_y, seed: int, epochs: int, goal: float, soft=No
         val_x,
         val_y,
         epochs=epochs,
-        lr=HEAD_LR,
+        lr=lr,
         weight_decay=HEAD_WEIGHT_DECAY,
         batch_size=32,
-        class_weight=inverse_frequency_weights(y[y >= 0], int(model.head.out_features)),
+        class_weight=inverse_frequency_weights(y[y >= 0], out_features),
         label_smoothing=0.0,
         score=lambda logits, labels: logit_metrics(logits, labels, goal),
         seed=seed,
@@ -208,8 +268,18 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 class _Arms:
     """Trains the student arms on one backbone's embeddings and keeps their per-seed scores."""
 
-    def __init__(self, base, emb: dict[str, np.ndarray], labels: dict, args, goal: float):
+    def __init__(
+        self,
+        base,
+        emb: dict[str, np.ndarray],
+        labels: dict,
+        args,
+        goal: float,
+        lr: float = HEAD_LR,
+        epochs: int | None = None,
+    ):
         self.base, self.emb, self.labels, self.args, self.goal = base, emb, labels, args, goal
+        self.lr, self.epochs = lr, epochs or args.head_epochs
         self.pooled_x = np.concatenate([emb["labelled"], emb["unlabelled"]])
         self.pooled_y = np.concatenate(
             [labels["labelled"], np.full(len(emb["unlabelled"]), -1, dtype=np.int64)]
@@ -224,9 +294,10 @@ class _Arms:
             self.emb["val"],
             self.labels["val"],
             seed,
-            self.args.head_epochs,
+            self.epochs,
             self.goal,
             soft,
+            self.lr,
         )
         logits = {split: _logits(model, self.emb[split]) for split in ("val", "test")}
         return model, scores(logits, self.labels, self.goal)
@@ -356,6 +427,32 @@ def run(args: argparse.Namespace) -> dict:
             print(f"{arm}:", flush=True)
             runs[arm] = fitter()
             print(f"{arm} ({runs[arm]['chosen']}): {_mean(runs[arm]['per_seed'])}", flush=True)
+        if args.top_blocks:
+            lower = _Lower(student.backbone, args.top_blocks)
+            maps = {
+                p: _embed(
+                    lower, "efficientnet_lite0", spec.preprocessing, repo, records, 1, cache_dir
+                )[0]
+                for p, (records, _) in parts.items()
+            }
+            top_arms = _Arms(
+                lambda seed: _Top(student.backbone, args.top_blocks, len(classes), seed),
+                maps,
+                labels,
+                args,
+                goal,
+                args.top_lr,
+                args.top_epochs,
+            )
+            kd_setting = [tuple(float(v) for v in runs["kd"]["chosen"].split(":"))]
+            for arm, fitter in (
+                ("top_plain", lambda: {"chosen": None, "per_seed": top_arms.plain()}),
+                ("top_kd", lambda: top_arms.soft(lambda s: soft_teacher, True, kd_setting)),
+                ("top_self", lambda: top_arms.soft(top_arms.own_targets, True, kd_setting)),
+            ):
+                print(f"{arm}:", flush=True)
+                runs[arm] = fitter()
+                print(f"{arm}: {_mean(runs[arm]['per_seed'])}", flush=True)
         plain_on_pool = [
             float((_logits(m, student_arms.emb["unlabelled"]).argmax(1).numpy() == hidden).mean())
             for m in student_arms.plain_models.values()
@@ -517,6 +614,14 @@ def main() -> None:
     )
     parser.add_argument("--prune-ratio", type=float, default=0.4, help="second student's pruning")
     parser.add_argument("--cache-dir", default=None, help="keep frozen embeddings here")
+    parser.add_argument(
+        "--top-blocks",
+        type=int,
+        default=1,
+        help="student blocks fine-tuned in the top arms (0: none)",
+    )
+    parser.add_argument("--top-epochs", type=int, default=30)
+    parser.add_argument("--top-lr", type=float, default=1e-3)
     args = parser.parse_args()
     result = run(args)
     result["readme"] = readme_rows(result)
