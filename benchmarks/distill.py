@@ -32,7 +32,7 @@ least +3 points. Latency: each backbone's ONNX FP32 at batch 1 on 2 threads, mea
 
     .venv/bin/python benchmarks/distill.py [--labelled 400] [--unlabelled 1600] [--val 300]
         [--test 800] [--size 64] [--teacher-size 224] [--teacher-views 2] [--head-epochs 100]
-        [--seeds 0 1 2] [--max-frr 0.02] [--kd-grid 0.5:2 0.7:4 0.9:2 1.0:2]
+        [--seeds 0 1 2] [--max-frr 0.02] [--kd-grid 0.7:4 1.0:2]
         [--prune-ratio 0.4] [--cache-dir DIR]
 
 `--cache-dir` keeps the frozen embeddings (keyed by image content, backbone and preprocessing)
@@ -609,9 +609,7 @@ def main() -> None:
         default=None,
         help="false-reject budget (default: the project's, 2 %%)",
     )
-    parser.add_argument(
-        "--kd-grid", nargs="+", default=["0.5:2", "0.7:4", "0.9:2", "1.0:2"], help="alpha:T pairs"
-    )
+    parser.add_argument("--kd-grid", nargs="+", default=["0.7:4", "1.0:2"], help="alpha:T pairs")
     parser.add_argument("--prune-ratio", type=float, default=0.4, help="second student's pruning")
     parser.add_argument("--cache-dir", default=None, help="keep frozen embeddings here")
     parser.add_argument(
