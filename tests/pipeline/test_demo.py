@@ -95,7 +95,12 @@ def test_reduced_demo_runs_the_whole_loop(tmp_path):
     from visionline.pipeline import runs
 
     reruns = retraining["ran"] + bool(retraining["promoted"])  # a promoted one is then deployed
-    assert [run.status for run in runs(result.project)] == ["succeeded"] * (1 + reruns)
+    pipeline_runs = runs(result.project)
+    assert [run.status for run in pipeline_runs] == ["succeeded"] * (1 + reruns)
+    searched = [run.outputs("quantise")["int8"].meta for run in pipeline_runs[: 1 + reruns]]
+    assert set(searched[0]["quantisation"]["methods"]) == {"minmax", "entropy", "percentile"}
+    for challenger in searched[1:]:  # measured once, for the champion; the challenger reuses it
+        assert list(challenger["quantisation"]["methods"]) == [searched[0]["calibration"]]
 
 
 def test_demo_never_deletes_a_directory_it_did_not_create(tmp_path):

@@ -5,6 +5,7 @@ Everything after this works on the arrays it returns, so metrics never touch a m
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -57,6 +58,25 @@ def label_indices(records: Sequence[ImageRecord], class_names: list[str]) -> np.
     return np.asarray(labels, dtype=np.int64)
 
 
+_REMEMBERED: OrderedDict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+REMEMBERED_MODELS = 4
+"""How many models' outputs `predict_records` keeps per process (least recently used go)."""
+
+
+def _model_digest(model: InspectionModel, spec: ModelSpec) -> str:
+    """Content hash of what the outputs depend on: the spec and every weight and buffer."""
+    import hashlib
+    import json
+
+    import torch
+
+    digest = hashlib.blake2b(json.dumps(spec.to_dict(), sort_keys=True).encode(), digest_size=16)
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def predict_records(
     model: InspectionModel,
     spec: ModelSpec,
@@ -65,14 +85,47 @@ def predict_records(
     batch_size: int = 64,
     progress: bool = False,
 ) -> Predictions:
-    """Run the model over dataset records in batches; returns logits and pooled embeddings."""
-    import torch
-    from rich.progress import Progress
+    """Run the model over dataset records in batches; returns logits and pooled embeddings.
 
+    Outputs are remembered per model content and image (sha256) for the rest of the process:
+    a pipeline run evaluates a model, `promote` evaluates it again on the same test images, and
+    retraining judges the champion once more, each of which would otherwise rerun the model.
+    """
     records = list(records)
     if not records:
         raise DataError("No images to evaluate; pick a split that has images.")
     labels = label_indices(records, spec.class_names)
+    key = _model_digest(model, spec)
+    known = _REMEMBERED.pop(key, {})
+    _REMEMBERED[key] = known
+    while len(_REMEMBERED) > REMEMBERED_MODELS:
+        _REMEMBERED.popitem(last=False)
+    missing = list({r.sha256: r for r in records if r.sha256 not in known}.values())
+    if missing:
+        logits, embeddings = _run_model(model, spec, missing, blobs, batch_size, progress)
+        known.update(
+            (record.sha256, (row, vector)) for record, row, vector in zip(missing, logits, embeddings)
+        )
+    return Predictions(
+        records=records,
+        logits=np.stack([known[r.sha256][0] for r in records]).astype(np.float64),
+        embeddings=np.stack([known[r.sha256][1] for r in records]),
+        labels=labels,
+        class_names=list(spec.class_names),
+    )
+
+
+def _run_model(
+    model: InspectionModel,
+    spec: ModelSpec,
+    records: list[ImageRecord],
+    blobs: BlobStore,
+    batch_size: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    from rich.progress import Progress
+
     logits, embeddings = [], []
     model.eval()
     from rich.console import Console
@@ -91,10 +144,4 @@ def predict_records(
                 logits.append(batch_logits.numpy())
                 embeddings.append(embedding.numpy())
             bar.advance(task, len(batch))
-    return Predictions(
-        records=records,
-        logits=np.concatenate(logits).astype(np.float64),
-        embeddings=np.concatenate(embeddings),
-        labels=labels,
-        class_names=list(spec.class_names),
-    )
+    return np.concatenate(logits), np.concatenate(embeddings)

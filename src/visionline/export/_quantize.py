@@ -126,11 +126,13 @@ PERCENTILE = 99.999
 def _calibrate(
     prepared: Path, calibration: np.ndarray, caches: dict[Calibration, Path], batch_size: int = 16
 ) -> None:
-    """Activation ranges of each method into its cache file: MinMax by ORT's calibrator, the
-    histogram methods together by `_calibrate_histograms`."""
+    """Activation ranges of each method into its cache file: with a histogram method among them
+    all together by `_calibrate_histograms`, MinMax alone by ORT's (light) calibrator."""
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
-    if Calibration.MINMAX in caches:
+    if any(method in _HISTOGRAMS for method in caches):
+        _calibrate_histograms(prepared, calibration, caches, batch_size)
+    elif Calibration.MINMAX in caches:
         cache = caches[Calibration.MINMAX]
         calibrator = create_calibrator(
             prepared,
@@ -141,22 +143,20 @@ def _calibrate(
         )
         calibrator.collect_data(_Reader(calibration, batch_size))
         save_tensors_data(calibrator.compute_data(), cache)
-    histograms = {m: path for m, path in caches.items() if m in _HISTOGRAMS}
-    if histograms:
-        _calibrate_histograms(prepared, calibration, histograms, batch_size)
 
 
 def _calibrate_histograms(
     prepared: Path, calibration: np.ndarray, caches: dict[Calibration, Path], batch_size: int
 ) -> None:
-    """Entropy and Percentile ranges from one pair of passes over the calibration images.
+    """MinMax, Entropy and Percentile ranges from one pair of passes over the calibration images.
 
     ORT's histogram calibrators keep every intermediate tensor of every image in memory and
     copy it twice before binning (6.8 GB for 100 images of lite0 at 224 px), once per method.
     The counts ORT bins from all images at once are the sums of per-batch counts over the same
     range (the tensor's largest magnitude, both signs), so a first pass finds each tensor's
-    min and max, a second adds up each method's histograms batch by batch, and ORT's own
-    collector turns them into the same ranges.
+    min and max (MinMax's ranges, as ORT's ReduceMin/ReduceMax give them), a second adds up
+    each histogram method's counts batch by batch, and ORT's own collector turns them into
+    the same ranges.
     """
     from onnxruntime.quantization.calibrate import (
         HistogramCollector,
@@ -196,11 +196,17 @@ def _calibrate_histograms(
         low.setdefault(name, zero)
         high.setdefault(name, zero)
         bound[name] = np.array(max(abs(low[name]), abs(high[name])), dtype=low[name].dtype)
-    counts: dict[Calibration, dict[str, list[np.ndarray]]] = {m: {} for m in caches}
+    if Calibration.MINMAX in caches:
+        ranges = {name: (low[name].reshape(1), high[name].reshape(1)) for _, name in tensors}
+        save_tensors_data(
+            TensorsData(_ort_method(Calibration.MINMAX), ranges), caches[Calibration.MINMAX]
+        )
+    histograms = [method for method in caches if method in _HISTOGRAMS]
+    counts: dict[Calibration, dict[str, list[np.ndarray]]] = {m: {} for m in histograms}
     for outputs in passes():
         for i, name in tensors:
             values = outputs[i].ravel()
-            for method in caches:
+            for method in histograms:
                 hist, edges = np.histogram(
                     values, _HISTOGRAMS[method]["num_bins"], range=(-bound[name], bound[name])
                 )
@@ -208,7 +214,7 @@ def _calibrate_histograms(
                     counts[method][name][0] += hist
                 else:
                     counts[method][name] = [hist, edges]
-    for method, cache in caches.items():
+    for method in histograms:
         options = _HISTOGRAMS[method]
         collector = HistogramCollector(
             method=options["method"], symmetric=False, num_bins=options["num_bins"],
@@ -220,7 +226,7 @@ def _calibrate_histograms(
             for name, (hist, edges) in counts[method].items()
         }
         result = collector.compute_collection_result()
-        save_tensors_data(TensorsData(_ort_method(method), result), cache)
+        save_tensors_data(TensorsData(_ort_method(method), result), caches[method])
 
 
 def _quantize_static(
