@@ -202,18 +202,20 @@ def _calibrate_histograms(
             TensorsData(_ort_method(Calibration.MINMAX), ranges), caches[Calibration.MINMAX]
         )
     histograms = [method for method in caches if method in _HISTOGRAMS]
-    counts: dict[Calibration, dict[str, list[np.ndarray]]] = {m: {} for m in histograms}
+    bins = sorted({_HISTOGRAMS[m]["num_bins"] for m in histograms}, reverse=True)
+    counts: dict[int, dict[str, np.ndarray]] = {n: {} for n in bins}
     for outputs in passes():
         for i, name in tensors:
-            values = outputs[i].ravel()
-            for method in histograms:
-                hist, edges = np.histogram(
-                    values, _HISTOGRAMS[method]["num_bins"], range=(-bound[name], bound[name])
+            values, span = outputs[i].ravel(), (-bound[name], bound[name])
+            finest = np.histogram(values, bins[0], range=span)[0]
+            for n in bins:
+                # numpy bins by comparing with float32 edges, and the edges of n bins are every
+                # (finest/n)-th edge of the finest (power-of-two steps), so summing is exact
+                hist = (
+                    finest.reshape(n, -1).sum(axis=1) if bins[0] % n == 0
+                    else np.histogram(values, n, range=span)[0]
                 )
-                if name in counts[method]:
-                    counts[method][name][0] += hist
-                else:
-                    counts[method][name] = [hist, edges]
+                counts[n][name] = counts[n][name] + hist if name in counts[n] else hist
     for method in histograms:
         options = _HISTOGRAMS[method]
         collector = HistogramCollector(
@@ -221,9 +223,13 @@ def _calibrate_histograms(
             num_quantized_bins=options["num_quantized_bins"], percentile=PERCENTILE,
             scenario="same",
         )
+        n = options["num_bins"]
         collector.histogram_dict = {
-            name: (hist, edges, low[name], high[name], bound[name])
-            for name, (hist, edges) in counts[method].items()
+            name: (
+                hist, np.histogram_bin_edges(low[name][None], n, range=(-bound[name], bound[name])),
+                low[name], high[name], bound[name],
+            )
+            for name, hist in counts[n].items()
         }
         result = collector.compute_collection_result()
         save_tensors_data(TensorsData(_ort_method(method), result), caches[method])
