@@ -387,8 +387,10 @@ def write_fusion_round(run, labels: np.ndarray) -> None:
         row["gain_per_seed"] = [a - b for a, b in zip(row["roc_auc_per_seed"], base)]
     best = max(rows, key=lambda r: r["roc_auc_mean"])
     earlier = json.loads(RESULT.read_text())
+    if "fusion" in earlier:  # a rerun of this round replaces the last one, not what came before
+        earlier["provenance"] = earlier.pop("earlier_provenance")
     result = {
-        **{k: v for k, v in earlier.items() if k != "provenance"},
+        **{k: v for k, v in earlier.items() if k not in ("provenance", "fusion")},
         "fusion": {
             "start": asdict(FUSION_START),
             "selection": f"highest mean validation image AUROC over coreset seeds {list(SEEDS)}",
