@@ -146,12 +146,15 @@ def test_a_changed_setting_reruns_that_step_and_what_follows(first):
 @pytest.mark.slow
 def test_a_failed_step_resumes_from_where_it_stopped(first, monkeypatch):
     project, _ = first
-    project = configure(project.root, train={"seed": 1}, bundle={"signing_key": "keys/missing.key"})
+    # a changed quantise setting: that step runs (done) before the bundle step fails
+    project = configure(
+        project.root, quantise={"calibration_images": 20}, bundle={"signing_key": "keys/missing.key"}
+    )
     with pytest.raises(ConfigError, match="No signing key"):
         run_pipeline(project, progress=False)
     failed = runs(project)[-1]
     assert failed.status == "failed"
-    assert statuses(failed)["train"] == "done"
+    assert statuses(failed)["quantise"] == "done"
     assert statuses(failed)["bundle"] == "failed"
     assert statuses(failed)["register"] == "pending"
 
@@ -162,9 +165,10 @@ def test_a_failed_step_resumes_from_where_it_stopped(first, monkeypatch):
     resumed = run_pipeline(project, resume=True, progress=False)
     state = statuses(resumed)
     assert state["ingest"] == "resumed"
-    assert state["train"] == "resumed"
+    assert state["quantise"] == "resumed"
     assert state["bundle"] == "done"
-    assert resumed.steps["train"].outputs == failed.steps["train"].outputs
+    assert resumed.steps["quantise"].outputs == failed.steps["quantise"].outputs
+    configure(project.root, quantise={"calibration_images": 24})
     bundle = resumed.steps["bundle"].outputs["bundle"].resolve(project)
     assert (bundle / "bundle.sig").is_file()
 
