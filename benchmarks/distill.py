@@ -488,6 +488,21 @@ def run(args: argparse.Namespace) -> dict:
         for arm, value in runs.items()
     }
     kd_gain = delta("kd", "plain")
+    plain_arms = [arm for arm in ("plain", "top_plain") if arm in runs]
+    best_plain = max(plain_arms, key=lambda arm: float(np.mean(recall(arm))))
+    distilled = "top_kd" if "top_kd" in runs else "kd"
+    gain = delta(distilled, best_plain)
+    top = (
+        {
+            "delta_top_kd_vs_top_plain_pp": float(np.mean(delta("top_kd", "top_plain"))),
+            "delta_top_kd_vs_top_plain_pp_per_seed": delta("top_kd", "top_plain"),
+            "delta_top_kd_vs_top_self_pp": float(np.mean(delta("top_kd", "top_self"))),
+            "delta_top_kd_vs_top_plain_test_roc_auc": arms_out["top_kd"]["test_roc_auc"]
+            - arms_out["top_plain"]["test_roc_auc"],
+        }
+        if "top_kd" in runs
+        else {}
+    )
     return {
         "benchmark": "distill",
         "machine": {
@@ -542,8 +557,15 @@ def run(args: argparse.Namespace) -> dict:
         "delta_pruned_kd_vs_pruned_pp": float(np.mean(delta("pruned_kd", "pruned"))),
         "delta_kd_vs_plain_test_roc_auc": arms_out["kd"]["test_roc_auc"]
         - arms_out["plain"]["test_roc_auc"],
-        "target": "kd >= plain + 3 points of test recall at the FRR budget, mean of the seeds",
-        "target_met": float(np.mean(kd_gain)) >= 3.0,
+        **top,
+        "target": "the distilled student (top_kd, or kd without top arms) >= the best plain "
+        "student (plain or top_plain) + 3 points of test recall at the FRR budget, mean of the "
+        "seeds",
+        "distilled_arm": distilled,
+        "best_plain_arm": best_plain,
+        "delta_distilled_vs_best_plain_pp": float(np.mean(gain)),
+        "delta_distilled_vs_best_plain_pp_per_seed": gain,
+        "target_met": float(np.mean(gain)) >= 3.0,
         "wall_s": round(time.perf_counter() - started, 1),
     }
 
@@ -562,7 +584,25 @@ def readme_rows(result: dict) -> list[dict[str, str]]:
         return f"{100 * row['test_recall_at_budget']:.1f} % / {row['test_roc_auc']:.3f}"
 
     per_seed = ", ".join(f"{d:+.1f}" for d in result["delta_kd_vs_plain_pp_per_seed"])
-    return [
+    top = []
+    if "top_kd" in arms:
+        top_seeds = ", ".join(f"{d:+.1f}" for d in result["delta_top_kd_vs_top_plain_pp_per_seed"])
+        top = [
+            {
+                "benchmark": "distill",
+                "measure": f"the same lite0 @{size}px with its last block and head convolution "
+                "fine-tuned too (on cached inputs of that block): test recall at "
+                f"{frr:.0%} FRR / ROC AUC (mean of {seeds} seeds)",
+                "visionline": f"distilled (KD on labelled + unlabelled): {pair('top_kd')}",
+                "peer": f"plain (labelled only): {pair('top_plain')}; self-trained: "
+                f"{pair('top_self')}; head-only plain: {pair('plain')}",
+                "result": f"{result['delta_top_kd_vs_top_plain_pp']:+.1f} pp recall vs plain "
+                f"(seeds {top_seeds}), {result['delta_top_kd_vs_top_self_pp']:+.1f} pp vs "
+                f"self-training, {result['delta_top_kd_vs_top_plain_test_roc_auc']:+.3f} AUC; "
+                f"target (+3 pp) {'met' if result['target_met'] else 'missed'}",
+            }
+        ]
+    return top + [
         {
             "benchmark": "distill",
             "measure": f"efficientnet_lite0 student @{size}px (ImageNet start, head on cached "
