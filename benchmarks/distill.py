@@ -19,6 +19,9 @@ recipe the demo ships), same embeddings, epochs and seeds. The arms and what eac
   self-training, the fair control for "more images" without a teacher.
 - kd: plain + the unlabelled pool with the teacher's soft targets (and the teacher's soft targets
   of the labelled images): classic distillation, the teacher labels many more images.
+- top_plain / top_self / top_kd: plain, self and kd with the student's last `--top-blocks`
+  blocks, head convolution and BatchNorm fine-tuned too (`--top-lr`, `--top-epochs`), trained on
+  the cached inputs of those blocks, so the student's features learn, not only its readout.
 - pruned / pruned_kd: plain and kd on a lite0 with `--prune-ratio` of its hidden channels pruned
   (torch-pruning, by contribution) and repaired by `prune.recover`.
 
@@ -27,13 +30,13 @@ soft arm picks its own α and T from `--kd-grid` by its mean val ROC AUC over th
 computed for every grid point but never consulted). Scores, per split, from the cached
 embeddings: defect recall at the false-reject budget (`--max-frr`, the project's default 2 %) on
 that split's own ROC curve, the recall and FRR at the threshold set on val, accuracy, ROC AUC.
-The figure of merit (issue 18): kd − plain test recall at the budget, mean of the seeds, at
-least +3 points. Latency: each backbone's ONNX FP32 at batch 1 on 2 threads, mean ± sd.
+The figure of merit (issue 18): the distilled student (top_kd) − the best plain student
+(plain or top_plain), test recall at the budget, mean of the seeds, at least +3 points. Latency: each backbone's ONNX FP32 at batch 1 on 2 threads, mean ± sd.
 
     .venv/bin/python benchmarks/distill.py [--labelled 400] [--unlabelled 1600] [--val 300]
         [--test 800] [--size 64] [--teacher-size 224] [--teacher-views 2] [--head-epochs 100]
         [--seeds 0 1 2] [--max-frr 0.02] [--kd-grid 0.7:4 1.0:2]
-        [--prune-ratio 0.4] [--cache-dir DIR]
+        [--prune-ratio 0.4] [--top-blocks 1] [--top-epochs 30] [--top-lr 1e-3] [--cache-dir DIR]
 
 `--cache-dir` keeps the frozen embeddings (keyed by image content, backbone and preprocessing)
 between runs; a rerun on the same images then skips the forward passes.
