@@ -31,7 +31,8 @@ computed for every grid point but never consulted). Scores, per split, from the 
 embeddings: defect recall at the false-reject budget (`--max-frr`, the project's default 2 %) on
 that split's own ROC curve, the recall and FRR at the threshold set on val, accuracy, ROC AUC.
 The figure of merit (issue 18): the distilled student (top_kd) − the best plain student
-(plain or top_plain), test recall at the budget, mean of the seeds, at least +3 points. Latency: each backbone's ONNX FP32 at batch 1 on 2 threads, mean ± sd.
+(plain or top_plain), test recall at the budget, mean of the seeds, at least +3 points.
+Latency: each backbone's ONNX FP32 at batch 1 on 2 threads, mean ± sd.
 
     .venv/bin/python benchmarks/distill.py [--labelled 400] [--unlabelled 1600] [--val 300]
         [--test 800] [--size 64] [--teacher-size 224] [--teacher-views 2] [--head-epochs 100]
