@@ -28,8 +28,9 @@ recipe the demo ships), same embeddings, epochs and seeds. The arms and what eac
 The soft loss is (1 − α)·label loss + α·T²·KL; an unlabelled image has only the soft term. Each
 soft head arm picks its own α and T from `--kd-grid` by its mean val ROC AUC over the seeds
 (test is computed for every grid point but never consulted); the top arms reuse kd's. Scores,
-per split, from the cached embeddings: defect recall at the false-reject budget (`--max-frr`, the project's default 2 %) on
-that split's own ROC curve, the recall and FRR at the threshold set on val, accuracy, ROC AUC.
+per split, from the cached embeddings: defect recall at the false-reject budget (`--max-frr`,
+the project's default 2 %) on that split's own ROC curve, the recall and FRR at the threshold
+set on val, accuracy, ROC AUC.
 The figure of merit (issue 18): the distilled student (top_kd) − the best plain student
 (plain or top_plain), test recall at the budget, mean of the seeds, at least +3 points.
 Latency: each backbone's ONNX FP32 at batch 1 on 2 threads, mean ± sd.
