@@ -801,7 +801,7 @@ def test_push_with_an_anomaly_model_pre_annotates_heatmap_regions(label_studio, 
     from visionline.data._labelstudio_regions import heatmap_regions, open_anomaly_model
     from visionline.preprocessing import decode_image
 
-    fitted = fitted_apples(tmp_path / "apples")
+    fitted = fitted_apples(tmp_path / "apples", threshold_frr=0.5)
     version = DatasetRepo(fitted.project).get(fitted.dataset)
     push = _ls(
         label_studio, "label", "push", version.short_id, "--anomaly-model", fitted.model,
