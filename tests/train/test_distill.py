@@ -181,33 +181,13 @@ def test_missing_teacher_names_the_accepted_references(tiny_project, tracking_ur
 
 
 def test_train_head_with_soft_targets_learns_the_teachers_answer():
-    from visionline.train._head import logit_metrics, train_head
-    from visionline.train._model import InspectionModel
-
     rng = np.random.default_rng(0)
     x = rng.normal(size=(48, 4)).astype(np.float32)
     labels = np.zeros(48, dtype=np.int64)  # the labels say "good" everywhere
     teacher = torch.tensor([[-4.0, -4.0, 4.0]]).repeat(48, 1)  # the teacher says "dent"
 
     def fitted(soft, val_class):  # val agrees with the answer, so the last epochs are kept
-        torch.manual_seed(0)
-        model = InspectionModel(torch.nn.Identity(), 4, 3, 0.0)
-        train_head(
-            model,
-            x,
-            labels,
-            x[:8],
-            np.array([0] + [val_class] * 7),
-            epochs=20,
-            lr=5e-2,
-            weight_decay=0.0,
-            batch_size=16,
-            class_weight=None,
-            label_smoothing=0.0,
-            score=lambda logits, y: logit_metrics(logits, y, 0.1),
-            seed=0,
-            soft_targets=soft,
-        )
+        model = _fit_head(x, labels, soft, x[:8], np.array([0] + [val_class] * 7))
         return model.classify(torch.from_numpy(x)).argmax(1)
 
     assert (fitted(None, 0) == 0).float().mean() > 0.9
