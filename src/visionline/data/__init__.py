@@ -13,9 +13,6 @@ from visionline.data._split import split_groups
 from visionline.data._store import BlobStore
 
 __all__ = [
-    "MonitorPick",
-    "Strategy",
-    "select_from_monitor",
     "DEFAULT_MAX_DISTANCE",
     "DEFAULT_MAX_GROUP_SHARE",
     "SPLITS",
@@ -25,9 +22,12 @@ __all__ = [
     "DatasetVersion",
     "ImageRecord",
     "IngestReport",
+    "MonitorPick",
+    "Strategy",
     "VerifyReport",
     "VersionDiff",
     "group_ids",
     "phash",
+    "select_from_monitor",
     "split_groups",
 ]

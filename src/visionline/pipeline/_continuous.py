@@ -232,11 +232,12 @@ def judge_on_holdout(
         return True, ["not judged on held-out production images (pipeline.retrain.holdout_share is 0)"], {}
     count = 0 if holdout is None else len(holdout.split_records("test"))
     if count < settings.min_holdout:
-        return False, [
+        reason = (
             f"only {count} held-out production images (at least {settings.min_holdout} needed) to "
             "show the challenger is not worse than the champion where retraining was triggered; "
             "label more images or lower pipeline.retrain.min_holdout"
-        ], {"images": count}
+        )
+        return False, [reason], {"images": count}
     name = project.config.name
     results = {}
     for role, number in (("challenger", challenger), ("champion", champion)):
