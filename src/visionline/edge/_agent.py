@@ -143,6 +143,8 @@ class LineAgent:
             self._loop(max_items)
         finally:
             self._stop.set()
+            if self.rollout is not None:
+                self.rollout.finish()
         gauges.join(timeout=5)
         self.update_gauges()
         return self.stats

@@ -133,6 +133,13 @@ class Rollout:
         except Exception as exc:  # noqa: BLE001 - a broken channel must not touch the line
             log.error("roll-out: checking the channel failed (%s)", exc)
 
+    def finish(self, timeout_s: float = 30.0) -> None:
+        """Wait for a channel check still loading a bundle: a process that exits while a
+        background thread builds an ONNX Runtime session aborts ("terminate called without an
+        active exception") instead of exiting cleanly."""
+        if self._loading is not None:
+            self._loading.join(timeout_s)
+
     def poll_soon(self) -> None:
         """Check the channel after the next item instead of waiting out `poll_s` (the central
         side calls this right after it published a bundle for this line)."""
