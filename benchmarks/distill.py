@@ -243,18 +243,11 @@ def scores(logits: dict[str, torch.Tensor], labels: dict[str, np.ndarray], goal:
 
 def latency_ms(model, size: int, runs: int = 60) -> dict[str, float]:
     """Batch-1 ONNX FP32 latency on 2 threads: mean and sd over `runs` after a warm-up."""
-    from visionline.export._onnx import export_onnx, onnx_session
+    from visionline.export._onnx import batch1_latencies_ms, export_onnx, onnx_session
 
     with tempfile.TemporaryDirectory() as tmp:
         session = onnx_session(export_onnx(model, size, Path(tmp) / "m.onnx"), 2, spinning=False)
-        one = np.zeros((1, 3, size, size), np.float32)
-        for _ in range(5):
-            session.run(None, {"image": one})
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            session.run(None, {"image": one})
-            times.append((time.perf_counter() - start) * 1000)
+        times = batch1_latencies_ms(session, size, runs)
     return {"latency_ms_mean": float(np.mean(times)), "latency_ms_sd": float(np.std(times))}
 
 

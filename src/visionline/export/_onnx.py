@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,6 +106,19 @@ def onnx_session(path: Path, threads: int | None = None, spinning: bool = True) 
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def batch1_latencies_ms(session: Any, size: int, runs: int, warmup: int = 5) -> list[float]:
+    """Wall milliseconds of `runs` batch-1 inferences on a blank image, after `warmup` runs."""
+    one = np.zeros((1, 3, size, size), dtype=np.float32)
+    for _ in range(warmup):
+        session.run(None, {"image": one})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, {"image": one})
+        times.append((time.perf_counter() - start) * 1000)
+    return times
 
 
 def onnx_predict(

@@ -19,7 +19,6 @@ back (both measured at AUC ≤ 0.52).
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -403,19 +402,17 @@ def footprint(
     """Parameters, ONNX size, ONNX Runtime batch-1 latency and (with `val`) validation metrics."""
     from visionline.evaluate import threshold_for_false_reject_rate
     from visionline.export._gate import operating_metrics
-    from visionline.export._onnx import export_onnx, onnx_predict, onnx_session
+    from visionline.export._onnx import (
+        batch1_latencies_ms,
+        export_onnx,
+        onnx_predict,
+        onnx_session,
+    )
 
     with tempfile.TemporaryDirectory(prefix="visionline-prune-") as tmp:
         path = export_onnx(model, preprocessing.size, Path(tmp) / "model.onnx", temperature)
         session = onnx_session(path, threads)
-        one = np.zeros((1, 3, preprocessing.size, preprocessing.size), dtype=np.float32)
-        for _ in range(5):
-            session.run(None, {"image": one})
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            session.run(None, {"image": one})
-            times.append((time.perf_counter() - start) * 1000)
+        times = batch1_latencies_ms(session, preprocessing.size, runs)
         metrics: dict[str, float] = {}
         if val is not None and val.is_defect.any() and (~val.is_defect).any():
             probs, _ = onnx_predict(session, preprocessing.normalize(val.pixels))
