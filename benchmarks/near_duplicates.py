@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import resource
 import shutil
 import sys
@@ -39,6 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TILES = ROOT / ".." / "shared" / "data" / "magnetic-tile-defect"
 _DEV_TILES = 60
 """Physical tiles kept for the development set (of 168), never in the reported set."""
+_RUN = re.compile(r"exp(\d)_")
+FRAGMENT_RULE = (
+    "a tile is a TILE_SPEC group; groups lacking one of the lighting runs exp1..exp6 are not used "
+    "as sources: such a fragment can be the rest of a tile filed under a distant frame number "
+    "(MT_Crack exp1-3 at num 86828-86892 and exp4-6 at 88149-88201 are one tile shot in two "
+    "sessions), which would make two 'different' sources of one physical tile"
+)
+"""Why 4 of the 168 frame-number groups are left out of both sets."""
 YAML = """
 name: near-duplicates
 classes:
@@ -107,17 +116,20 @@ def sources(n: int, size: int, dev: bool = False) -> list[tuple[str, Image.Image
     from visionline.synth import SynthConfig, SynthLine
 
     paths = sorted(str(p) for p in TILES.glob("MT_*/Imgs/*.jpg"))
-    seen: set[str] = set()
-    tiles = []
     # Numbers across the defect folders: some physical tiles are filed under two defects
     # (e.g. MT_Free exp2_num_331174 and MT_Fray exp1_num_331149); 168 tiles, not 196.
-    for path, key in zip(paths, group_ids([Path(p).name for p in paths], TILE_SPEC)):
-        if key not in seen:
-            seen.add(key)
-            tiles.append(path)
+    keys = group_ids([Path(p).name for p in paths], TILE_SPEC)
+    first: dict[str, str] = {}
+    runs: dict[str, set[str]] = defaultdict(set)
+    for path, key in zip(paths, keys):
+        first.setdefault(key, path)
+        runs[key].add(_RUN.search(Path(path).name).group(1))
+    tiles = list(first.values())
+    whole = [set("123456") <= runs[key] for key in first]
     rng = np.random.default_rng(1)
     order = rng.permutation(len(tiles))
-    picked = order[-_DEV_TILES:][: n // 2] if dev else order[:-_DEV_TILES][: n // 2]
+    part = order[-_DEV_TILES:] if dev else order[:-_DEV_TILES]
+    picked = [i for i in part if whole[i]][: n // 2]
     out = [("defect", Image.open(tiles[i]).convert("RGB").resize((size, size))) for i in picked]
     line = SynthLine(SynthConfig(size=size, seed=8 if dev else 7))
     out += [("good", line.render(i, None).image()) for i in range(n - len(out))]
@@ -301,6 +313,7 @@ def run(args: argparse.Namespace) -> dict:
             "copies_per_source": args.copies,
             "lookalikes": args.lookalikes,
             "size_px": args.size,
+            "tile_sources": FRAGMENT_RULE,
             "load_average_at_detection": [round(x, 1) for x in load_before],
             "methods": results,
         } | ({"scale": scale(repo, records, args.scale)} if args.scale else {})

@@ -6,9 +6,10 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_sample_image
 
-from visionline.data._dedupe import _side
+from visionline.data._dedupe import DedupeConfig
 from visionline.data._dedupe_features import concat, image_features
 from visionline.data._dedupe_retrieval import fit_vocabulary, retrieve, signatures, words
+from visionline.data._dedupe_verify import PairMatcher
 
 
 def _photo(box: tuple[int, int, int, int], name: str = "china.jpg") -> Image.Image:
@@ -42,6 +43,7 @@ def test_the_orientation_sharing_more_words_is_matched() -> None:
     source = _photo((40, 40, 300, 300))
     flipped = source.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(30)
     images = [source, flipped, source.rotate(200), _photo((330, 150, 590, 410))]
-    found = retrieve(concat([image_features(im) for im in images]), 65536, 3, 0.0, seed=0)
-    assert _side(found, 0, 1) == 1
-    assert _side(found, 0, 2) == 0
+    table = concat([image_features(im) for im in images])
+    matcher = PairMatcher(table, retrieve(table, 65536, 3, 0.0, seed=0), DedupeConfig())
+    assert matcher.side(0, 1) == 1
+    assert matcher.side(0, 2) == 0

@@ -11,7 +11,7 @@ Three stages, each bounded in memory by a chunk size rather than by the number o
    the winner go to a RANSAC affine fit (rotation, zoom, shear, translation; the mirror features
    cover flips). The score is the number of distinct 8 px cells its inliers cover, so a cluster
    of matches on one shared detail (the stem every synthetic apple has) counts little, scaled
-   down when the inliers are a small share of the matches (see `_inliers`). A pair must beat
+   down when the inliers are a small share of the matches (see `_dedupe_verify`). A pair must beat
    what each image scores against its other candidates, mostly look-alikes (see `_verify`).
 3. **Grouping.** Verified pairs join groups, strongest first; two groups of several images merge
    only when enough verified pairs tie them (half of the smaller group), so one spurious pair
@@ -32,17 +32,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from visionline.data._dedupe_features import FEATURES, SIDE, FeatureTable
+from visionline.data._dedupe_features import FeatureTable
 from visionline.data._dedupe_retrieval import Retrieval, retrieve
+from visionline.data._dedupe_verify import PairMatcher
 from visionline.errors import DataError
 
 __all__ = ["DedupeConfig", "NearDuplicates", "find_groups"]
 
-_INLIER_SHARE = 0.5
-_SPREAD_PX = 8
-_MIN_MATCHES = 5
-_ANGLE_BIN = 15.0
-_ANGLE_BINS = 24
 _MIN_IMAGES_FOR_SHARE_CHECK = 20
 
 
@@ -83,106 +79,6 @@ class NearDuplicates:
         return sorted(multi, key=lambda m: (-len(m), m[0]))
 
 
-def _side(found: Retrieval, i: int, j: int) -> int:
-    """The orientation of image i (0 itself, 1 its mirror) that shares more visual words with
-    image j: right for 97 % of the true pairs of the development set, and half the matching."""
-    target = found.kept_words(j, 0)
-    shared = [
-        len(np.intersect1d(found.kept_words(i, side), target, assume_unique=True))
-        for side in range(2)
-    ]
-    return int(shared[1] > shared[0])
-
-
-def _inliers(
-    table: FeatureTable,
-    i: int,
-    j: int,
-    config: DedupeConfig,
-    background: np.ndarray | None = None,
-    sides: tuple[int, ...] = (0, 1),
-    keypoints: int = FEATURES,
-) -> int:
-    """Best score of a RANSAC affine fit between image j and image i's orientations `sides`
-    (0 itself, 1 its mirror), using i's `keypoints` strongest keypoints off the static
-    background (which look-alikes share).
-
-    Matches first vote on the rotation between the images (keypoint angle differences, 15 deg
-    bins); only those near the winning angle go to RANSAC, which then needs few iterations. The
-    score is the number of 8 px cells the inliers cover, scaled down when the inliers are less
-    than `_INLIER_SHARE` of the ratio-test matches: look-alikes on the same rollers fit a few
-    background matches among many unrelated ones (median share 0.16 on the development set,
-    copies 0.47; 0.5 kept recall and raised precision on apples from 0.93 to 0.96 over 0.4).
-    """
-    import cv2
-    import faiss
-
-    def usable(k: int, side: int) -> np.ndarray:
-        slots = np.arange(int(table.count[k, side]))
-        return slots if background is None else slots[~background[k, side, slots]]
-
-    target = usable(j, 0)
-    sources = [usable(i, side)[:keypoints] if side in sides else target[:0] for side in range(2)]
-    if len(target) < 3 or max(len(source) for source in sources) < 3:
-        return 0
-    target_geo = table.xy[j, 0, target].astype(np.float32)
-    # both orientations of i against j in one exact Hamming 2-NN search
-    distance, nearest = faiss.knn_hamming(
-        np.ascontiguousarray(
-            np.concatenate([table.desc[i, side, sources[side]] for side in range(2)])
-        ),
-        np.ascontiguousarray(table.desc[j, 0, target]),
-        2,
-    )
-    ratio_ok = distance[:, 0] < config.ratio * distance[:, 1]
-    best = 0
-    for side, source in enumerate(sources):
-        rows = slice(0, len(sources[0])) if side == 0 else slice(len(sources[0]), None)
-        query = np.flatnonzero(ratio_ok[rows])
-        if len(source) < 3 or len(query) < _MIN_MATCHES:
-            continue
-        train = nearest[rows][query, 0]
-        n_good = len(query)
-        source_geo = table.xy[i, side, source[query]].astype(np.float32)
-        matched = target_geo[train]
-        turn = (matched[:, 2] - source_geo[:, 2]) % 360.0
-        votes = np.bincount((turn // _ANGLE_BIN).astype(int) % _ANGLE_BINS, minlength=_ANGLE_BINS)
-        peak = int(votes.argmax())
-        near = (
-            np.abs((turn - (peak + 0.5) * _ANGLE_BIN + 180.0) % 360.0 - 180.0) <= 1.5 * _ANGLE_BIN
-        )
-        if near.sum() < _MIN_MATCHES:
-            continue
-        matrix, inliers = cv2.estimateAffine2D(
-            source_geo[near, :2],
-            matched[near, :2],
-            method=cv2.RANSAC,
-            ransacReprojThreshold=config.reprojection_px,
-            maxIters=300,
-            refineIters=0,  # no least-squares refit: same dev-set groups, 10 % less CPU
-        )
-        if matrix is None or inliers is None:
-            continue
-        scale = abs(float(np.linalg.det(matrix[:, :2])))
-        if 0.15 <= scale <= 7.0:
-            at = matched[near][inliers[:, 0].astype(bool), :2] // _SPREAD_PX
-            cells = len(np.unique(at[:, 1] * SIDE + at[:, 0]))
-            share = int(inliers.sum()) / n_good
-            best = max(best, int(cells * min(1.0, share / _INLIER_SHARE)))
-    return best
-
-
-def _pair_score(table: FeatureTable, i: int, j: int, config: DedupeConfig, found: Retrieval) -> int:
-    """`_inliers` of the orientation of i that shares more words with j, screened first with
-    i's `screen_keypoints` strongest keypoints: half the candidates score nothing there and skip
-    the full match (same groups on the development set, a sixth less CPU)."""
-    side = (_side(found, i, j),)
-    quick = _inliers(table, i, j, config, found.background, side, config.screen_keypoints)
-    if quick == 0:
-        return 0
-    return _inliers(table, i, j, config, found.background, side)
-
-
 def _verify(
     table: FeatureTable,
     candidates: list[tuple[int, int]],
@@ -208,7 +104,8 @@ def _verify(
     with ThreadPoolExecutor(
         max_workers=workers, initializer=faiss.omp_set_num_threads, initargs=(1,)
     ) as pool:
-        counts = pool.map(lambda p: _pair_score(table, p[0], p[1], config, found), candidates)
+        matcher = PairMatcher(table, found, config)
+        counts = pool.map(lambda p: matcher.score(*p), candidates)
         for done, cells in enumerate(counts):
             scores[done] = cells
             if progress is not None and done % 256 == 0:

@@ -52,11 +52,6 @@ class Retrieval:
     background: np.ndarray
     candidates: list[tuple[int, int]]
 
-    def kept_words(self, i: int, side: int) -> np.ndarray:
-        """Distinct words of image i's orientation `side`, background left out (sorted)."""
-        w = self.words[i, side]
-        return np.unique(w[(w >= 0) & ~self.background[i, side]])
-
 
 def _nearest(descriptors: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Index of the nearest centre (Hamming) of every descriptor."""

@@ -1,0 +1,142 @@
+"""Verification of one candidate pair of near-duplicates: a screen, then a RANSAC affine fit.
+
+Only the orientation of one image (itself or its mirror) that shares more visual words with the
+other is matched. Its `screen_keypoints` strongest keypoints are matched first; most candidates
+fit nothing there and stop. The others match their remaining keypoints too, and the screen's
+matches are kept rather than searched again. Each image's usable keypoint slots (off the static
+background) and distinct words are computed once per image, in a bounded cache, rather than
+once per pair.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from visionline.data._dedupe_features import SIDE, FeatureTable
+from visionline.data._dedupe_retrieval import Retrieval
+
+if TYPE_CHECKING:
+    from visionline.data._dedupe import DedupeConfig
+
+__all__ = ["PairMatcher"]
+
+_INLIER_SHARE = 0.5
+_SPREAD_PX = 8
+_MIN_MATCHES = 5
+_ANGLE_BIN = 15.0
+_ANGLE_BINS = 24
+_CACHED_IMAGES = 8192
+"""Images whose slots and words stay cached (about 5 KiB each): candidates come sorted by their
+first image, so nearly every image is looked up while it is still cached."""
+
+
+class PairMatcher:
+    """Scores candidate pairs of `table`; safe to call from several threads."""
+
+    def __init__(self, table: FeatureTable, found: Retrieval, config: DedupeConfig) -> None:
+        self.table = table
+        self.found = found
+        self.config = config
+        self._slots = lru_cache(maxsize=2 * _CACHED_IMAGES)(self._usable_slots)
+        self._words = lru_cache(maxsize=2 * _CACHED_IMAGES)(self._kept_words)
+
+    def _usable_slots(self, k: int, side: int) -> np.ndarray:
+        slots = np.arange(int(self.table.count[k, side]))
+        return slots[~np.asarray(self.found.background[k, side, slots])]
+
+    def _kept_words(self, k: int, side: int) -> np.ndarray:
+        return np.unique(self.found.words[k, side, self._slots(k, side)])
+
+    def side(self, i: int, j: int) -> int:
+        """The orientation of image i (0 itself, 1 its mirror) that shares more visual words
+        with image j: right for 97 % of the true pairs of the development set, half the work."""
+        target = self._words(j, 0)
+        shared = [
+            len(np.intersect1d(self._words(i, side), target, assume_unique=True))
+            for side in range(2)
+        ]
+        return int(shared[1] > shared[0])
+
+    def score(self, i: int, j: int) -> int:
+        """Inlier cells of the best affine fit of image i (the orientation `side` picks) onto
+        image j: 0 when its `screen_keypoints` strongest keypoints fit nothing."""
+        import faiss
+
+        table, config = self.table, self.config
+        side = self.side(i, j)
+        source, target = self._slots(i, side), self._slots(j, 0)
+        if len(target) < 3 or len(source) < 3:
+            return 0
+        target_desc = np.ascontiguousarray(table.desc[j, 0, target])
+        target_geo = table.xy[j, 0, target].astype(np.float32)
+        source_geo = table.xy[i, side, source].astype(np.float32)
+        screen = config.screen_keypoints
+        distance, nearest = faiss.knn_hamming(
+            np.ascontiguousarray(table.desc[i, side, source[:screen]]), target_desc, 2
+        )
+        quick = self._fit(source_geo[:screen], target_geo, distance, nearest)
+        if quick == 0 or len(source) <= screen:
+            return quick
+        rest_distance, rest_nearest = faiss.knn_hamming(
+            np.ascontiguousarray(table.desc[i, side, source[screen:]]), target_desc, 2
+        )
+        return self._fit(
+            source_geo,
+            target_geo,
+            np.concatenate([distance, rest_distance]),
+            np.concatenate([nearest, rest_nearest]),
+        )
+
+    def _fit(
+        self,
+        source_geo: np.ndarray,
+        target_geo: np.ndarray,
+        distance: np.ndarray,
+        nearest: np.ndarray,
+    ) -> int:
+        """Score of the matches (ratio test) between source keypoints and their 2 nearest target
+        keypoints.
+
+        Matches first vote on the rotation between the images (keypoint angle differences,
+        15 deg bins); only those near the winning angle go to RANSAC, which then needs few
+        iterations. The score is the number of 8 px cells the inliers cover, scaled down when
+        the inliers are less than `_INLIER_SHARE` of the ratio-test matches: look-alikes on the
+        same rollers fit a few background matches among many unrelated ones (median share 0.16
+        on the development set, copies 0.47; 0.5 kept recall and raised precision on apples
+        from 0.93 to 0.96 over 0.4).
+        """
+        import cv2
+
+        query = np.flatnonzero(distance[:, 0] < self.config.ratio * distance[:, 1])
+        if len(query) < _MIN_MATCHES:
+            return 0
+        source = source_geo[query]
+        matched = target_geo[nearest[query, 0]]
+        turn = (matched[:, 2] - source[:, 2]) % 360.0
+        votes = np.bincount((turn // _ANGLE_BIN).astype(int) % _ANGLE_BINS, minlength=_ANGLE_BINS)
+        peak = int(votes.argmax())
+        near = (
+            np.abs((turn - (peak + 0.5) * _ANGLE_BIN + 180.0) % 360.0 - 180.0) <= 1.5 * _ANGLE_BIN
+        )
+        if near.sum() < _MIN_MATCHES:
+            return 0
+        matrix, inliers = cv2.estimateAffine2D(
+            source[near, :2],
+            matched[near, :2],
+            method=cv2.RANSAC,
+            ransacReprojThreshold=self.config.reprojection_px,
+            maxIters=300,
+            refineIters=0,  # no least-squares refit: same dev-set groups, 10 % less CPU
+        )
+        if matrix is None or inliers is None:
+            return 0
+        scale = abs(float(np.linalg.det(matrix[:, :2])))
+        if not 0.15 <= scale <= 7.0:
+            return 0
+        at = matched[near][inliers[:, 0].astype(bool), :2] // _SPREAD_PX
+        cells = len(np.unique(at[:, 1] * SIDE + at[:, 0]))
+        share = int(inliers.sum()) / len(query)
+        return int(cells * min(1.0, share / _INLIER_SHARE))
