@@ -102,24 +102,32 @@ def tile_split(seed: int = 0) -> list[tuple[str, str, int]]:
 
 
 def extract(model: PatchCore, prep, paths: list[str]) -> torch.Tensor:
-    """Patch features of every image once, so several banks can be scored without the backbone."""
+    """Patch features of every image once, so several banks can be scored without the backbone:
+    (V, N, D, h, w), V the views the model scores (the image, and its mirror when it averages
+    flips)."""
     parts = []
     with torch.inference_mode():
         for batch in batches((Image.open(p) for p in paths), 16):
-            parts.append(model.features(torch.from_numpy(prep(batch))))
-    return torch.cat(parts)
+            maps = model.features(model.views(torch.from_numpy(prep(batch))))
+            parts.append(maps.unflatten(0, (-1, len(batch))))
+    return torch.cat(parts, dim=1)
 
 
 def score(
     model: PatchCore, features: torch.Tensor, size: int, plain: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image scores (reweighted, or the plain max patch distance) and smoothed maps."""
+    """Image scores (reweighted, or the plain max patch distance of one view) and smoothed maps."""
     scores, maps = [], []
     with torch.inference_mode():
-        for part in features.split(32):
-            patch_map, s = model.score_features(part)
-            scores.append(patch_map.amax(dim=(1, 2)).numpy() if plain else s.numpy())
-            maps.append(model.smooth(patch_map, (size, size))[:, 0].numpy())
+        for part in features.split(32, dim=1):
+            if plain:
+                patch_map, _ = model.score_features(part[0])
+                scores.append(patch_map.amax(dim=(1, 2)).numpy())
+                maps.append(model.smooth(patch_map, (size, size))[:, 0].numpy())
+            else:
+                s, amap = model.score_views(part.flatten(0, 1), (size, size))
+                scores.append(s.numpy())
+                maps.append(amap[:, 0].numpy())
     return np.concatenate(scores), np.concatenate(maps)
 
 
@@ -582,7 +590,8 @@ def run_probe(train, val, test, labels_val, labels_test, bank_size: int) -> dict
     prep = preprocessing_for(config)
     features = build_features(config.backbone, config.pretrained, config.stages)
     started = time.perf_counter()
-    train_features = extract(PatchCore(features, torch.zeros(1, 1), torch.zeros(1, 1)), prep, train)
+    plain = PatchCore(features, torch.zeros(1, 1), torch.zeros(1, 1))
+    train_features = extract(plain, prep, train)[0]
     patches = train_features.permute(0, 2, 3, 1).reshape(-1, train_features.shape[1])
     generator = torch.Generator().manual_seed(0)
     bank = patches[torch.randperm(len(patches), generator=generator)[:bank_size]]

@@ -23,10 +23,15 @@ score (`AnomalyConfig.image_neighbours`, fusion weights from the training images
 `fit_detector` sets them) and repeats every setting over four coreset seeds: single runs differ
 by up to 0.03 image AUROC between seeds, more than the gains weighed here.
 
+The flip round (`--flip`) scores each validation image together with its left-right mirror and
+averages the two scores and maps (`AnomalyConfig.flip_average`), against each image alone, over
+the same four seeds; pixel AUROC counts as much as image AUROC here.
+
 Run: nice -n 5 .venv/bin/python benchmarks/anomaly_ablation.py  → results/anomaly_ablation.json
 (`--quick`: 60 fit images and 80 validation images, writes nothing; `--extend`: only the later
 rounds, from `DEFAULTS`, keeping the earlier run's rounds in the JSON under "extends";
-`--fusion`: only the fusion round, from `FUSION_START`, keeping everything earlier)
+`--fusion`: only the fusion round, from `FUSION_START`, keeping everything earlier; `--flip`: only
+the flip round, from `FLIP_START`, keeping everything earlier)
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from visionline.preprocessing import Preprocessing, ResizeMode
 QUICK = "--quick" in sys.argv
 EXTEND = "--extend" in sys.argv
 FUSION = "--fusion" in sys.argv
+FLIP = "--flip" in sys.argv
 SEEDS = (0, 1, 2, 3)
 RESULT = Path(__file__).parent / "results" / "anomaly_ablation.json"
 HELD_OUT_SHARE = 0.25
@@ -80,6 +86,7 @@ class Setting:
     score_neighbours: int = 1
     sigma: float = 4.0
     image_neighbours: int = 0
+    flip_average: bool = False
     seed: int = 0
 
     def prep_key(self) -> tuple:
@@ -92,6 +99,8 @@ DEFAULTS = Setting(
 """Where the earlier rounds (preprocessing ... backbone) left the defaults; `--extend` starts here."""
 FUSION_START = replace(DEFAULTS, coreset_ratio=0.0025, score_neighbours=3, sigma=12.0)
 """Where `--extend` left them (bank 0.25%, k = 3, sigma 12); `--fusion` starts here."""
+FLIP_START = replace(FUSION_START, image_neighbours=3)
+"""Where `--fusion` left them (image kNN k = 3); `--flip` starts here."""
 
 
 def carve(seed: int = 0):
@@ -112,8 +121,9 @@ def carve(seed: int = 0):
     return fit, val
 
 
-def stage_maps(setting: Setting, paths: list[str]) -> dict[int, torch.Tensor]:
-    """Every stage's map (blocks 1-5) of every image, from one pass of the frozen backbone."""
+def stage_maps(setting: Setting, paths: list[str], mirror: bool = False) -> dict[int, torch.Tensor]:
+    """Every stage's map (blocks 1-5) of every image (or of its left-right mirror), from one pass
+    of the frozen backbone."""
     from visionline.train._backbones import create_backbone, load_pretrained, normalization_for
 
     trunk = create_backbone(setting.backbone, num_classes=0)
@@ -125,7 +135,8 @@ def stage_maps(setting: Setting, paths: list[str]) -> dict[int, torch.Tensor]:
     parts: dict[int, list[torch.Tensor]] = {k: [] for k in keep}
     with torch.inference_mode():
         for batch in batches((Image.open(p) for p in paths), 16):
-            x = trunk.bn1(trunk.conv_stem(torch.from_numpy(prep(batch))))
+            x = torch.from_numpy(prep(batch))
+            x = trunk.bn1(trunk.conv_stem(x.flip(3) if mirror else x))
             for index, block in enumerate(list(trunk.blocks)[: max(keep) + 1]):
                 x = block(x)
                 if index in keep:
@@ -155,16 +166,21 @@ def patch_features(maps: dict[int, torch.Tensor], setting: Setting) -> torch.Ten
     return torch.cat([shallow, deep], dim=1)
 
 
-def evaluate_setting(setting: Setting, fit_maps, val_maps, labels, masks, sizes) -> dict:
+def evaluate_setting(
+    setting: Setting, fit_maps, val_maps, labels, masks, sizes, mirrored_maps=None
+) -> dict:
+    """`mirrored_maps`: the validation images' mirrors' stage maps, for `flip_average`."""
     started = time.perf_counter()
     train = patch_features(fit_maps, setting)
     val = patch_features(val_maps, setting)
+    mirrored = patch_features(mirrored_maps, setting) if setting.flip_average else val
     n, d, h, w = train.shape
     patches = train.permute(0, 2, 3, 1).reshape(-1, d)
     if setting.standardise:
         mean, std = patches.mean(0), patches.std(0).clamp_min(1e-3)
         patches = (patches - mean) / std
         val = (val - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+        mirrored = (mirrored - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
     generator = torch.Generator().manual_seed(0)
     if len(patches) > MAX_CANDIDATES:
         patches = patches[torch.randperm(len(patches), generator=generator)[:MAX_CANDIDATES]]
@@ -177,6 +193,7 @@ def evaluate_setting(setting: Setting, fit_maps, val_maps, labels, masks, sizes)
         bank_neighbours(bank, 9),
         setting.sigma * half / setting.size,  # the same blur as `sigma` at full resolution
         score_neighbours=setting.score_neighbours,
+        flip_average=setting.flip_average,
     )
     if setting.image_neighbours:  # the fit's own code, on every training patch
         # embeddings from standardised maps: the embedding's own z-score makes that the same
@@ -195,7 +212,12 @@ def evaluate_setting(setting: Setting, fit_maps, val_maps, labels, masks, sizes)
         model.set_image_knn(knn)
     scores, amaps = [], []
     with torch.inference_mode():
-        for part in val.split(32):
+        for part, mirror in zip(val.split(32), mirrored.split(32)):
+            if setting.flip_average:  # the model's own averaging of an image and its mirror
+                reweighted, amap = model.score_views(torch.cat([part, mirror]), (half, half))
+                scores.append(reweighted.numpy())
+                amaps.append(amap[:, 0].numpy())
+                continue
             patch_map, reweighted = model.score_features(part)
             top = patch_map.amax(dim=(1, 2))
             scores.append((reweighted if setting.reweight else top).numpy())
@@ -252,9 +274,13 @@ def main() -> None:
                 time.perf_counter() - started,
             )
         fit_maps, val_maps, extract_seconds = cache[key]
+        if setting.flip_average and "mirrored" not in cache:
+            cache["mirrored"] = stage_maps(setting, val_paths, mirror=True)
         done = next((r for r in results if r["setting"] == asdict(setting)), None)
         if done is None:
-            done = evaluate_setting(setting, fit_maps, val_maps, labels, masks, sizes)
+            done = evaluate_setting(
+                setting, fit_maps, val_maps, labels, masks, sizes, cache.get("mirrored")
+            )
             done["extract_seconds"] = extract_seconds
             results.append(done)
             print(
@@ -322,7 +348,10 @@ def main() -> None:
         ("map sigma", lambda b: [replace(b, sigma=s) for s in (4.0, 8.0, 12.0)]),
     ]
     if FUSION:
-        write_fusion_round(run, labels)
+        write_fusion_round(run)
+        return
+    if FLIP:
+        write_flip_round(run)
         return
     earlier = None
     if EXTEND:  # only the rounds added later, from the defaults the earlier rounds chose
@@ -362,15 +391,15 @@ def main() -> None:
         print(write_result("anomaly_ablation", result))
 
 
-def write_fusion_round(run, labels: np.ndarray) -> None:
-    """Patch score alone vs fused with the image-level kNN (k = 3 or 9), each over `SEEDS`."""
+def seed_rows(run, settings: dict[str, Setting]) -> list[dict]:
+    """Each named setting over `SEEDS`: means, per-seed image AUROC and the gain over the first."""
     rows = []
-    for k in (0, 3, 9):
-        runs = [run(replace(FUSION_START, image_neighbours=k, seed=seed)) for seed in SEEDS]
+    for name, setting in settings.items():
+        runs = [run(replace(setting, seed=seed)) for seed in SEEDS]
         aurocs = [r["roc_auc"] for r in runs]
         rows.append(
             {
-                "image_neighbours": k,
+                "variant": name,
                 "roc_auc_mean": float(np.mean(aurocs)),
                 "roc_auc_per_seed": aurocs,
                 "recall_at_2pct_frr_mean": float(np.mean([r["recall_at_2pct_frr"] for r in runs])),
@@ -379,29 +408,52 @@ def write_fusion_round(run, labels: np.ndarray) -> None:
                     for name in CLASSES[1:]
                 },
                 "pixel_auroc_mean": float(np.mean([r["pixel_auroc"] for r in runs])),
+                "pixel_auroc_per_seed": [r["pixel_auroc"] for r in runs],
+                "aupro_mean": float(np.mean([r["aupro"] for r in runs])),
             }
         )
         print(json.dumps(rows[-1], default=float), flush=True)
     base = rows[0]["roc_auc_per_seed"]
     for row in rows[1:]:
         row["gain_per_seed"] = [a - b for a, b in zip(row["roc_auc_per_seed"], base)]
-    best = max(rows, key=lambda r: r["roc_auc_mean"])
+    return rows
+
+
+def write_round(key: str, start: Setting, rows: list[dict], best: dict) -> None:
+    """Add round `key` to the committed JSON, keeping every earlier round and its provenance."""
     earlier = json.loads(RESULT.read_text())
-    if "fusion" in earlier:  # a rerun of this round replaces the last one, not what came before
-        earlier["provenance"] = earlier.pop("earlier_provenance")
+    kept = {"fusion": "earlier_provenance"}.get(key, f"provenance_before_{key}")  # as first written
+    if key in earlier:  # a rerun of this round replaces the last one, not what came before
+        earlier["provenance"] = earlier.pop(kept)
     result = {
-        **{k: v for k, v in earlier.items() if k not in ("provenance", "fusion")},
-        "fusion": {
-            "start": asdict(FUSION_START),
+        **{k: v for k, v in earlier.items() if k not in ("provenance", key)},
+        key: {
+            "start": asdict(start),
             "selection": f"highest mean validation image AUROC over coreset seeds {list(SEEDS)}",
             "rows": rows,
-            "best_image_neighbours": best["image_neighbours"],
+            **best,
         },
-        "earlier_provenance": earlier.get("provenance"),
+        kept: earlier.get("provenance"),
     }
     Path("/tmp/visionline-anomaly-ablation.json").write_text(json.dumps(result, default=float))
     if not QUICK:
         print(write_result("anomaly_ablation", result))
+
+
+def write_fusion_round(run) -> None:
+    """Patch score alone vs fused with the image-level kNN (k = 3 or 9), each over `SEEDS`."""
+    rows = seed_rows(run, {f"k={k}": replace(FUSION_START, image_neighbours=k) for k in (0, 3, 9)})
+    best = max(rows, key=lambda r: r["roc_auc_mean"])
+    write_round("fusion", FUSION_START, rows, {"best_image_neighbours": best["variant"]})
+
+
+def write_flip_round(run) -> None:
+    """Each image scored alone vs averaged with its left-right mirror (scores and maps)."""
+    rows = seed_rows(
+        run, {f"flip_average={f}": replace(FLIP_START, flip_average=f) for f in (False, True)}
+    )
+    best = max(rows, key=lambda r: r["roc_auc_mean"])
+    write_round("flip", FLIP_START, rows, {"best": best["variant"]})
 
 
 if __name__ == "__main__":

@@ -196,3 +196,34 @@ def test_a_bank_beyond_the_memory_budget_is_refused_before_any_work():
 def test_backbones_without_staged_features_are_refused_by_the_config():
     with pytest.raises(ValueError, match="efficientnet_lite"):
         AnomalyConfig(backbone="resnet18")
+
+
+def test_flip_averaging_scores_an_image_and_its_mirror_alike_and_travels_with_the_model(
+    fused, tmp_path
+):
+    model, spec, _ = fused
+    assert spec.flip_average and model.flip_average  # the default
+    images = [tile(80)[0], tile(81, defect=True)[0], global_change(82)]
+    batch = torch.from_numpy(spec.preprocessing(images))
+    with torch.inference_mode():
+        scores, maps = model(batch)
+        mirror_scores, mirror_maps = model(batch.flip(3))
+        model.flip_average = False
+        alone, alone_maps = model(batch)
+        mirrored_alone, mirrored_maps = model(batch.flip(3))
+        model.flip_average = True
+    # the mean of the image's and its mirror's own scores and maps (the mirror's flipped back)
+    torch.testing.assert_close(scores, (alone + mirrored_alone) / 2)
+    torch.testing.assert_close(maps, (alone_maps + mirrored_maps.flip(3)) / 2)
+    # so an image and its mirror get one score and mirrored maps
+    torch.testing.assert_close(mirror_scores, scores)
+    torch.testing.assert_close(mirror_maps, maps.flip(3))
+    assert not torch.allclose(alone, mirrored_alone)
+    loaded, loaded_spec = load_anomaly_model(save_anomaly_model(tmp_path / "m.pt", model, spec))
+    assert loaded_spec.flip_average and loaded.flip_average
+    np.testing.assert_allclose(
+        score_images(loaded, spec.preprocessing, images)[0], scores.numpy(), rtol=1e-5
+    )
+    old = spec.to_dict()
+    del old["flip_average"]  # a spec written before flip averaging: each image alone
+    assert not AnomalySpec.from_dict(old).flip_average

@@ -53,6 +53,11 @@ class AnomalyConfig(BaseModel):
         "features) into the image score; 0 = patch score only",
     )
     smoothing_sigma: float = Field(12.0, ge=0, description="Gaussian smoothing of the map, pixels")
+    flip_average: bool = Field(
+        True,
+        description="score each image and its left-right mirror and average the two scores and "
+        "maps: raised validation image and pixel AUROC on the tiles, at twice the backbone work",
+    )
     batch_size: int = Field(16, ge=1)
     max_memory_gb: float | None = Field(
         None, gt=0, description="memory the fit may use; default half of what is available"

@@ -163,6 +163,7 @@ def fit_detector(
         feature_mean,
         feature_scale,
         score_neighbours=config.score_neighbours,
+        flip_average=config.flip_average,
     ).eval()
     image_neighbours = 0
     if n_images >= IMAGE_KNN_MIN_IMAGES:  # leave-one-out: k of the other images
@@ -189,6 +190,7 @@ def fit_detector(
         smoothing_sigma=config.smoothing_sigma,
         score_neighbours=config.score_neighbours,
         image_neighbours=image_neighbours,
+        flip_average=config.flip_average,
     )
     stats = FitStats(
         n_images,

@@ -36,6 +36,8 @@ class AnomalySpec:
     """A patch's score is its mean distance to this many nearest bank patches."""
     image_neighbours: int = 0
     """k of the image-level kNN on pooled embeddings fused into the score; 0 = patch score only."""
+    flip_average: bool = False
+    """Average the scores and maps of each image and its left-right mirror (test-time)."""
     threshold: float = math.inf
     """Image scores strictly above it are flagged; set on validation good images."""
     kind: str = MODEL_KIND
@@ -52,6 +54,7 @@ class AnomalySpec:
             "smoothing_sigma": self.smoothing_sigma,
             "score_neighbours": self.score_neighbours,
             "image_neighbours": self.image_neighbours,
+            "flip_average": self.flip_average,
             "threshold": self.threshold,
         }
 
@@ -96,6 +99,9 @@ class PatchCore(nn.Module):
     patches; identity when the fit did not standardise) before the search, and the bank holds
     standardised patches: otherwise the few channels with the largest values decide every distance.
     With an `ImageKnn`, the image score also counts how far the whole image is from good images.
+    With `flip_average`, each image is scored together with its left-right mirror and the two
+    scores and maps (the mirror's flipped back) are averaged: a new physical tile's patches then
+    meet the bank from two sides, which steadies both the score and the map.
     """
 
     def __init__(
@@ -108,9 +114,11 @@ class PatchCore(nn.Module):
         feature_scale: torch.Tensor | None = None,
         score_neighbours: int = 1,
         image_knn: ImageKnn | None = None,
+        flip_average: bool = False,
     ):
         super().__init__()
         self.score_neighbours = score_neighbours
+        self.flip_average = flip_average
         self.features = features
         dim = bank.shape[1]
         mean = torch.zeros(dim) if feature_mean is None else feature_mean.float()
@@ -195,16 +203,36 @@ class PatchCore(nn.Module):
         up = F.conv2d(F.pad(up, (radius, radius, 0, 0), mode="replicate"), horizontal)
         return F.conv2d(F.pad(up, (0, 0, radius, radius), mode="replicate"), vertical)
 
+    def views(self, images: torch.Tensor) -> torch.Tensor:
+        """The batch the backbone sees: the images, then (with `flip_average`) their mirrors."""
+        return torch.cat([images, images.flip(3)]) if self.flip_average else images
+
+    def score_views(
+        self, maps: torch.Tensor, size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image scores (N,), smoothed maps (N, 1, H, W)) from the features of `views`."""
+        patch_map, scores = self.score_features(maps)
+        if self.flip_average:  # smoothing is linear and symmetric: average first, smooth once
+            n = maps.shape[0] // 2
+            patch_map = (patch_map[:n] + patch_map[n:].flip(2)) / 2
+            scores = (scores[:n] + scores[n:]) / 2
+        return scores, self.smooth(patch_map, size)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        patch_map, scores = self.patch_scores(images)
-        return scores, self.smooth(patch_map, (images.shape[-2], images.shape[-1]))
+        maps = self.features(self.views(images))
+        return self.score_views(maps, (images.shape[-2], images.shape[-1]))
 
 
 def build_patchcore(spec: AnomalySpec, bank: torch.Tensor, neighbours: torch.Tensor) -> PatchCore:
     """A detector for `spec` around a given bank, with the backbone's pretrained weights."""
     features = build_features(spec.backbone, spec.pretrained, spec.stages, spec.neighbourhood)
     return PatchCore(
-        features, bank, neighbours, spec.smoothing_sigma, score_neighbours=spec.score_neighbours
+        features,
+        bank,
+        neighbours,
+        spec.smoothing_sigma,
+        score_neighbours=spec.score_neighbours,
+        flip_average=spec.flip_average,
     )
 
 
@@ -252,6 +280,7 @@ def load_anomaly_model(path: Path | str) -> tuple[PatchCore, AnomalySpec]:
         state["bank_neighbours"],
         spec.smoothing_sigma,
         score_neighbours=spec.score_neighbours,
+        flip_average=spec.flip_average,
     )
     if spec.image_neighbours:
         model.set_image_knn(
