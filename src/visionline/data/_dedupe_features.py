@@ -34,11 +34,17 @@ FEATURES = 600
 copies on the development set below the verification threshold, 600 a twentieth."""
 PATCH = 31
 """ORB patch (px): smaller patches gave noisier orientations, so fewer matches under rotation."""
+EDGE = 16
+"""Border (px, at each pyramid level) where no keypoint is detected: the patch's radius, so its
+unrotated patch lies inside the image (ORB reflects the image beyond). ORB's default, the whole
+patch size, left 43 % of a 256 px image without keypoints, where a crop to 60-70 % of the side
+keeps little of its source; on the development set 16 kept 93 % of the sources whole (was 90 %),
+pair recall 97.2 % (was 96.0 %), precision 99.2 % (was 99.1 %); 10 and 22 about the same."""
 
 _FLAT_VARIANCE = 1.0
 _FILL_SHARE = 0.01
 _FILL_MARGIN = 9
-_CACHE_NAME = f"orb-{SIDE}-{FEATURES}-{PATCH}-v3"
+_CACHE_NAME = f"orb-{SIDE}-{FEATURES}-{PATCH}-{EDGE}-v4"
 _FILES = ("shas", "xy", "desc", "count")
 _COPY_CHUNK = 4096
 _IN_MEMORY_ROWS = 20_000
@@ -69,7 +75,7 @@ def _detector():  # cv2's types are not importable statically
     import cv2
 
     cv2.setNumThreads(1)
-    return cv2.ORB_create(nfeatures=FEATURES, fastThreshold=5, edgeThreshold=PATCH, patchSize=PATCH)
+    return cv2.ORB_create(nfeatures=FEATURES, fastThreshold=5, edgeThreshold=EDGE, patchSize=PATCH)
 
 
 def _content_mask(grey: np.ndarray) -> np.ndarray:
