@@ -11,6 +11,7 @@ from visionline.evaluate import (
     ValidatedRates,
     estimate_by_group,
     estimate_prevalence,
+    estimate_prevalence_parts,
     estimate_subtypes,
     rogan_gladen,
 )
@@ -114,3 +115,36 @@ def test_estimate_by_group_bad_input():
         estimate_by_group(frame, "delivery", None)
     with pytest.raises(DataError, match="flag column"):
         estimate_by_group(pd.DataFrame({"delivery": ["a"]}), "delivery", RATES)
+
+
+def test_a_group_judged_by_two_models_sums_their_corrected_counts():
+    weak = ValidatedRates(tp=70, n_defect=100, fp=2, n_good=100)
+    one = estimate_prevalence_parts([(54, 500, RATES)], seed=3)
+    assert one == estimate_prevalence(54, 500, RATES, seed=3)
+    both = estimate_prevalence_parts([(11, 100, RATES), (9, 50, weak)])
+    bad = rogan_gladen(11 / 100, 0.9, 0.02) * 100 + rogan_gladen(9 / 50, 0.7, 0.02) * 50
+    assert (both.n, both.flagged, both.raw_rate) == (150, 20, 20 / 150)
+    assert both.estimate == pytest.approx(bad / 150)
+    assert both.low < both.estimate < both.high
+    with pytest.raises(DataError, match="no images"):
+        estimate_prevalence_parts([(0, 0, RATES)])
+    with pytest.raises(DataError, match="no judged parts"):
+        estimate_prevalence_parts([])
+
+
+def test_split_groups_keep_ninety_percent_coverage_of_the_whole_group():
+    rng = np.random.default_rng(11)
+    covered, trials = 0, 150
+    for trial in range(trials):
+        parts, bad_total = [], 0
+        for tpr, fpr, n in ((0.8, 0.01, 40), (0.9, 0.03, 110)):
+            rates = ValidatedRates(
+                tp=int(rng.binomial(120, tpr)), n_defect=120,
+                fp=int(rng.binomial(180, fpr)), n_good=180,
+            )
+            bad = int(rng.binomial(n, 0.15))
+            parts.append((int(rng.binomial(bad, tpr) + rng.binomial(n - bad, fpr)), n, rates))
+            bad_total += bad
+        found = estimate_prevalence_parts(parts, 0.90, draws=2000, seed=trial)
+        covered += found.low <= bad_total / 150 <= found.high
+    assert 0.84 <= covered / trials <= 0.97

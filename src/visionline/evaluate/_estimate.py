@@ -110,6 +110,23 @@ def _beta(rng: np.random.Generator, k: int, n: int, draws: int) -> np.ndarray:
     return rng.beta(k + 0.5, n - k + 0.5, draws)
 
 
+def _bad_draws(
+    flagged: int, n: int, rates: ValidatedRates, rng: np.random.Generator, draws: int
+) -> np.ndarray:
+    """Posterior draws of how many of `n` judged items are bad, given `flagged` of them were
+    flagged by a model validated as `rates`: the TPR and FPR drawn from their Jeffreys Beta
+    posteriors (draws where TPR ≤ FPR are dropped), each followed by the classification noise of
+    this flag count given those rates, flagged = Bin(bad, TPR) + Bin(good, FPR) inverted with its
+    conditional (normal) spread, so the target is the group's own count, not a supply rate."""
+    tpr = _beta(rng, rates.tp, rates.n_defect, draws)
+    fpr = _beta(rng, rates.fp, rates.n_good, draws)
+    valid = tpr > fpr
+    tpr, fpr = tpr[valid], fpr[valid]
+    bad = np.clip((flagged - n * fpr) / (tpr - fpr), 0.0, n)
+    spread = np.sqrt(bad * tpr * (1 - tpr) + (n - bad) * fpr * (1 - fpr)) / (tpr - fpr)
+    return np.clip(bad + spread * rng.standard_normal(bad.size), 0.0, n)
+
+
 def estimate_prevalence(
     flagged: int,
     n: int,
@@ -119,25 +136,37 @@ def estimate_prevalence(
     seed: int = 0,
 ) -> Estimate:
     """Corrected defect rate of one group with an interval for group AND validation uncertainty."""
-    if n <= 0:
+    return estimate_prevalence_parts([(flagged, n, rates)], confidence, draws, seed)
+
+
+def estimate_prevalence_parts(
+    parts: Sequence[tuple[int, int, ValidatedRates]],
+    confidence: float = 0.90,
+    draws: int = 4000,
+    seed: int = 0,
+) -> Estimate:
+    """Corrected defect rate of one group whose items were judged in parts by different models,
+    each part a (flagged, n, rates of the model that judged it): a delivery during which the
+    line switched to a new model version. The group's bad items are the sum of each part's
+    Rogan–Gladen count, and its interval sums the parts' posterior draws, so the estimate is of
+    the whole group rather than one row per model whose truth is not known on its own."""
+    if not parts:
+        raise DataError("A group has no judged parts; pass at least one (flagged, n, rates).")
+    if any(n <= 0 for _, n, _ in parts):
         raise DataError("A group has no images; drop empty groups before estimating.")
     rng = np.random.default_rng(seed)
-    tpr = _beta(rng, rates.tp, rates.n_defect, draws)
-    fpr = _beta(rng, rates.fp, rates.n_good, draws)
-    valid = tpr > fpr
-    tpr, fpr = tpr[valid], fpr[valid]
-    # Bad apples in this delivery given the drawn rates: flagged = Bin(bad, TPR) + Bin(good, FPR),
-    # inverted with its conditional (normal) noise, so the target is the delivery's own share.
-    bad = np.clip((flagged - n * fpr) / (tpr - fpr), 0.0, n)
-    spread = np.sqrt(bad * tpr * (1 - tpr) + (n - bad) * fpr * (1 - fpr)) / (tpr - fpr)
-    samples = np.clip((bad + spread * rng.standard_normal(bad.size)) / n, 0.0, 1.0)
+    counts = [_bad_draws(flagged, n, rates, rng, draws) for flagged, n, rates in parts]
+    kept = min(c.size for c in counts)  # iid draws: trimming to a common length keeps them so
+    total = sum(n for _, n, _ in parts)
+    samples = sum(c[:kept] for c in counts) / total
+    flagged = sum(f for f, _, _ in parts)
+    point = sum(float(rogan_gladen(f / n, r.tpr, r.fpr)) * n for f, n, r in parts) / total
     alpha = (1.0 - confidence) / 2
-    raw = flagged / n
     return Estimate(
-        n=n,
+        n=total,
         flagged=flagged,
-        raw_rate=raw,
-        estimate=float(rogan_gladen(raw, rates.tpr, rates.fpr)),
+        raw_rate=flagged / total,
+        estimate=point,
         low=float(np.quantile(samples, alpha)),
         high=float(np.quantile(samples, 1 - alpha)),
     )

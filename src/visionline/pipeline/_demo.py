@@ -241,7 +241,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     records = stream["records"] + after["records"]
     truth = _line_truth(line_dir)
     deliveries = steps.run("estimate", "Estimate each delivery's defect rate", _estimate,
-                           records, truth, _metrics_by_version(project, run, retrained))
+                           records, truth, _rates_by_version(project, run, retrained, public_key))
     result = DemoResult(
         project=project,
         dataset_version=champion["dataset"],
@@ -402,15 +402,27 @@ def _line_truth(line_dir: Path) -> dict[str, dict[str, Any]]:
         return {row["delivery"]: row for row in csv.DictReader(handle)}
 
 
-def _metrics_by_version(project: Project, run: Any, retrained: Any) -> dict[str, dict[str, Any]]:
-    """Each served version's test metrics (what its per-delivery correction relies on)."""
+def _rates_by_version(project: Project, run: Any, retrained: Any,
+                      public_key: Path) -> dict[str, dict[str, Any]]:
+    """Each served version's error rates on its test split, for the bundle the line ran (its
+    deployed model at its threshold), overall and per apple variety (from the synthetic
+    dataset's manifest): what that version's per-delivery correction relies on."""
+    import csv
+
+    from visionline.pipeline._demo_line import served_rates
+
+    with open(project.root / "synth" / "dataset" / "manifest.csv", newline="") as handle:
+        varieties = {row["file"]: row["variety"] for row in csv.DictReader(handle)}
     runs = [run] + ([retrained.run] if retrained.run is not None else [])
     found = {}
     for pipeline_run in runs:
         registered = pipeline_run.outputs("register").get("registered_model")
-        evaluation = pipeline_run.outputs("evaluate").get("evaluation")
-        if registered is not None and evaluation is not None:
-            found[registered.meta["version"]] = json.loads(evaluation.resolve(project).read_text())
+        bundle = pipeline_run.outputs("bundle").get("bundle")
+        if registered is not None and bundle is not None:
+            found[registered.meta["version"]] = served_rates(
+                project, bundle.resolve(project), public_key,
+                pipeline_run.outputs("split")["dataset"].id, varieties,
+            )
     return found
 
 
@@ -447,44 +459,63 @@ def _print_drift(console: Console, drift: dict[str, Any]) -> None:
         )
 
 
+def _validated(rates: dict[str, Any], variety: str | None) -> tuple[Any, str]:
+    """A version's validated rates for a delivery of `variety`: those measured on test apples
+    of that variety when they can correct (defects and good apples, TPR above FPR), else those
+    of all test apples; and which ones they are."""
+    from visionline.evaluate import ValidatedRates
+
+    if variety and variety in rates.get("by", {}):
+        try:
+            return ValidatedRates.from_metrics(rates["by"][variety]), variety
+        except DataError:
+            pass
+    return ValidatedRates.from_metrics(rates), "all"
+
+
 def _estimate(
-    records: list[Any], truth: dict[str, dict[str, Any]], metrics: dict[str, dict[str, Any]]
+    records: list[Any], truth: dict[str, dict[str, Any]], rates: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Per delivery: flagged share corrected with the validated rates of the version that served
-    it (Rogan–Gladen), with a 90% interval; the raw flag rate with Clopper–Pearson otherwise."""
+    """Per delivery: the flagged share corrected (Rogan–Gladen) with the rates the version that
+    served it has on test apples of the variety on the delivery note; a delivery judged by two
+    versions sums each part's corrected count. The variety matters: each supplier sends mostly
+    one variety, and the model misses more defects on red and striped apples than on the mixed
+    test split, so its pooled rates under-correct those deliveries. 90% intervals; the raw flag
+    rate with Clopper–Pearson for a version without usable rates."""
     import pandas as pd
 
-    from visionline.evaluate import ValidatedRates, clopper_pearson, estimate_by_group
+    from visionline.evaluate import clopper_pearson, estimate_prevalence_parts
 
     frame = pd.DataFrame(
-        {
-            "delivery": r.extra["parameters"]["delivery"],
-            "version": r.version,
-            "defect_score": r.defect_score,
-            "is_defect": r.is_defect,
-        }
+        {"delivery": r.extra["parameters"]["delivery"], "version": r.version,
+         "flagged": r.is_defect}
         for r in records
     )
     rows = []
-    for version, part in frame.groupby("version", sort=True):
+    for offset, (delivery, part) in enumerate(frame.groupby("delivery", sort=True)):
+        row = truth[str(delivery)]
+        served = part.groupby("version", sort=True)["flagged"].agg(["sum", "size"])
+        n, flagged = int(served["size"].sum()), int(served["sum"].sum())
         try:
-            rates = ValidatedRates.from_metrics(metrics[str(version)])
+            picked = {v: _validated(rates[str(v)], row.get("main_variety")) for v in served.index}
+            parts = [(int(c["sum"]), int(c["size"]), picked[v][0]) for v, c in served.iterrows()]
+            found = estimate_prevalence_parts(parts, 0.90, seed=offset)
+            estimate, low, high = found.estimate, found.low, found.high
+            rates_from = ", ".join(sorted({f"{kind} test apples" for _, kind in picked.values()}))
         except (DataError, KeyError) as exc:
-            Console().print(f"  [yellow]Rates of v{version} stay uncorrected:[/yellow] {exc}")
-            rates = None
-        for row in estimate_by_group(part, "delivery", rates):
-            if rates is None:
-                row["estimate"] = row["raw_rate"]
-                row["low"], row["high"] = clopper_pearson(row["flagged"], row["n"], 0.90)
-            row["version"] = str(version)
-            row["supplier"] = truth[row["delivery"]]["supplier"]
-            row["true_rate"] = float(truth[row["delivery"]]["defect_rate"])
-            row["clean"] = all(
-                float(truth[row["delivery"]][key] or 0) == 0
-                for key in ("drift_strength_first", "drift_strength_last")
-            )
-            rows.append(row)
-    return sorted(rows, key=lambda row: row["delivery"])
+            Console().print(f"  [yellow]{delivery} stays uncorrected:[/yellow] {exc}")
+            estimate, (low, high) = flagged / n, clopper_pearson(flagged, n, 0.90)
+            rates_from = "none"
+        rows.append({
+            "delivery": str(delivery), "n": n, "flagged": flagged, "raw_rate": flagged / n,
+            "estimate": estimate, "low": low, "high": high, "rates_from": rates_from,
+            "version": "+".join(str(v) for v in served.index),
+            "supplier": row["supplier"],
+            "true_rate": float(row["defect_rate"]),
+            "clean": all(float(row[key] or 0) == 0
+                         for key in ("drift_strength_first", "drift_strength_last")),
+        })
+    return rows
 
 
 def _print_summary(console: Console, result: DemoResult) -> None:

@@ -323,3 +323,40 @@ def operator_feedback(project: Project, truth: dict[str, tuple[str, str | None]]
         label, subtype = truth[pick.sha256]
         db.add_feedback(pick.prediction_id, label, subtype, "operator")
     return len(picks)
+
+
+def served_rates(project: Project, bundle_dir: Path, pubkey: Path, dataset_id: str,
+                 strata: dict[str, str] | None = None, batch: int = 64) -> dict[str, Any]:
+    """The error rates of what the line runs: the bundle's deployed model (INT8 when accepted)
+    at the bundle's threshold, counted on the test split of `dataset_id`, overall and, with
+    `strata` (image path -> stratum, such as the apple variety), per stratum under `by`. The
+    evaluation's rates are the FP32 model's at the evaluation's threshold; a delivery's flags
+    come from the bundle, and Rogan–Gladen is unbiased only with the rates of the rule that
+    flagged."""
+    from visionline.data import DatasetRepo
+    from visionline_edge import load_bundle
+
+    model = load_bundle(bundle_dir, pubkey, require_signature=True)
+    repo = DatasetRepo(project)
+    records = repo.get(dataset_id).split_records("test")
+    flagged = [
+        bool(flag)
+        for start in range(0, len(records), batch)
+        for flag in model.predict(
+            [repo.blobs.get(r.sha256) for r in records[start : start + batch]]
+        ).flagged
+    ]
+    defect = [r.label != "good" for r in records]
+
+    def counts(keep: list[bool]) -> dict[str, int]:
+        pairs = [(f, d) for f, d, k in zip(flagged, defect, keep) if k]
+        return {"tp": sum(f and d for f, d in pairs), "n_defect": sum(d for _, d in pairs),
+                "fp": sum(f and not d for f, d in pairs),
+                "n_good": sum(not d for _, d in pairs)}
+
+    stratum = [(strata or {}).get(r.path) for r in records]
+    return {
+        **counts([True] * len(records)),
+        "threshold": model.threshold,
+        "by": {s: counts([t == s for t in stratum]) for s in sorted({t for t in stratum if t})},
+    }
