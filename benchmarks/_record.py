@@ -54,7 +54,8 @@ def _code_that_ran() -> set[str]:
 def uncommitted_code() -> list[str]:
     """The code that ran in this process and differs from HEAD (modified or untracked)."""
     status = _git("status", "--porcelain", "--untracked-files=all")
-    changed = {line[3:].split(" -> ")[-1] for line in status.splitlines() if line}
+    # line[2:].lstrip(): _git strips the output, and with it the first line's leading blank
+    changed = {line[2:].lstrip().split(" -> ")[-1] for line in status.splitlines() if line}
     return sorted(changed & _code_that_ran())
 
 
