@@ -29,8 +29,9 @@ _MIN_MATCHES = 5
 _ANGLE_BIN = 15.0
 _ANGLE_BINS = 24
 _CACHED_IMAGES = 8192
-"""Images whose slots and words stay cached (about 5 KiB each): candidates come sorted by their
-first image, so nearly every image is looked up while it is still cached."""
+"""Images whose slots and words stay cached (both orientations: about 14 KiB an image, at most
+about 115 MiB): candidates come sorted by their first image, so a folder of up to this many
+images computes each image's once, and a larger one still each first image's once."""
 
 
 class PairMatcher:
