@@ -23,3 +23,26 @@ def first(tmp_path_factory):
 
     project = make_project(tmp_path_factory.mktemp("pipeline") / "project")
     return project, run_pipeline(project, progress=False)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray session for test_run_ray.py and test_score_ray.py: each start (and stop)
+    of Ray's processes costs seconds. `pytest_runtest_teardown` below stops it after the last
+    test that uses it, so it never idles beside the tests that follow."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    items = item.session.items
+    if "local_ray" not in item.fixturenames:
+        return
+    later = items[items.index(item) + 1 :]
+    if not any("local_ray" in other.fixturenames for other in later):
+        import ray
+
+        ray.shutdown()

@@ -5,22 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-import ray
 from pipeline_support import ids, make_project, statuses
 
 from visionline.pipeline import run_pipeline
 
 
 @pytest.mark.slow
-def test_ray_executor_gives_the_artifacts_of_the_local_executor(tmp_path, first):
+def test_ray_executor_gives_the_artifacts_of_the_local_executor(tmp_path, first, local_ray):
     local, local_run = first  # the same make_project project, run locally (conftest.py)
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    try:
-        on_ray = make_project(tmp_path / "ray")
-        ray_run = run_pipeline(on_ray, executor="ray", until="bundle", progress=False)
-        assert ray.is_initialized(), "an executor must not shut down a Ray it did not start"
-    finally:
-        ray.shutdown()
+    on_ray = make_project(tmp_path / "ray")
+    ray_run = run_pipeline(on_ray, executor="ray", until="bundle", progress=False)
+    assert local_ray.is_initialized(), "an executor must not shut down a Ray it did not start"
 
     assert ray_run.executor == "ray" and ray_run.status == "succeeded"
     assert local_run.executor == "local" and local_run.status == "succeeded"

@@ -9,15 +9,6 @@ from score_support import make_image_folder
 from visionline.pipeline._score import score
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_ray_executor_gives_the_rows_of_the_local_executor(
     local_ray, score_bundle, score_images, tmp_path
