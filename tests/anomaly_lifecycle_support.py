@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from visionline.config import Project, init_project
 
@@ -64,6 +65,19 @@ def fitted_apples(root: Path, images: int = 40, threshold_frr: float | None = No
     )
     fit = fit_anomaly(config, split.id, project, root / "run", progress=False, track=False)
     return FittedApples(project, split.id, fit.model_path, raw)
+
+
+_SHARED: dict[int, FittedApples] = {}
+"""`shared_fitted_apples` by id of the session's TempPathFactory (not hashable itself)."""
+
+
+def shared_fitted_apples(tmp_path_factory: Any) -> FittedApples:
+    """`fitted_apples` with the default recipe, fitted once a session for every test folder that
+    only reads it (the export and serve tests each take their own bundle from it)."""
+    key = id(tmp_path_factory)
+    if key not in _SHARED:
+        _SHARED[key] = fitted_apples(tmp_path_factory.mktemp("anomaly-apples") / "project")
+    return _SHARED[key]
 
 
 def export_bundle(fitted: FittedApples, out: Path, key: Path | None = None, version: str = "1"):

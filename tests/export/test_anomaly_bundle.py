@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anomaly_lifecycle_support import IMAGE_SIZE, export_bundle, fitted_apples
+from anomaly_lifecycle_support import IMAGE_SIZE, export_bundle, shared_fitted_apples
 
 from visionline.errors import ConfigError
 
@@ -22,7 +22,7 @@ def exported(tmp_path_factory):
     from visionline.export import generate_keys
 
     root = tmp_path_factory.mktemp("anomaly-bundle")
-    fitted = fitted_apples(root / "project")
+    fitted = shared_fitted_apples(tmp_path_factory)
     key, public = generate_keys(root / "keys")
     result = export_bundle(fitted, root / "bundle", key)
     return fitted, result, public

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from anomaly_lifecycle_support import IMAGE_SIZE, export_bundle, fitted_apples
+from anomaly_lifecycle_support import IMAGE_SIZE, export_bundle, shared_fitted_apples
 from PIL import Image
 from serve_support import serving
 
@@ -42,7 +42,7 @@ def served(tmp_path_factory):
     from visionline.monitor import MonitorDB, PredictionLogger
 
     root = tmp_path_factory.mktemp("anomaly-serve")
-    fitted = fitted_apples(root / "project")
+    fitted = shared_fitted_apples(tmp_path_factory)
     key, public = generate_keys(root / "keys")
     repo = root / "repo"
     export_bundle(fitted, repo / MODEL / "1", key)
