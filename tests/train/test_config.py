@@ -7,14 +7,7 @@ from pathlib import Path
 import pytest
 
 from visionline.errors import ConfigError, TrainingError
-from visionline.train import (
-    AugmentPolicy,
-    Backbone,
-    Recipe,
-    Schedule,
-    TrainConfig,
-    load_train_config,
-)
+from visionline.train import Backbone, Schedule, TrainConfig, load_train_config
 
 
 def test_overrides_win_over_the_file_and_none_keeps_it(tmp_path: Path) -> None:
@@ -66,36 +59,3 @@ def test_bad_config_files_give_one_line_errors(
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_train_config(tmp_path / "nope.yaml")
-
-
-def test_texture_recipe_fills_only_the_settings_left_out(tmp_path: Path) -> None:
-    config = TrainConfig(recipe="texture")
-    assert config.finetune_blocks is None and config.trained_blocks is None
-    assert config.augment_policy is AugmentPolicy.TEXTURE
-    assert not config.batchnorm_frozen
-    assert config.backbone_lr == pytest.approx(config.lr * 0.3)
-    path = tmp_path / "train.yaml"
-    path.write_text("recipe: texture\nfinetune_blocks: 2\naugment_policy: general\n")
-    mine = load_train_config(path, epochs=3)
-    assert (mine.finetune_blocks, mine.augment_policy, mine.epochs) == (
-        2,
-        AugmentPolicy.GENERAL,
-        3,
-    )
-    assert not mine.batchnorm_frozen
-    resolved = tmp_path / "resolved.yaml"
-    resolved.write_text(mine.to_yaml())
-    assert load_train_config(resolved) == mine
-
-
-def test_default_recipe_is_the_field_defaults() -> None:
-    assert TrainConfig(recipe="default") == TrainConfig()
-    assert TrainConfig().recipe is Recipe.DEFAULT
-
-
-def test_unknown_recipe_names_the_choices(tmp_path: Path) -> None:
-    path = tmp_path / "train.yaml"
-    path.write_text("recipe: wood\n")
-    with pytest.raises(ConfigError, match="'default' or 'texture'") as info:
-        load_train_config(path)
-    assert "\n" not in str(info.value)

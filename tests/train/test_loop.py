@@ -302,34 +302,3 @@ def test_freeze_batchnorm_keeps_pretrained_statistics_while_fine_tuning():
     set_backbone_mode(model.train(), frozen=False, freeze_batchnorm=False)
     model(torch.rand(4, 3, 32, 32))
     assert not all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))
-
-
-@pytest.mark.slow
-def test_texture_recipe_fine_tunes_the_whole_backbone_after_the_head(
-    tiny_project, tracking_uri, tmp_path
-):
-    from visionline.preprocessing import Preprocessing
-    from visionline.train import ModelSpec, build_model
-
-    start = build_model(
-        ModelSpec("mobilenetv3_small_100", ["good", "x"], Preprocessing(size=32))
-    ).backbone.state_dict()
-    checkpoint = tmp_path / "start.pt"
-    torch.save(start, checkpoint)
-    project, version = tiny_project
-    config = tiny_config(recipe="texture", pretrained=str(checkpoint), head_epochs=5, epochs=1)
-    result = fit(config, version, project, out_dir=tmp_path / "run", tracking_uri=tracking_uri)
-
-    assert result.head_metrics is not None and len(result.history) == 1
-    after = result.last_model.backbone.state_dict()
-    changed = {
-        k for k, v in start.items() if v.is_floating_point() and not torch.equal(v, after[k])
-    }
-    # The stem moved (the whole backbone trains) and BatchNorm followed the batches (live).
-    assert "conv_stem.weight" in changed and "bn1.running_mean" in changed
-    saved = yaml.safe_load((tmp_path / "run" / "train_config.yaml").read_text())
-    assert (saved["recipe"], saved["finetune_blocks"], saved["augment_policy"]) == (
-        "texture",
-        None,
-        "texture",
-    )

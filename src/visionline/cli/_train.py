@@ -40,13 +40,6 @@ def train(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML file of TrainConfig settings.")
     ] = None,
-    recipe: Annotated[
-        str | None,
-        typer.Option(
-            help="Named defaults for the settings not given: default, or texture (the whole "
-            "backbone fine-tuned, flips and quarter turns; for surfaces such as tiles)."
-        ),
-    ] = None,
     backbone: Annotated[
         str | None,
         typer.Option(
@@ -99,7 +92,6 @@ def train(
     from visionline.train._distributed import dist_context
 
     overrides = {
-        "recipe": recipe,
         "backbone": backbone,
         "pretrained": pretrained,
         "epochs": epochs,

@@ -7,14 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from visionline.errors import ConfigError, TrainingError
 from visionline.preprocessing import ResizeMode
@@ -49,19 +42,6 @@ class AugmentPolicy(str, Enum):
     TEXTURE = "texture"
 
 
-class Recipe(str, Enum):
-    """A named set of training defaults; any setting given explicitly wins over the recipe's.
-
-    `default`: `TrainConfig`'s own field defaults (the two-stage recipe: a head on cached frozen
-    embeddings, then the top blocks). `texture`: for grayscale surfaces with small or thin defects
-    and no canonical orientation (the magnetic tiles): the stage-1 head, then the whole backbone
-    fine-tuned with live BatchNorm, flips and quarter turns only (`RECIPES`).
-    """
-
-    DEFAULT = "default"
-    TEXTURE = "texture"
-
-
 class Device(str, Enum):
     """Where training runs; `auto` picks CUDA when present."""
 
@@ -79,30 +59,12 @@ HEAD_WEIGHT_DECAY = 1e-2
 FINETUNE_BLOCKS = 2
 """The two-stage recipe's defaults, chosen on the magnetic tiles' val split (docs/quality.md)."""
 
-RECIPES: dict[Recipe, dict[str, Any]] = {
-    Recipe.DEFAULT: {},
-    Recipe.TEXTURE: {
-        "finetune_blocks": None,
-        "freeze_batchnorm": False,
-        "backbone_lr_mult": 0.3,
-        "weight_decay": 1e-2,
-        "augment_policy": AugmentPolicy.TEXTURE,
-        "epochs": 8,
-    },
-}
-"""What each recipe sets when the config does not (benchmarks/quality.py, docs/quality.md)."""
-
 
 class TrainConfig(BaseModel):
     """A training run's settings. Saved next to every output and logged as MLflow params."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
 
-    recipe: Recipe = Field(
-        Recipe.DEFAULT,
-        description="named defaults for the settings not given: 'default' or 'texture' (whole "
-        "backbone fine-tuned after the stage-1 head, flips and quarter turns; for surfaces)",
-    )
     backbone: Backbone = Backbone.EFFICIENTNET_LITE0
     pretrained: str = Field(IMAGENET, description="'imagenet', 'none' or a checkpoint path")
     epochs: int = Field(10, ge=1, le=10_000)
@@ -177,18 +139,6 @@ class TrainConfig(BaseModel):
     )
     kd_alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher's soft targets")
     kd_temperature: float = Field(4.0, gt=0, description="softmax temperature of the KD loss")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _recipe_defaults(cls, data: Any) -> Any:
-        """Fill the settings the recipe names and the config leaves out; explicit values win."""
-        if not isinstance(data, dict) or data.get("recipe") in (None, Recipe.DEFAULT, "default"):
-            return data
-        try:
-            recipe = Recipe(data["recipe"])
-        except ValueError:
-            return data  # the field's own validation names the allowed values
-        return {**RECIPES[recipe], **data}
 
     @field_validator("backbone", mode="before")
     @classmethod
