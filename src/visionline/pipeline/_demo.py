@@ -240,8 +240,10 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     console.print(f"  {retraining['sentence']}")
     records = stream["records"] + after["records"]
     truth = _line_truth(line_dir)
-    deliveries = steps.run("estimate", "Estimate each delivery's defect rate", _estimate,
-                           records, truth, _rates_by_version(project, run, retrained, public_key))
+    deliveries = steps.run(
+        "estimate", "Estimate each delivery's defect rate (the served models' test rates first)",
+        lambda: _estimate(records, truth, _rates_by_version(project, run, retrained, public_key)),
+    )
     result = DemoResult(
         project=project,
         dataset_version=champion["dataset"],
