@@ -23,7 +23,8 @@ three times faster than two); `--workers` arms run at once.
 `recipe_*` arms train with the two-stage recipe (`TrainConfig()`'s defaults plus one change);
 `--select` scores the test split once, for the recipe arm best on val, next to main (main's
 recorded figure when the run leaves `main` out); `--cache DIR` keeps decoded pixels and frozen
-embeddings across runs.
+embeddings across runs; `--baseline ARM` scores that arm on test too and makes it the README row's
+peer; `--threads N` gives each arm N torch threads.
 """
 
 from __future__ import annotations
