@@ -101,6 +101,9 @@ def test_reduced_demo_runs_the_whole_loop(tmp_path):
     assert set(searched[0]["quantisation"]["methods"]) == {"minmax", "entropy", "percentile"}
     for challenger in searched[1:]:  # measured once, for the champion; the challenger reuses it
         assert list(challenger["quantisation"]["methods"]) == [searched[0]["calibration"]]
+    # the champion's latency is benchmarked; the challenger (same network and input) is not
+    assert "benchmark" in pipeline_runs[0].steps
+    assert all("benchmark" not in run.steps for run in pipeline_runs[1:])
 
 
 def test_demo_never_deletes_a_directory_it_did_not_create(tmp_path):
