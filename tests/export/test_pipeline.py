@@ -65,6 +65,37 @@ def test_int8_is_smaller_and_passes_the_gate(bundle, export_workspace) -> None:
     assert emb.dtype == np.float16 and emb.shape[0] == 40
 
 
+def test_the_bundle_threshold_is_the_one_evaluation_certifies(
+    export_workspace, tmp_path, monkeypatch
+) -> None:
+    """The line must run at the split-conformal threshold that `evaluate` certifies, not at the
+    empirical quantile (a lower threshold: more false rejects than the report promised). A 25%
+    budget on the 24 held-out goods is where the two rules part (rank 19 against rank 20)."""
+    from visionline.data import DatasetRepo
+    from visionline.evaluate import (
+        conformal_threshold,
+        threshold_for_false_reject_rate,
+        threshold_split,
+    )
+    from visionline.export._data import load_split
+
+    project, version = export_workspace["project"], export_workspace["version"]
+    monkeypatch.setattr(project.config.goals, "max_false_reject_rate", 0.25)
+    monkeypatch.setattr(project.config.goals, "threshold_false_reject_rate", 0.25)
+    result = export_model(
+        export_workspace["model"], tmp_path / "bundle",
+        ExportConfig(data=version.id, int8=False), project, progress=False,
+    )
+    prep = load_bundle(result.archive).preprocessing
+    held_out = load_split(version, DatasetRepo(project).blobs, threshold_split(version), prep)
+    probs, _ = onnx_predict(result.bundle_dir / "model.onnx", prep.normalize(held_out.pixels))
+    good_scores = (1.0 - probs[:, 0])[~held_out.is_defect]
+    certified = conformal_threshold(good_scores, 0.25)
+    assert certified > threshold_for_false_reject_rate(good_scores, 0.25)
+    assert result.manifest["threshold"] == pytest.approx(certified)
+    assert "split-conformal" in result.manifest["threshold_source"]
+
+
 def test_fp16_model_keeps_float32_io(bundle) -> None:
     model = onnx.load(str(bundle[0].bundle_dir / "model.fp16.onnx"))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT

@@ -163,7 +163,7 @@ def export_model(
     """
     from rich.progress import Progress
 
-    from visionline.evaluate import threshold_for_false_reject_rate
+    from visionline.evaluate import conformal_threshold
     from visionline.export import _data, _onnx, _prune, _quantize
     from visionline.export._bundle import (
         EDGE_RUNTIME,
@@ -311,10 +311,10 @@ def export_model(
             fp32_probs, fp32_emb = _onnx.onnx_predict(fp32_path, val_batch)
             fp32_scores = 1.0 - fp32_probs[:, 0]
             if (~val.is_defect).any():
-                threshold = threshold_for_false_reject_rate(
-                    fp32_scores[~val.is_defect], target_frr
+                threshold = conformal_threshold(fp32_scores[~val.is_defect], target_frr)
+                threshold_source = (
+                    f"{val.split} good scores, split-conformal rank for false-reject rate {target_frr}"
                 )
-                threshold_source = f"{val.split} good scores at false-reject rate {target_frr}"
             metrics["fp32"] = operating_metrics(fp32_scores, val.is_defect, threshold)
             ref_probs, ref_emb = fp32_probs, fp32_emb
         if int8:

@@ -90,7 +90,7 @@ def quantise(ctx: StepContext) -> dict[str, Artifact]:
     calibration did not see, at the bundle's threshold; a
     refused INT8 model is recorded with the reason and the bundle ships FP32. An anomaly
     model is not quantised here: its bundle ships FP32, and the step records that."""
-    from visionline.evaluate import threshold_for_false_reject_rate
+    from visionline.evaluate import conformal_threshold
     from visionline.export import Calibration, compare_decisions
     from visionline.export._onnx import onnx_predict
     from visionline.export._quantize import search_int8, speedup, stratified_indices
@@ -113,7 +113,7 @@ def quantise(ctx: StepContext) -> dict[str, Artifact]:
     batch = prep.normalize(val.pixels)
     fp32_scores = 1.0 - onnx_predict(fp32, batch)[0][:, 0]
     target = ctx.project.config.goals.operating_false_reject_rate
-    threshold = threshold_for_false_reject_rate(fp32_scores[~val.is_defect], target)
+    threshold = conformal_threshold(fp32_scores[~val.is_defect], target)
     path = ctx.workdir / "model.int8.onnx"
     choice = search_int8(
         fp32, path, prep.normalize(train.pixels[picked]), [train.classes[i] for i in picked],
