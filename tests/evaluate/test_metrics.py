@@ -90,6 +90,19 @@ def test_roc_and_pr_auc_by_hand():
     assert math.isnan(roc_auc(np.ones(3, dtype=bool), np.array([0.1, 0.2, 0.3])))
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_roc_and_pr_auc_equal_scikit_learn_with_ties(seed):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    is_defect = rng.random(200) < 0.3
+    scores = np.round(rng.random(200), 1)  # ten distinct values: many ties
+    assert roc_auc(is_defect, scores) == pytest.approx(roc_auc_score(is_defect, scores), abs=1e-12)
+    assert pr_auc(is_defect, scores) == pytest.approx(
+        average_precision_score(is_defect, scores), abs=1e-12
+    )
+
+
 def test_expected_calibration_error_by_hand():
     probs = np.array([[0.95, 0.05], [0.95, 0.05], [0.65, 0.35], [0.65, 0.35]])
     labels = np.array([0, 1, 0, 0])
