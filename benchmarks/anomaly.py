@@ -23,6 +23,7 @@ when its terms (split, images, weights, stages, size, setup) are those of this r
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
@@ -61,9 +62,34 @@ FRR = 0.02
 FEW_SHOT = (10, 25, 50, 100)
 LATENCY_IMAGES = 20
 THREADS = 2
-QUICK = "--quick" in sys.argv
-PROBE = "--probe" in sys.argv
-REUSE_PEER = "--reuse-peer" in sys.argv
+
+
+def _options() -> argparse.Namespace:
+    """The command line, checked (an unknown flag or --help must not start an hour of work);
+    on import (tests, other benchmarks) every flag is off."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run on a few images of each split; writes nothing",
+    )
+    parser.add_argument(
+        "--probe", action="store_true", help="add the issue's plain probe, the floor, to the run"
+    )
+    parser.add_argument(
+        "--reuse-peer",
+        action="store_true",
+        help="take anomalib's figures from the committed JSON when its terms are this run's",
+    )
+    return parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
+
+
+OPTIONS = _options()
+QUICK = OPTIONS.quick
+PROBE = OPTIONS.probe
+REUSE_PEER = OPTIONS.reuse_peer
 RESULT = Path(__file__).parent / "results" / "anomaly.json"
 BACKBONE = "efficientnet_lite0"
 PEER_REQUIREMENT = "anomalib==2.7.*"

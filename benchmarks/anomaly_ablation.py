@@ -36,6 +36,7 @@ the flip round, from `FLIP_START`, keeping everything earlier)
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -60,10 +61,34 @@ from visionline.data import TILE_SPEC, group_ids
 from visionline.evaluate import choose_operating_point, roc_auc
 from visionline.preprocessing import Preprocessing, ResizeMode
 
-QUICK = "--quick" in sys.argv
-EXTEND = "--extend" in sys.argv
-FUSION = "--fusion" in sys.argv
-FLIP = "--flip" in sys.argv
+
+def _options() -> argparse.Namespace:
+    """The command line, checked (an unknown flag or --help must not start an hour of work)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="60 fit images and 80 validation images; writes nothing",
+    )
+    parser.add_argument(
+        "--extend",
+        action="store_true",
+        help="only the later rounds, from DEFAULTS, keeping the earlier rounds",
+    )
+    parser.add_argument(
+        "--fusion", action="store_true", help="only the fusion round, from FUSION_START"
+    )
+    parser.add_argument("--flip", action="store_true", help="only the flip round, from FLIP_START")
+    return parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
+
+
+OPTIONS = _options()
+QUICK = OPTIONS.quick
+EXTEND = OPTIONS.extend
+FUSION = OPTIONS.fusion
+FLIP = OPTIONS.flip
 SEEDS = (0, 1, 2, 3)
 RESULT = Path(__file__).parent / "results" / "anomaly_ablation.json"
 HELD_OUT_SHARE = 0.25
