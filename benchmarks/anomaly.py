@@ -64,29 +64,26 @@ LATENCY_IMAGES = 20
 THREADS = 2
 
 
-def _options() -> argparse.Namespace:
-    """The command line, checked (an unknown flag or --help must not start an hour of work);
-    on import (tests, other benchmarks) every flag is off."""
+def parse_flags(doc: str, flags: dict[str, str], as_script: bool) -> argparse.Namespace:
+    """A benchmark's on/off flags, checked (an unknown flag or --help must not start an hour of
+    work); on import (tests, other benchmarks) every flag is off."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke run on a few images of each split; writes nothing",
-    )
-    parser.add_argument(
-        "--probe", action="store_true", help="add the issue's plain probe, the floor, to the run"
-    )
-    parser.add_argument(
-        "--reuse-peer",
-        action="store_true",
-        help="take anomalib's figures from the committed JSON when its terms are this run's",
-    )
-    return parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
+    for flag, help_text in flags.items():
+        parser.add_argument(flag, action="store_true", help=help_text)
+    return parser.parse_args(sys.argv[1:] if as_script else [])
 
 
-OPTIONS = _options()
+OPTIONS = parse_flags(
+    __doc__,
+    {
+        "--quick": "a smoke run on a few images of each split; writes nothing",
+        "--probe": "add the issue's plain probe, the floor, to the run",
+        "--reuse-peer": "take anomalib's figures from the committed JSON when its terms are this run's",
+    },
+    as_script=__name__ == "__main__",
+)
 QUICK = OPTIONS.quick
 PROBE = OPTIONS.probe
 REUSE_PEER = OPTIONS.reuse_peer

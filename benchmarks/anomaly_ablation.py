@@ -36,7 +36,6 @@ the flip round, from `FLIP_START`, keeping everything earlier)
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -51,7 +50,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _record import write_result
-from anomaly import CLASSES, FRR, tile_split
+from anomaly import CLASSES, FRR, parse_flags, tile_split
 
 from visionline.anomaly import AnomalyConfig, greedy_coreset, pixel_metrics_from_masks
 from visionline.anomaly._fit import _image_knn, batches
@@ -61,30 +60,16 @@ from visionline.data import TILE_SPEC, group_ids
 from visionline.evaluate import choose_operating_point, roc_auc
 from visionline.preprocessing import Preprocessing, ResizeMode
 
-
-def _options() -> argparse.Namespace:
-    """The command line, checked (an unknown flag or --help must not start an hour of work)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="60 fit images and 80 validation images; writes nothing",
-    )
-    parser.add_argument(
-        "--extend",
-        action="store_true",
-        help="only the later rounds, from DEFAULTS, keeping the earlier rounds",
-    )
-    parser.add_argument(
-        "--fusion", action="store_true", help="only the fusion round, from FUSION_START"
-    )
-    parser.add_argument("--flip", action="store_true", help="only the flip round, from FLIP_START")
-    return parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-
-
-OPTIONS = _options()
+OPTIONS = parse_flags(
+    __doc__,
+    {
+        "--quick": "60 fit images and 80 validation images; writes nothing",
+        "--extend": "only the later rounds, from DEFAULTS, keeping the earlier rounds",
+        "--fusion": "only the fusion round, from FUSION_START",
+        "--flip": "only the flip round, from FLIP_START",
+    },
+    as_script=__name__ == "__main__",
+)
 QUICK = OPTIONS.quick
 EXTEND = OPTIONS.extend
 FUSION = OPTIONS.fusion
