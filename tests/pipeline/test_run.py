@@ -137,8 +137,8 @@ def test_a_changed_setting_reruns_that_step_and_what_follows(first):
     assert [state[n] for n in ("validate", "split", "train", "export")] == ["cached"] * 4
     assert state["quantise"] == "done" and state["bundle"] == "done"
     assert ids(changed)["train"] == ids(run)["train"]
-    # forcing a step reruns it even though its cache is valid (until: the steps after it are
-    # not what this asserts, and the changed quantise setting above already reran them)
+    # forcing a step reruns it although its cache is valid; `until` stops there, since the
+    # changed quantise setting above already reran the steps after it
     forced = run_pipeline(project, force=["export"], until="export", progress=False)
     assert statuses(forced)["export"] == "done"
     assert statuses(forced)["train"] == "cached"

@@ -293,6 +293,18 @@ def _synthesise(project: Project, settings: DemoSettings) -> Path:
     return line.out
 
 
+def _set_pipeline_setting(project: Project, section: str, key: str, value: Any) -> Project:
+    """`pipeline.<section>.<key>: value` written to the project's visionline.yaml (validated
+    through the config model, so a wrong value fails here, not in the next run), reloaded."""
+    import yaml
+
+    path = project.root / "visionline.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["pipeline"].setdefault(section, {})[key] = value
+    path.write_text(dump_config(parse_config(yaml.safe_dump(config, sort_keys=False))))
+    return Project.load(project.root)
+
+
 def _reuse_calibration(project: Project, run: Any, console: Console) -> Project:
     """Pin the project's INT8 calibration to the method the champion's search chose.
 
@@ -301,19 +313,13 @@ def _reuse_calibration(project: Project, run: Any, console: Console) -> Project:
     it too, and measuring all three methods again would cost the demo ~20 s. The paired gate
     still judges the challenger's INT8 model on images calibration did not see.
     """
-    import yaml
-
     int8 = run.outputs("quantise").get("int8")
     method = int8.meta.get("calibration") if int8 is not None else None
     if not method or project.config.pipeline.quantise.calibration != "auto":
         return project
-    path = project.root / "visionline.yaml"
-    config = yaml.safe_load(path.read_text())
-    config["pipeline"]["quantise"]["calibration"] = method
-    path.write_text(dump_config(parse_config(yaml.safe_dump(config, sort_keys=False))))
     console.print(f"  pipeline.quantise.calibration: {method}, the method the champion's INT8 "
                   "search chose, for its challenger")
-    return Project.load(project.root)
+    return _set_pipeline_setting(project, "quantise", "calibration", method)
 
 
 def _skip_challenger_benchmark(project: Project, console: Console) -> Project:
@@ -321,18 +327,12 @@ def _skip_challenger_benchmark(project: Project, console: Console) -> Project:
     it is warm-started from the champion, the same network, input size and INT8 recipe, whose
     latency the first run measured, and the demo does not enforce the budget. The challenger's
     INT8 speed-up is still measured by its quantise step."""
-    import yaml
-
-    path = project.root / "visionline.yaml"
-    config = yaml.safe_load(path.read_text())
-    benchmark = config["pipeline"].setdefault("benchmark", {})
-    if benchmark.get("enforce") or benchmark.get("enabled") is False:
+    benchmark = project.config.pipeline.benchmark
+    if benchmark.enforce or not benchmark.enabled:
         return project
-    benchmark["enabled"] = False
-    path.write_text(dump_config(parse_config(yaml.safe_dump(config, sort_keys=False))))
     console.print("  pipeline.benchmark.enabled: false for the challenger (the champion's network "
                   "and input size; its latency was measured above)")
-    return Project.load(project.root)
+    return _set_pipeline_setting(project, "benchmark", "enabled", False)
 
 
 def _champion(project: Project, run: Any) -> dict[str, Any]:
