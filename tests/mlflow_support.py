@@ -8,6 +8,7 @@ that MLflow itself created and migrated; MLflow opens it as it opens any existin
 
 from __future__ import annotations
 
+import atexit
 import functools
 import shutil
 import tempfile
@@ -20,7 +21,9 @@ __all__ = ["seed_tracking_db"]
 def _template() -> Path:
     from mlflow import MlflowClient
 
-    path = Path(tempfile.mkdtemp(prefix="visionline-mlflow-template-")) / "mlflow.db"
+    folder = Path(tempfile.mkdtemp(prefix="visionline-mlflow-template-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # a cache for this process only
+    path = folder / "mlflow.db"
     MlflowClient(f"sqlite:///{path}").search_experiments()
     return path
 

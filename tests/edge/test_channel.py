@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -177,3 +180,24 @@ def test_channel_urls_that_cannot_work_are_one_sentence(tmp_path: Path) -> None:
         open_channel("http://central:8050", None)
     with pytest.raises(ConfigError, match="Cannot open the channel"):
         open_channel("nosuchfs://bucket/x", "L1", tmp_path / "cache")
+
+
+def test_only_channels_that_download_make_a_folder_and_it_goes_with_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder channel needs no download folder; a server's default one is removed at exit, so
+    a process that watched a channel leaves nothing in the temporary directory."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    (tmp_path / "bundles").mkdir()
+    open_channel(tmp_path / "bundles", "L1")
+    assert list(scratch.iterdir()) == []
+    code = (
+        "import pathlib, tempfile; from visionline.edge._channel import open_channel; "
+        "c = open_channel('http://127.0.0.1:9', 'L1'); "
+        "assert c.cache.is_dir() and c.cache.parent == pathlib.Path(tempfile.gettempdir())"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+    assert list(scratch.iterdir()) == []

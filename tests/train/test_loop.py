@@ -66,14 +66,24 @@ def test_fit_trains_saves_the_best_epoch_and_tracks_everything(
         [run.info.experiment_id], filter_string=f"source_run_id = '{result.run_id}'"
     )
     assert [m.name for m in logged] == ["model"]
-    # A user's mlflow.pytorch.load_model gives back the same network as visionline's checkpoint.
+    # A user's mlflow.pytorch.load_model gives back the same network as visionline's checkpoint,
+    # with a free batch size, and the logged model serves through MLflow's pyfunc interface (the
+    # check MLflow's log_model would have run on the stored example, which visionline skips).
+    import mlflow.pyfunc
     import mlflow.pytorch
 
     mlflow.set_tracking_uri(tracking_uri)
     logged_model = mlflow.pytorch.load_model(f"runs:/{result.run_id}/model")
-    example = torch.rand(2, 3, 32, 32)
+    example = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(logged_model(example), model.eval()(example), atol=1e-5)
+        expected = model.eval()(example)
+        assert torch.allclose(logged_model(example), expected, atol=1e-5)
+    served = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    assert served.metadata.get_input_schema().inputs[0].shape == (-1, 3, 32, 32)
+    assert np.allclose(served.predict(example.numpy()), expected.numpy(), atol=1e-5)
+    assert served.metadata.saved_input_example_info["serving_input_path"] == (
+        "serving_input_example.json"
+    )
     for name in (
         "train_config.yaml",
         "preprocessing.json",

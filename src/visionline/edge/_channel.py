@@ -8,6 +8,8 @@ from a channel is trusted before that verification.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,17 +140,25 @@ class HttpChannel:
         return [self._last]
 
 
+def _download_cache(cache: Path | None) -> Path:
+    """`cache`, created; without one, a temporary folder removed when the process exits (the CLI
+    passes a folder beside the outbox, so a restarted agent finds the bundle it switched to)."""
+    if cache is None:
+        cache = Path(tempfile.mkdtemp(prefix="visionline-channel-"))
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
 def open_channel(url: str | Path, line: str | None, cache: Path | None = None) -> Any:
-    """The channel at `url`: a folder path, `s3://…` (any fsspec URL) or `http(s)://central`."""
+    """The channel at `url`: a folder path, `s3://…` (any fsspec URL) or `http(s)://central`.
+    Bundles fetched from a server or object store go to `cache` (a folder needs none)."""
     text = str(url)
     scheme = urlsplit(text).scheme.lower()
-    cache = cache or Path(tempfile.mkdtemp(prefix="visionline-channel-"))
     if scheme in ("http", "https"):
-        cache.mkdir(parents=True, exist_ok=True)
-        return HttpChannel(text, line, cache)
+        return HttpChannel(text, line, _download_cache(cache))
     if len(scheme) > 1 and scheme != "file":
-        cache.mkdir(parents=True, exist_ok=True)
-        return FsspecChannel(text, line, cache)
+        return FsspecChannel(text, line, _download_cache(cache))
     root = Path(urlsplit(text).path if scheme == "file" else text)
     if not root.is_dir():
         raise ConfigError(f"No channel folder {root}; create it or fix --channel.")
