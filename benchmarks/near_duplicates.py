@@ -371,6 +371,7 @@ def scale(repo, records, n: int) -> dict:
                 ("xy", base.xy.shape[1:]),
                 ("desc", base.desc.shape[1:]),
                 ("count", base.count.shape[1:]),
+                ("thumb", base.thumb.shape[1:]),
             )
         }
         for start in range(0, n, 10_000):
@@ -403,7 +404,7 @@ def scale(repo, records, n: int) -> dict:
         )
         rows = min(n, 4 * SEARCH_CHUNK)
         knn_started, knn_cpu_started = time.perf_counter(), time.process_time()
-        pairs = candidates(signed, config.neighbours, config.min_similarity, rows)
+        pairs, _ = candidates(signed, config.neighbours, config.min_similarity, rows)
         knn = time.perf_counter() - knn_started
         knn_cpu = time.process_time() - knn_cpu_started
         stages["knn_seconds_measured_rows"] = round(knn, 1)
@@ -431,7 +432,7 @@ def scale(repo, records, n: int) -> dict:
         ),
         "words_and_background_mib": round((found.nbytes + flagged.nbytes) / 2**20),
         "feature_cache_on_disk_mib": round(
-            sum(getattr(table, a).nbytes for a in ("xy", "desc", "count")) / 2**20
+            sum(getattr(table, a).nbytes for a in ("xy", "desc", "count", "thumb")) / 2**20
         ),
         "note": "peak_allocated counts numpy/Python allocations of retrieval (tracemalloc); the "
         "features stay memory-mapped (the cache, and the version's rows gathered into temporary "

@@ -166,7 +166,7 @@ def test_a_large_table_is_gathered_into_memory_maps(images, tmp_path, monkeypatc
 
 
 def test_background_is_a_place_shared_beyond_chance_not_a_common_word() -> None:
-    from visionline.data._dedupe_features import FEATURES, FeatureTable
+    from visionline.data._dedupe_features import FEATURES, THUMB, FeatureTable
     from visionline.data._dedupe_retrieval import background
 
     rng = np.random.default_rng(0)
@@ -178,7 +178,58 @@ def test_background_is_a_place_shared_beyond_chance_not_a_common_word() -> None:
     words[:, :, :slots] = rng.integers(2, 12, (n, 2, slots))  # a few common words on it
     xy[:, :, 0, :2] = (4.0, 4.0)  # word 1 in the top-left cell of every image: static background
     words[:, :, 0] = 1
-    table = FeatureTable(xy, np.zeros((n, 2, FEATURES, 32), np.uint8), np.full((n, 2), slots))
+    table = FeatureTable(
+        xy,
+        np.zeros((n, 2, FEATURES, 32), np.uint8),
+        np.full((n, 2), slots),
+        np.zeros((n, THUMB, THUMB), np.uint8),
+    )
     flagged = background(table, words, 16)
     assert flagged[:, :, 0].all()
     assert flagged[:, :, 1:slots].mean() < 0.05  # each common word sits in each centre cell
+
+
+def _tile(name: str) -> Image.Image:
+    tiles = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "magnetic-tile-defect"
+    return Image.open(tiles / "MT_Free" / "Imgs" / name).convert("RGB").resize((256, 256))
+
+
+def _sheared_copy(
+    image: Image.Image, angle: float, shear: float, keep: float, light: float, flip: bool
+) -> Image.Image:
+    out = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else image
+    fill = tuple(int(v) for v in np.asarray(out).reshape(-1, 3).mean(0))
+    out = out.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=fill)
+    w, h = out.size
+    out = out.transform(
+        (w, h),
+        Image.Transform.AFFINE,
+        (1, shear, -shear * h / 2, 0, 1, 0),
+        Image.Resampling.BILINEAR,
+        fillcolor=fill,
+    )
+    margin_w, margin_h = int(w * (1 - keep) / 2), int(h * (1 - keep) / 2)
+    out = out.crop((margin_w, margin_h, w - margin_w, h - margin_h)).resize((256, 256))
+    buffer = io.BytesIO()
+    ImageEnhance.Brightness(out).enhance(light).save(buffer, "JPEG", quality=70)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def test_a_low_texture_copy_cropped_and_sheared_joins_on_a_second_look() -> None:
+    """A magnetic tile (fine brushed texture) cropped to 64 % of its side, sheared by 0.18 and
+    turned: its few keypoint matches score like a look-alike's in the first pass."""
+    source = _tile("exp1_num_29469.jpg")
+    copies = [
+        _sheared_copy(source, 90, 0.0, 0.95, 1.1, False),
+        _sheared_copy(source, 200, 0.05, 0.9, 0.9, True),
+        _sheared_copy(source, 300, 0.0, 1.0, 1.2, False),
+        _sheared_copy(source, 165.5, 0.18, 0.64, 1.1, True),
+    ]
+    others = ["exp2_num_157736", "exp2_num_245780", "exp2_num_258847", "exp1_num_824"]
+    others += ["exp1_num_166172", "exp1_num_147928", "exp1_num_3786", "exp1_num_6539"]
+    look_alikes = [_tile(f"{name}.jpg") for name in others]
+    table = concat([image_features(im) for im in [source, *copies, *look_alikes]])
+    first_pass = find_groups(table, DedupeConfig(second_look_candidates=0)).group
+    assert first_pass[4] != first_pass[0] and len(set(first_pass[:4])) == 1
+    result = find_groups(table)
+    assert result.groups() == [[0, 1, 2, 3, 4]]  # the hard copy joins, no other tile does

@@ -7,8 +7,11 @@ image also keeps the features of its mirror image. Each keypoint keeps its posit
 and size, so verification can first vote on the rotation and zoom between two images (cheap)
 before it fits a transform.
 
-The cache holds a fixed number of slots per image in four ``.npy`` files that are memory-mapped
-when read, so 100,000 images cost disk (about 47 KiB each) rather than memory. A new version only
+Each image also keeps a grey thumbnail (half the keypoints' scale, flat border fill blanked), so
+a weak keypoint fit can be checked against the pictures themselves (`_dedupe_photo`).
+
+The cache holds a fixed number of slots per image in five ``.npy`` files that are memory-mapped
+when read, so 100,000 images cost disk (about 63 KiB each) rather than memory. A new version only
 computes features for blobs the cache does not hold yet.
 """
 
@@ -41,11 +44,16 @@ patch size, left 43 % of a 256 px image without keypoints, where a crop to 60-70
 keeps little of its source; on the development set 16 kept 93 % of the sources whole (was 90 %),
 pair recall 97.2 % (was 96.0 %), precision 99.2 % (was 99.1 %); 10 and 22 about the same."""
 
+THUMB = SIDE // 2
+"""Side (px) of the grey thumbnail kept for the photometric check; 0 marks pixels outside the
+image or in its border fill. A quarter of SIDE blurred the fine texture that tells two tiles
+apart."""
+
 _FLAT_VARIANCE = 1.0
 _FILL_SHARE = 0.01
 _FILL_MARGIN = 9
-_CACHE_NAME = f"orb-{SIDE}-{FEATURES}-{PATCH}-{EDGE}-v4"
-_FILES = ("shas", "xy", "desc", "count")
+_CACHE_NAME = f"orb-{SIDE}-{FEATURES}-{PATCH}-{EDGE}-{THUMB}-v5"
+_FILES = ("shas", "xy", "desc", "count", "thumb")
 _COPY_CHUNK = 4096
 _IN_MEMORY_ROWS = 20_000
 
@@ -53,18 +61,20 @@ _IN_MEMORY_ROWS = 20_000
 @dataclass
 class FeatureTable:
     """Features of n images: keypoints `xy` (n, 2, F, 4: x, y, angle in degrees, size in px),
-    descriptors `desc` (n, 2, F, 32) and the number of valid slots `count` (n, 2); orientation 1
-    is the mirror image."""
+    descriptors `desc` (n, 2, F, 32), the number of valid slots `count` (n, 2) and a grey
+    thumbnail `thumb` (n, THUMB, THUMB; 0 outside the content); orientation 1 is the mirror
+    image."""
 
     xy: np.ndarray
     desc: np.ndarray
     count: np.ndarray
+    thumb: np.ndarray
 
     def __len__(self) -> int:
         return len(self.count)
 
     def take(self, index: np.ndarray) -> FeatureTable:
-        return FeatureTable(self.xy[index], self.desc[index], self.count[index])
+        return FeatureTable(self.xy[index], self.desc[index], self.count[index], self.thumb[index])
 
 
 class ImageTooSmall(DataError):
@@ -96,6 +106,19 @@ def _content_mask(grey: np.ndarray) -> np.ndarray:
     return np.where(grown > 0, 0, 255).astype(np.uint8)
 
 
+def _thumbnail(raw: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """The grey image at half scale, top-left in a THUMB x THUMB array; 0 (grey values are
+    lifted to at least 1) outside the image and in the border fill `content` masks out."""
+    import cv2
+
+    size = (max(1, raw.shape[1] // 2), max(1, raw.shape[0] // 2))
+    small = cv2.resize(raw, size, interpolation=cv2.INTER_AREA)
+    kept = cv2.resize(content, size, interpolation=cv2.INTER_AREA) == 255
+    out = np.zeros((1, THUMB, THUMB), np.uint8)
+    out[0, : small.shape[0], : small.shape[1]] = np.where(kept, np.maximum(small, 1), 0)
+    return out
+
+
 def image_features(image: Image.Image, name: str = "image") -> FeatureTable:
     """Keypoints of one image and of its mirror image; raises `ImageTooSmall` below MIN_SIDE."""
     import cv2
@@ -117,9 +140,10 @@ def image_features(image: Image.Image, name: str = "image") -> FeatureTable:
     xy = np.zeros((1, 2, FEATURES, 4), np.float16)
     desc = np.zeros((1, 2, FEATURES, 32), np.uint8)
     count = np.zeros((1, 2), np.int16)
+    thumb = _thumbnail(raw, content)
     keypoints, descriptors = orb.detectAndCompute(pixels, content)
     if descriptors is None:
-        return FeatureTable(xy, desc, count)
+        return FeatureTable(xy, desc, count, thumb)
     order = sorted(range(len(keypoints)), key=lambda k: -keypoints[k].response)[:FEATURES]
     kept = [keypoints[k] for k in order]
     # the mirror's keypoints are this image's, mirrored: describing them there gives what
@@ -141,7 +165,7 @@ def image_features(image: Image.Image, name: str = "image") -> FeatureTable:
         xy[0, side, :n] = [(*k.pt, k.angle, k.size) for k in points[:n]]
         desc[0, side, :n] = described[:n]
         count[0, side] = n
-    return FeatureTable(xy, desc, count)
+    return FeatureTable(xy, desc, count, thumb)
 
 
 def concat(tables: list[FeatureTable]) -> FeatureTable:
@@ -150,11 +174,13 @@ def concat(tables: list[FeatureTable]) -> FeatureTable:
             np.zeros((0, 2, FEATURES, 4), np.float16),
             np.zeros((0, 2, FEATURES, 32), np.uint8),
             np.zeros((0, 2), np.int16),
+            np.zeros((0, THUMB, THUMB), np.uint8),
         )
     return FeatureTable(
         np.concatenate([t.xy for t in tables]),
         np.concatenate([t.desc for t in tables]),
         np.concatenate([t.count for t in tables]),
+        np.concatenate([t.thumb for t in tables]),
     )
 
 
@@ -181,6 +207,7 @@ class FeatureCache:
                 arrays["xy"].shape == (n, 2, FEATURES, 4)
                 and arrays["desc"].shape == (n, 2, FEATURES, 32)
                 and arrays["count"].shape == (n, 2)
+                and arrays["thumb"].shape == (n, THUMB, THUMB)
                 and arrays["desc"].dtype == np.uint8
             )
             if not shapes_ok:
@@ -193,7 +220,7 @@ class FeatureCache:
             )
             return
         self._shas = shas
-        self._table = FeatureTable(arrays["xy"], arrays["desc"], arrays["count"])
+        self._table = FeatureTable(arrays["xy"], arrays["desc"], arrays["count"], arrays["thumb"])
 
     def known(self) -> set[str]:
         return set(self._shas)
@@ -207,7 +234,7 @@ class FeatureCache:
         if len(index) <= _IN_MEMORY_ROWS:
             return self._table.take(index)
         arrays = []
-        for name in ("xy", "desc", "count"):
+        for name in ("xy", "desc", "count", "thumb"):
             source = getattr(self._table, name)
             with tempfile.TemporaryFile(dir=self.dir.parent) as handle:  # the map outlives it
                 out = np.memmap(
@@ -233,6 +260,7 @@ class FeatureCache:
                 ("xy", (2, FEATURES, 4), np.float16),
                 ("desc", (2, FEATURES, 32), np.uint8),
                 ("count", (2,), np.int16),
+                ("thumb", (THUMB, THUMB), np.uint8),
             ):
                 out = np.lib.format.open_memmap(
                     staging / f"{name}.npy", mode="w+", dtype=dtype, shape=(total, *shape)

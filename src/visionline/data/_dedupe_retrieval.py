@@ -45,12 +45,13 @@ _BACKGROUND_EXCESS = 3.0
 
 @dataclass
 class Retrieval:
-    """Visual words (n, 2, F; -1 for empty slots), background flags (n, 2, F) and the candidate
-    pairs (i < j) of one table."""
+    """Visual words (n, 2, F; -1 for empty slots), background flags (n, 2, F), the candidate
+    pairs (i < j) of one table and their signature similarity (cosine of TF-IDF histograms)."""
 
     words: np.ndarray
     background: np.ndarray
     candidates: list[tuple[int, int]]
+    similarity: np.ndarray
 
 
 def _nearest(descriptors: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -211,15 +212,16 @@ def signatures(words: np.ndarray, background: np.ndarray, n_words: int):
 
 def candidates(
     signatures, neighbours: int, min_similarity: float, rows: int | None = None
-) -> list[tuple[int, int]]:
+) -> tuple[list[tuple[int, int]], np.ndarray]:
     """Pairs (i < j) where j is among i's nearest neighbours (or i among j's), searched exactly,
-    one chunk of rows at a time (`rows` limits the query rows, for measuring at scale)."""
+    one chunk of rows at a time (`rows` limits the query rows, for measuring at scale), and
+    their similarity."""
     n = signatures.shape[0]
     k = min(neighbours, n - 1)
     if k <= 0:
-        return []
+        return [], np.zeros(0, np.float32)
     transposed = signatures.T.tocsr()
-    pairs: set[tuple[int, int]] = set()
+    pairs: dict[tuple[int, int], float] = {}
     for start in range(0, n if rows is None else min(n, rows), SEARCH_CHUNK):
         block = signatures[start : start + SEARCH_CHUNK]
         sims = (block @ transposed).toarray()
@@ -228,8 +230,9 @@ def candidates(
         for r, nearest in enumerate(top):
             i = start + r
             for j in nearest[sims[r, nearest] >= min_similarity].tolist():
-                pairs.add((min(i, j), max(i, j)))
-    return sorted(pairs)
+                pairs[(min(i, j), max(i, j))] = float(sims[r, j])
+    ordered = sorted(pairs)
+    return ordered, np.asarray([pairs[p] for p in ordered], np.float32)
 
 
 def retrieve(
@@ -250,5 +253,5 @@ def retrieve(
         faiss.omp_set_num_threads(threads)
     n_words = len(fitted[0]) ** 2
     flagged = background(table, found, n_words)
-    pairs = candidates(signatures(found, flagged, n_words), neighbours, min_similarity)
-    return Retrieval(found, flagged, pairs)
+    pairs, similarity = candidates(signatures(found, flagged, n_words), neighbours, min_similarity)
+    return Retrieval(found, flagged, pairs, similarity)
