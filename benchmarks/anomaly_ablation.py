@@ -27,11 +27,16 @@ The flip round (`--flip`) scores each validation image together with its left-ri
 averages the two scores and maps (`AnomalyConfig.flip_average`), against each image alone, over
 the same four seeds; pixel AUROC counts as much as image AUROC here.
 
+The background round (`--background`) takes each image's score relative to its own median patch
+distance (`AnomalyConfig.subtract_background`; the maps keep absolute distances), against the
+score as it was, over the same four seeds.
+
 Run: nice -n 5 .venv/bin/python benchmarks/anomaly_ablation.py  → results/anomaly_ablation.json
 (`--quick`: 60 fit images and 80 validation images, writes nothing; `--extend`: only the later
 rounds, from `DEFAULTS`, keeping the earlier run's rounds in the JSON under "extends";
 `--fusion`: only the fusion round, from `FUSION_START`, keeping everything earlier; `--flip`: only
-the flip round, from `FLIP_START`, keeping everything earlier)
+the flip round, from `FLIP_START`, keeping everything earlier; `--background`: only the
+background round, from `BACKGROUND_START`, likewise)
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from _record import write_result
 from anomaly import CLASSES, FRR, parse_flags, tile_split
 
 from visionline.anomaly import AnomalyConfig, greedy_coreset, pixel_metrics_from_masks
-from visionline.anomaly._fit import _image_knn, batches
+from visionline.anomaly._fit import _image_knn, batches, training_scores
 from visionline.anomaly._model import PatchCore
 from visionline.anomaly._search import bank_neighbours
 from visionline.data import TILE_SPEC, group_ids
@@ -67,6 +72,7 @@ OPTIONS = parse_flags(
         "--extend": "only the later rounds, from DEFAULTS, keeping the earlier rounds",
         "--fusion": "only the fusion round, from FUSION_START",
         "--flip": "only the flip round, from FLIP_START",
+        "--background": "only the background round, from BACKGROUND_START",
     },
     as_script=__name__ == "__main__",
 )
@@ -74,6 +80,7 @@ QUICK = OPTIONS.quick
 EXTEND = OPTIONS.extend
 FUSION = OPTIONS.fusion
 FLIP = OPTIONS.flip
+BACKGROUND = OPTIONS.background
 SEEDS = (0, 1, 2, 3)
 RESULT = Path(__file__).parent / "results" / "anomaly_ablation.json"
 HELD_OUT_SHARE = 0.25
@@ -97,6 +104,7 @@ class Setting:
     sigma: float = 4.0
     image_neighbours: int = 0
     flip_average: bool = False
+    subtract_background: bool = False
     seed: int = 0
 
     def prep_key(self) -> tuple:
@@ -111,6 +119,8 @@ FUSION_START = replace(DEFAULTS, coreset_ratio=0.0025, score_neighbours=3, sigma
 """Where `--extend` left them (bank 0.25%, k = 3, sigma 12); `--fusion` starts here."""
 FLIP_START = replace(FUSION_START, image_neighbours=3)
 """Where `--fusion` left them (image kNN k = 3); `--flip` starts here."""
+BACKGROUND_START = replace(FLIP_START, flip_average=True)
+"""Where `--flip` left them (flip averaging); `--background` starts here."""
 
 
 def carve(seed: int = 0):
@@ -205,21 +215,29 @@ def evaluate_setting(
         score_neighbours=setting.score_neighbours,
         flip_average=setting.flip_average,
     )
-    if setting.image_neighbours:  # the fit's own code, on every training patch
+    if setting.image_neighbours or setting.subtract_background:  # the fit's own code
         # embeddings from standardised maps: the embedding's own z-score makes that the same
         searched = (
             train
             if not setting.standardise
             else (train - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
         )
-        knn = _image_knn(
-            model,
-            searched.permute(0, 2, 3, 1).reshape(n, h * w, d),
-            searched.mean(dim=(2, 3)),
-            setting.image_neighbours,
-            AnomalyConfig(),
+        patch_scores, levels = training_scores(
+            model, searched.permute(0, 2, 3, 1).reshape(n, h * w, d)
         )
-        model.set_image_knn(knn)
+        if setting.subtract_background:
+            offset = float(levels.mean())
+            model.set_background(offset)
+            patch_scores = patch_scores - levels + offset
+        if setting.image_neighbours:
+            model.set_image_knn(
+                _image_knn(
+                    patch_scores,
+                    searched.mean(dim=(2, 3)),
+                    setting.image_neighbours,
+                    AnomalyConfig(),
+                )
+            )
     scores, amaps = [], []
     with torch.inference_mode():
         for part, mirror in zip(val.split(32), mirrored.split(32)):
@@ -363,6 +381,9 @@ def main() -> None:
     if FLIP:
         write_flip_round(run)
         return
+    if BACKGROUND:
+        write_background_round(run)
+        return
     earlier = None
     if EXTEND:  # only the rounds added later, from the defaults the earlier rounds chose
         earlier = json.loads(RESULT.read_text())
@@ -464,6 +485,19 @@ def write_flip_round(run) -> None:
     )
     best = max(rows, key=lambda r: r["roc_auc_mean"])
     write_round("flip", FLIP_START, rows, {"best": best["variant"]})
+
+
+def write_background_round(run) -> None:
+    """Image scores as they are vs relative to each image's median patch distance."""
+    rows = seed_rows(
+        run,
+        {
+            f"subtract_background={b}": replace(BACKGROUND_START, subtract_background=b)
+            for b in (False, True)
+        },
+    )
+    best = max(rows, key=lambda r: r["roc_auc_mean"])
+    write_round("background", BACKGROUND_START, rows, {"best": best["variant"]})
 
 
 if __name__ == "__main__":

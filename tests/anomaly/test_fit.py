@@ -109,7 +109,9 @@ def test_features_are_standardised_on_the_fit_patches_and_a_model_saved_before_l
 
 
 def test_k_nearest_patch_scores_travel_with_the_model_and_old_specs_default_to_one(tmp_path):
-    config = AnomalyConfig(image_size=64, coreset_ratio=1.0, score_neighbours=3)
+    config = AnomalyConfig(
+        image_size=64, coreset_ratio=1.0, score_neighbours=3, subtract_background=False
+    )
     model, spec, _ = fit_detector([tile(1)[0], tile(2)[0]], 2, config)
     images = [tile(3)[0], tile(4, defect=True)[0]]
     loaded, loaded_spec = load_anomaly_model(save_anomaly_model(tmp_path / "m.pt", model, spec))
@@ -140,6 +142,7 @@ def test_an_image_level_knn_is_fused_into_the_score_and_travels_with_the_model(f
     offset, weight = model.image_fusion.tolist()
     term = weight * (image - offset)
     assert weight > 0
+    patch = patch - model.background_level(patch_map) + model.background_offset
     torch.testing.assert_close(fused_scores, (patch + term).clamp_min(0))
     # the map keeps the score's units, so the one threshold applies to both
     torch.testing.assert_close(fused_map.flatten(1), (patch_map + term[:, None]).clamp_min(0))
@@ -227,3 +230,46 @@ def test_flip_averaging_scores_an_image_and_its_mirror_alike_and_travels_with_th
     old = spec.to_dict()
     del old["flip_average"]  # a spec written before flip averaging: each image alone
     assert not AnomalySpec.from_dict(old).flip_average
+
+
+def test_a_local_defect_outranks_a_tile_that_is_unfamiliar_everywhere_with_the_background_level():
+    from visionline.anomaly._model import PatchCore
+    from visionline.anomaly._search import bank_neighbours
+
+    bank = torch.randn(16, 2, generator=torch.Generator().manual_seed(0)) * 0.1
+    model = PatchCore(torch.nn.Identity(), bank, bank_neighbours(bank, 4), smoothing_sigma=0)
+    local = torch.zeros(1, 2, 4, 4)
+    local[0, 0] = 0.5
+    local[0, 0, 1, 2] = 3.0  # one patch far off, the rest close to the good patches
+    everywhere = torch.zeros(1, 2, 4, 4)
+    everywhere[0, 0] = 3.5  # every patch equally far: a new tile, nothing stands out
+    maps = torch.cat([local, everywhere])
+    with torch.inference_mode():
+        plain_map, plain = model.score_features(maps)
+        model.set_background(0.25)
+        relative_map, relative = model.score_features(maps)
+    assert plain[1] > plain[0] and relative[0] > relative[1]
+    level = model.background_level(plain_map.flatten(1))
+    torch.testing.assert_close(level, torch.tensor([0.5, 3.5]), atol=0.15, rtol=0)
+    torch.testing.assert_close(relative, (plain - level + 0.25).clamp_min(0))
+    torch.testing.assert_close(relative_map, plain_map)  # the map keeps absolute distances
+
+
+def test_the_background_level_is_fitted_on_by_default_and_travels_with_the_model(fused, tmp_path):
+    model, spec, _ = fused
+    assert spec.subtract_background and model.subtract_background
+    assert float(model.background_offset) > 0
+    images = [tile(90)[0], tile(91, defect=True)[0], global_change(92)]
+    loaded, loaded_spec = load_anomaly_model(save_anomaly_model(tmp_path / "m.pt", model, spec))
+    assert loaded_spec.subtract_background and loaded.subtract_background
+    np.testing.assert_allclose(
+        score_images(loaded, spec.preprocessing, images)[0],
+        score_images(model, spec.preprocessing, images)[0],
+        rtol=1e-5,
+    )
+    old = spec.to_dict()
+    del old["subtract_background"]  # a spec written before the background level: absolute scores
+    assert not AnomalySpec.from_dict(old).subtract_background
+    config = AnomalyConfig(image_size=64, subtract_background=False)
+    plain, plain_spec, _ = fit_detector([tile(1)[0], tile(2)[0]], 2, config)
+    assert not plain_spec.subtract_background and not hasattr(plain, "background_offset")

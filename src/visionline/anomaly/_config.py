@@ -58,6 +58,12 @@ class AnomalyConfig(BaseModel):
         description="score each image and its left-right mirror and average the two scores and "
         "maps: raised validation image and pixel AUROC on the tiles, at twice the backbone work",
     )
+    subtract_background: bool = Field(
+        True,
+        description="score each image relative to its own median patch distance: a new physical "
+        "tile sits farther from the bank everywhere, a defect stands out from its own tile; raised "
+        "validation image AUROC on the tiles (the map keeps absolute distances)",
+    )
     batch_size: int = Field(16, ge=1)
     max_memory_gb: float | None = Field(
         None, gt=0, description="memory the fit may use; default half of what is available"

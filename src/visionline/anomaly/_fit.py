@@ -165,19 +165,16 @@ def fit_detector(
         score_neighbours=config.score_neighbours,
         flip_average=config.flip_average,
     ).eval()
+    patch_scores, levels = training_scores(model, candidates.view(n_images, keep, dim))
+    if config.subtract_background:
+        offset = float(levels.mean())
+        model.set_background(offset)
+        patch_scores = patch_scores - levels + offset
     image_neighbours = 0
     if n_images >= IMAGE_KNN_MIN_IMAGES:  # leave-one-out: k of the other images
         image_neighbours = min(config.image_neighbours, n_images - 2)
     if image_neighbours:
-        model.set_image_knn(
-            _image_knn(
-                model,
-                candidates.view(n_images, keep, dim),
-                torch.cat(pooled),
-                image_neighbours,
-                config,
-            )
-        )
+        model.set_image_knn(_image_knn(patch_scores, torch.cat(pooled), image_neighbours, config))
     coreset_seconds = time.perf_counter() - started
 
     spec = AnomalySpec(
@@ -191,6 +188,7 @@ def fit_detector(
         score_neighbours=config.score_neighbours,
         image_neighbours=image_neighbours,
         flip_average=config.flip_average,
+        subtract_background=config.subtract_background,
     )
     stats = FitStats(
         n_images,
@@ -204,12 +202,21 @@ def fit_detector(
     return model, spec, stats
 
 
+def training_scores(model: PatchCore, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) patch scores and (N,) median patch distances of the training images against the bank,
+    from their standardised patches (N, P, D) kept for the coreset (all of them unless
+    `max_candidates` cut them)."""
+    with torch.inference_mode():
+        parts = [model.score_patches(part) for part in patches.split(64)]
+    distances = torch.cat([d for d, _ in parts])
+    return torch.cat([s for _, s in parts]), model.background_level(distances)
+
+
 def _image_knn(
-    model: PatchCore, patches: torch.Tensor, embeddings: torch.Tensor, k: int, config: AnomalyConfig
+    patch: torch.Tensor, embeddings: torch.Tensor, k: int, config: AnomalyConfig
 ) -> ImageKnn:
     """The image-level kNN and its fusion weights from the training images alone: each image's
-    distance to its k nearest *other* training images, and its patch score against the bank
-    (from the patches kept for the coreset, all of them unless `max_candidates` cut them)."""
+    distance to its k nearest *other* training images, and its patch score (`patch`, (N,))."""
     mean = embeddings.mean(dim=0)
     scale = embeddings.std(dim=0).clamp_min(MIN_SCALE)
     z = (embeddings - mean) / scale
@@ -219,8 +226,6 @@ def _image_knn(
         for part in z.split(DEFAULT_CHUNK)
     ]  # the nearest is the image itself, at distance 0
     image = torch.cat(own).sqrt().mean(dim=1)
-    with torch.inference_mode():
-        patch = torch.cat([model.score_patches(part)[1] for part in patches.split(64)])
     bank = z
     if len(z) > config.max_bank:  # the bound on the bank holds for this one too
         generator = torch.Generator().manual_seed(config.seed)

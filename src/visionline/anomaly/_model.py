@@ -38,6 +38,8 @@ class AnomalySpec:
     """k of the image-level kNN on pooled embeddings fused into the score; 0 = patch score only."""
     flip_average: bool = False
     """Average the scores and maps of each image and its left-right mirror (test-time)."""
+    subtract_background: bool = False
+    """Subtract each image's median patch distance (less the training images' mean) from its score."""
     threshold: float = math.inf
     """Image scores strictly above it are flagged; set on validation good images."""
     kind: str = MODEL_KIND
@@ -55,6 +57,7 @@ class AnomalySpec:
             "score_neighbours": self.score_neighbours,
             "image_neighbours": self.image_neighbours,
             "flip_average": self.flip_average,
+            "subtract_background": self.subtract_background,
             "threshold": self.threshold,
         }
 
@@ -102,6 +105,9 @@ class PatchCore(nn.Module):
     With `flip_average`, each image is scored together with its left-right mirror and the two
     scores and maps (the mirror's flipped back) are averaged: a new physical tile's patches then
     meet the bank from two sides, which steadies both the score and the map.
+    With a background level (`set_background`), the image score is taken relative to the image's
+    own median patch distance: a new physical tile sits farther from the bank everywhere, while a
+    defect stands out from the rest of its tile. The map keeps the absolute patch distances.
     """
 
     def __init__(
@@ -134,6 +140,19 @@ class PatchCore(nn.Module):
         self.image_neighbours = 0
         if image_knn is not None:
             self.set_image_knn(image_knn)
+        self.subtract_background = False
+
+    def set_background(self, offset: float) -> None:
+        """Score images relative to their median patch distance from now on; `offset` (the
+        training images' mean median) keeps the score in patch-distance units."""
+        self.subtract_background = True
+        self.register_buffer("background_offset", torch.tensor(float(offset)))
+
+    def background_level(self, distances: torch.Tensor) -> torch.Tensor:
+        """(N,) each image's median patch distance (the lower one for an even count), from its
+        patch distances (N, P), by a top-k that exports to ONNX."""
+        half = (distances.shape[1] - 1) // 2 + 1
+        return distances.topk(half, dim=1, largest=False).values[:, -1]
 
     def set_image_knn(self, knn: ImageKnn) -> None:
         """Fuse the image-level kNN score into the image score from now on."""
@@ -170,12 +189,16 @@ class PatchCore(nn.Module):
             .permute(0, 2, 3, 1)
             .reshape(n, h * w, d)
         )
+        if self.subtract_background:
+            scores = scores - self.background_level(patch_map) + self.background_offset
         patch_map = patch_map.reshape(n, h, w)
         if self.image_neighbours:  # the map shares the score's units: the threshold applies to both
             offset, weight = self.image_fusion[0], self.image_fusion[1]
             term = weight * (self.image_distances(self.embed(maps)) - offset)
-            scores = (scores + term).clamp_min(0.0)
+            scores = scores + term
             patch_map = (patch_map + term.view(n, 1, 1)).clamp_min(0.0)
+        if self.subtract_background or self.image_neighbours:
+            scores = scores.clamp_min(0.0)
         return patch_map, scores
 
     def score_patches(self, standardised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,5 +315,7 @@ def load_anomaly_model(path: Path | str) -> tuple[PatchCore, AnomalySpec]:
                 spec.image_neighbours,
             )
         )
+    if spec.subtract_background:
+        model.set_background(float(state["background_offset"]))
     model.load_state_dict({**model.state_dict(), **state})  # models fitted before standardising
     return model.eval(), spec
