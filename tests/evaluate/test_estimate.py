@@ -9,8 +9,10 @@ import pytest
 from visionline.errors import ConfigError, DataError
 from visionline.evaluate import (
     ValidatedRates,
+    condition_spread,
     estimate_by_group,
     estimate_prevalence,
+    estimate_prevalence_classes,
     estimate_prevalence_parts,
     estimate_subtypes,
     rogan_gladen,
@@ -148,3 +150,62 @@ def test_split_groups_keep_ninety_percent_coverage_of_the_whole_group():
         found = estimate_prevalence_parts(parts, 0.90, draws=2000, seed=trial)
         covered += found.low <= bad_total / 150 <= found.high
     assert 0.84 <= covered / trials <= 0.97
+
+
+CLASS_RATES = ValidatedRates(
+    tp=140, n_defect=200, fp=4, n_good=400, class_names=("good", "bruise", "rot"),
+    # bruises are missed half the time, rot almost never
+    confusion_matrix=((396, 2, 2), (50, 45, 5), (10, 5, 85)),
+)
+
+
+def _called(rng: np.random.Generator, composition: list[int]) -> dict[str, int]:
+    matrix = np.asarray(CLASS_RATES.confusion_matrix, dtype=np.float64)
+    matrix /= matrix.sum(axis=1, keepdims=True)
+    called = sum(rng.multinomial(c, row) for c, row in zip(composition, matrix))
+    return {"bruise": int(called[1]), "rot": int(called[2])}
+
+
+def test_class_correction_follows_the_delivery_subtype_mix():
+    # 20 bad of 200 in both deliveries: all bruises (half missed) or all rot (one in ten missed)
+    bruises = estimate_prevalence_classes([({"bruise": 10, "rot": 1}, 200, CLASS_RATES)], draws=300)
+    rot = estimate_prevalence_classes([({"bruise": 1, "rot": 17}, 200, CLASS_RATES)], draws=300)
+    pooled = [estimate_prevalence(f, 200, CLASS_RATES).estimate for f in (11, 18)]
+    assert bruises.estimate == pytest.approx(0.10, abs=0.015)
+    assert rot.estimate == pytest.approx(0.10, abs=0.015)
+    assert pooled[0] < 0.085 < 0.11 < pooled[1]  # one TPR misses both ways
+    assert bruises.low < 0.10 < bruises.high and rot.low < 0.10 < rot.high
+
+
+def test_class_correction_keeps_ninety_percent_coverage_for_mixed_deliveries():
+    rng = np.random.default_rng(5)
+    covered, trials = 0, 40
+    for trial in range(trials):
+        bad = int(rng.binomial(150, rng.uniform(0.03, 0.2)))
+        split = rng.binomial(bad, rng.uniform())
+        called = _called(rng, [150 - bad, split, bad - split])
+        found = estimate_prevalence_classes([(called, 150, CLASS_RATES)], draws=200, seed=trial)
+        covered += found.low <= bad / 150 <= found.high
+    assert 0.8 <= covered / trials <= 1.0
+
+
+def test_condition_spread_and_its_wider_interval():
+    assert condition_spread([(45, 50), (44, 50), (46, 50)]) == 0.0  # chance alone
+    assert condition_spread([(45, 50), (20, 50), (30, 50)]) > 0.5
+    assert condition_spread([(3, 5)]) == 0.0
+    parts = [({"bruise": 5, "rot": 5}, 150, CLASS_RATES)]
+    narrow = estimate_prevalence_classes(parts, draws=300)
+    wide = estimate_prevalence_classes(parts, spread=0.8, draws=300)
+    assert wide.estimate == narrow.estimate
+    assert wide.high - wide.low > narrow.high - narrow.low
+
+
+def test_class_correction_bad_input():
+    with pytest.raises(DataError, match="confusion matrix"):
+        estimate_prevalence_classes([({"bruise": 1}, 10, RATES)])
+    with pytest.raises(DataError, match="not defect classes"):
+        estimate_prevalence_classes([({"scab": 1}, 10, CLASS_RATES)])
+    with pytest.raises(DataError, match="more flagged"):
+        estimate_prevalence_classes([({"rot": 11}, 10, CLASS_RATES)])
+    with pytest.raises(DataError, match="no judged parts"):
+        estimate_prevalence_classes([])

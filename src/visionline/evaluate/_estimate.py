@@ -172,6 +172,122 @@ def estimate_prevalence_parts(
     )
 
 
+def condition_spread(strata: Sequence[tuple[int, int]]) -> float:
+    """Between-condition standard deviation of the recall on the logit scale, from (caught,
+    defects) counted under each condition (variety, lighting, …): the DerSimonian–Laird
+    random-effects estimate, the spread left after each stratum's own binomial noise. It is 0
+    when the strata differ no more than chance would make them."""
+    counts = [(k, n) for k, n in strata if n > 0]
+    if len(counts) < 2:
+        return 0.0
+    k = np.array([c for c, _ in counts], dtype=np.float64) + 0.5
+    miss = np.array([n - c for c, n in counts], dtype=np.float64) + 0.5
+    logit, weight = np.log(k / miss), 1.0 / (1.0 / k + 1.0 / miss)
+    mean = float(np.sum(weight * logit) / weight.sum())
+    q = float(np.sum(weight * (logit - mean) ** 2))
+    scale = float(weight.sum() - np.sum(weight**2) / weight.sum())
+    return float(np.sqrt(max(0.0, (q - (len(counts) - 1)) / scale)))
+
+
+def _shift_recalls(confusion: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Confusion matrices (chains, K, K) with every defect row's recall (1 − share called good)
+    moved by that chain's `shift` on the logit scale, the called defect classes kept in
+    proportion: a condition under which the model catches every subtype more or less easily."""
+    recall = np.clip(1.0 - confusion[:, 1:, 0], 1e-6, 1 - 1e-6)
+    moved = 1.0 / (1.0 + np.exp(-(np.log(recall / (1 - recall)) + shift[:, None])))
+    shifted = confusion.copy()
+    shifted[:, 1:, 1:] *= (moved / recall)[:, :, None]
+    shifted[:, 1:, 0] = 1.0 - moved
+    return shifted
+
+
+def _class_draws(
+    counts: np.ndarray, start: np.ndarray, rates: ValidatedRates, spread: float,
+    rng: np.random.Generator, draws: int, sweeps: int = 30,
+) -> np.ndarray:
+    """Posterior draws of how many of a part's items are bad, from the count of its items called
+    each class (good first), by the Gibbs sampler for misclassified counts: each chain draws the
+    confusion matrix from its Dirichlet posteriors (rows true, columns called; counted on held-out
+    images; per row the Jeffreys prior of called good against called bad) and one recall shift from the between-condition `spread`, then alternates giving each
+    called item a true class (in proportion to share × P(called | true)) and redrawing the
+    shares. The last sweep's true classes are one draw of this part's own composition."""
+    matrix = np.asarray(rates.confusion_matrix, dtype=np.float64)
+    k = matrix.shape[0]
+    prior = np.full(k, 0.5 / (k - 1))
+    prior[0] = 0.5  # Jeffreys for good against bad, the bad half split over the subtypes
+    confusion = rng.gamma(matrix[None] + prior, size=(draws, k, k))
+    confusion /= confusion.sum(axis=2, keepdims=True)
+    if spread > 0:
+        confusion = _shift_recalls(confusion, spread * rng.standard_normal(draws))
+    shares = np.tile(np.clip(start, 1e-3, None), (draws, 1))
+    called = counts.astype(np.int64)
+    for _ in range(sweeps):
+        true = np.zeros((draws, k))
+        for j in np.flatnonzero(called):
+            weight = shares * confusion[:, :, j]
+            true += rng.multinomial(called[j], weight / weight.sum(axis=1, keepdims=True))
+        shares = rng.gamma(true + prior)
+        shares /= shares.sum(axis=1, keepdims=True)
+    return counts.sum() - true[:, 0]
+
+
+def estimate_prevalence_classes(
+    parts: Sequence[tuple[dict[str, int], int, ValidatedRates]],
+    confidence: float = 0.90,
+    spread: float = 0.0,
+    draws: int = 1000,
+    seed: int = 0,
+) -> Estimate:
+    """Corrected defect rate of one group from the classes its flagged items were called, each
+    part a (count flagged per called defect class, n, rates with the confusion matrix at the
+    operating threshold). A delivery's subtype mix sets its recall (bruises are missed far more
+    often than rot), so one TPR counted on a test split of another mix under- or over-corrects;
+    the matrix corrects each called class by how often that subtype is caught and confused.
+    `spread` (`condition_spread`) widens the interval by how much the recall moves between
+    conditions the matrix was not counted apart for."""
+    if not parts:
+        raise DataError("A group has no judged parts; pass at least one (counts, n, rates).")
+    rng = np.random.default_rng(seed)
+    total = point = 0.0
+    samples = np.zeros(draws)
+    flagged = 0
+    for called, n, rates in parts:
+        names = list(rates.class_names or ())
+        if not names or rates.confusion_matrix is None:
+            raise DataError(
+                "The rates lack the confusion matrix per class; pass rates counted per class "
+                "at the operating threshold."
+            )
+        if n <= 0:
+            raise DataError("A group has no images; drop empty groups before estimating.")
+        unknown = set(called) - set(names[1:])
+        if unknown:
+            raise DataError(
+                f"Called classes {sorted(unknown)} are not defect classes of the model "
+                f"({', '.join(names)}); use the rates of the model that judged the part."
+            )
+        counts = np.array([called.get(name, 0) for name in names], dtype=np.float64)
+        counts[0] = n - counts[1:].sum()
+        if counts[0] < 0:
+            raise DataError(f"A part counts more flagged items than its {n} images; fix n.")
+        matrix = np.asarray(rates.confusion_matrix, dtype=np.float64)
+        rows = np.divide(matrix, np.maximum(matrix.sum(axis=1, keepdims=True), 1))
+        start = _unmix(rows, counts / n)
+        point += n * (1 - start[0])
+        samples += _class_draws(counts, start, rates, spread, rng, draws)
+        total += n
+        flagged += int(n - counts[0])
+    alpha = (1.0 - confidence) / 2
+    return Estimate(
+        n=int(total),
+        flagged=flagged,
+        raw_rate=flagged / total,
+        estimate=point / total,
+        low=float(np.quantile(samples / total, alpha)),
+        high=float(np.quantile(samples / total, 1 - alpha)),
+    )
+
+
 def _unmix(confusion: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """True class shares p ≥ 0, Σp = 1, with confusionᵀ p ≈ observed shares (NNLS)."""
     from scipy.optimize import nnls

@@ -322,7 +322,8 @@ def generate_deliveries(
             labels += [subtype] * int(count)
         labels = [labels[i] for i in rng.permutation(size)]
         names = list(grower.varieties)
-        main = names[int(rng.choice(len(names), p=list(grower.varieties.values())))]
+        grown = np.array(list(grower.varieties.values()))  # rounded: renormalise
+        main = names[int(rng.choice(len(names), p=grown / grown.sum()))]
         variety_weights = np.array(
             [
                 0.9 if v.value == main else 0.1 / max(len(config.varieties) - 1, 1)
