@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,8 +194,17 @@ def load_bundle(
     trust_store: str | os.PathLike[str] | None = None,
     require_signature: bool = False,
 ) -> EdgeModel:
-    """Verify a bundle (see `verify_bundle`) and load its model."""
+    """Verify a bundle (see `verify_bundle`) and load its model.
+
+    The model runs from memory, so the temporary copy a .tar.gz was unpacked into is removed
+    once it is loaded (or fails to load), and `manifest["_unpacked"]` becomes None.
+    """
     manifest = verify_bundle(
         path, pubkey, trust_store=trust_store, require_signature=require_signature
     )
-    return EdgeModel(manifest, precision=precision, threads=threads)
+    try:
+        return EdgeModel(manifest, precision=precision, threads=threads)
+    finally:
+        if manifest["_unpacked"]:
+            shutil.rmtree(manifest["_unpacked"], ignore_errors=True)
+            manifest["_unpacked"] = None

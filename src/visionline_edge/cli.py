@@ -119,7 +119,6 @@ def _score(args: argparse.Namespace) -> int:
     model = load_bundle(
         args.bundle, precision=args.precision, threads=args.threads or None, **_verify_options(args)
     )
-    _remove_unpacked(model.manifest)  # the model is in memory now
     failed = flagged = 0
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start : start + args.batch_size]

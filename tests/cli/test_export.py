@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +132,22 @@ def test_export_verify_tamper_and_bench(export_workspace, tmp_path) -> None:
     manifest["threshold"] = 0.9
     (out / "bundle.json").write_text(json.dumps(manifest))
     assert_one_line_error(visionline("bundle", "verify", str(out), "--pubkey", pub), "signature")
+
+
+def test_bundle_verify_of_an_archive_leaves_no_unpacked_copy(tmp_path: Path) -> None:
+    from edge_support import make_bundle
+
+    from visionline.export import generate_keys
+    from visionline.export._bundle import archive_bundle
+
+    private, public = generate_keys(tmp_path / "keys")
+    archive = archive_bundle(make_bundle(tmp_path / "b", private), tmp_path / "b.tar.gz")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    ok = subprocess.run(
+        [sys.executable, "-c", "from visionline.cli import main; main()",
+         "bundle", "verify", str(archive), "--pubkey", str(public)],
+        check=False, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    assert ok.returncode == 0 and "OK" in ok.stdout, ok.stderr
+    assert list(scratch.iterdir()) == []

@@ -53,7 +53,8 @@ def test_two_gloo_ranks_end_with_identical_weights_and_one_mlflow_run(tmp_path: 
             tracking=tracking,
         )
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # torchrun leaves a torchelastic_* log folder in the temporary directory: keep it in tmp_path
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     command = [
         sys.executable,
         "-m",

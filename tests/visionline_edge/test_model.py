@@ -63,3 +63,23 @@ def test_an_unloadable_graph_is_one_sentence(tmp_path):
 def test_an_empty_batch_is_refused(bundle):
     with pytest.raises(DataError, match="at least one image"):
         load_bundle(bundle).predict([])
+
+
+def test_a_loaded_archive_runs_from_memory_and_leaves_no_unpacked_copy(
+    bundle, trust_store, tmp_path, monkeypatch
+):
+    import tempfile
+
+    from visionline.export._bundle import archive_bundle
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    archive = archive_bundle(bundle, tmp_path / "apples.tar.gz")
+    model = load_bundle(archive, trust_store=trust_store, require_signature=True)
+    assert list(scratch.iterdir()) == [] and model.manifest["_unpacked"] is None
+    assert model.predict([png((250, 250, 250)), png((20, 20, 20))]).decisions == ["good", "defect"]
+    (bundle / "planted.py").write_text("x = 1\n")
+    with pytest.raises(IntegrityError, match="planted.py"):
+        load_bundle(archive_bundle(bundle, tmp_path / "bad.tar.gz"))
+    assert list(scratch.iterdir()) == []

@@ -35,6 +35,7 @@ def test_a_good_archive_passes(bundle, trust_store, tmp_path):
     archive = archive_bundle(bundle, tmp_path / "bundle.tar.gz")
     manifest = verify_bundle(archive, trust_store=trust_store, require_signature=True)
     assert manifest["name"] == "apples"
+    shutil.rmtree(manifest["_unpacked"])  # the caller's to remove, as the docstring says
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -249,6 +250,8 @@ def bundle_verify(
     manifest = verify_bundle(
         bundle, pubkey, trust_store=trust_store, require_signature=require_signature
     )
+    if manifest["_unpacked"]:  # an archive was unpacked only to be checked
+        shutil.rmtree(manifest["_unpacked"], ignore_errors=True)
     signer = manifest["_signed_by"]
     what = f"signature by trusted key {signer} and " if signer else ""
     console.print(

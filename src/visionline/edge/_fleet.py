@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -114,9 +113,6 @@ class Rollout:
                 return None
             if self.on_load is not None:
                 self.on_load(candidate.name, model)
-            unpacked = model.manifest.get("_unpacked")
-            if unpacked:
-                shutil.rmtree(unpacked, ignore_errors=True)
             if f"{model.name}:{model.version}" == self.decider.version:
                 return None
             return model, str(path)

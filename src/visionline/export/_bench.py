@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +112,7 @@ def bench(
 
     target = Path(target)
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="visionline-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="visionline-bench-") as tmp, ExitStack() as cleanup:
         files: dict[str, Path] = {}
         if target.is_file() and target.suffix == ".pt":
             from visionline.export._data import synthetic_pixels
@@ -133,6 +135,8 @@ def bench(
             torch_model, deployed, prep = target, "onnx_int8", spec.preprocessing.to_dict()
         elif target.exists():
             manifest = verify_bundle(target)
+            if manifest["_unpacked"]:  # an archive's unpacked copy lives as long as the benchmark
+                cleanup.callback(shutil.rmtree, manifest["_unpacked"], ignore_errors=True)
             root = Path(manifest["_root"])
             for key, entry in manifest["models"].items():
                 if key in ("fp32", "int8"):
