@@ -143,40 +143,37 @@ def test_demo_trains_the_recipe_chosen_on_another_seed():
     assert (config.head_epochs, config.head_lr, config.embedding_views) == (60, 0.003, 2)
 
 
-def test_each_delivery_is_estimated_once_with_the_rates_of_its_variety():
-    from visionline.evaluate import rogan_gladen
+def test_each_delivery_is_estimated_once_per_called_class():
     from visionline.pipeline._demo import _estimate
     from visionline.pipeline._demo_line import LoggedVerdict
 
-    def verdicts(delivery, version, flagged, n):
-        return [LoggedVerdict(version, 0.0, i < flagged, {"parameters": {"delivery": delivery}})
+    def verdicts(delivery, version, called, n):
+        flagged = [c for c, k in called.items() for _ in range(k)]
+        return [LoggedVerdict(version, 0.0, i < len(flagged), {"parameters": {"delivery": delivery}},
+                              {"good": 0.1, flagged[i]: 0.9} if i < len(flagged) else {"good": 1.0})
                 for i in range(n)]
 
-    truth = {
-        d: {"supplier": "S1", "defect_rate": "0.1", "main_variety": variety,
-            "drift_strength_first": "0.0", "drift_strength_last": "0.0"}
-        for d, variety in (("D1", "red"), ("D2", "green"), ("D3", "yellow"))
-    }
-    by = {"red": {"tp": 6, "n_defect": 10, "fp": 0, "n_good": 20},
-          "green": {"tp": 1, "n_defect": 10, "fp": 4, "n_good": 20}}  # no better than chance
-    rates = {"1": {"tp": 40, "n_defect": 50, "fp": 2, "n_good": 100, "by": by},
-             "2": {"tp": 45, "n_defect": 50, "fp": 1, "n_good": 100}}
-    records = (verdicts("D1", "1", 12, 150) + verdicts("D2", "1", 10, 100)
-               + verdicts("D3", "1", 5, 50) + verdicts("D3", "2", 10, 100))
+    truth = {d: {"supplier": "S1", "defect_rate": "0.1", "drift_strength_first": "0.0",
+                 "drift_strength_last": "0.0"} for d in ("D1", "D2", "D3")}
+    matrix = [[98, 1, 1], [50, 45, 5], [5, 5, 90]]  # half the bruises missed, few rot
+    by = {"red": {"tp": 20, "n_defect": 50, "fp": 1, "n_good": 50},
+          "green": {"tp": 45, "n_defect": 50, "fp": 1, "n_good": 50}}
+    rates = {v: {"tp": 145, "n_defect": 200, "fp": 2, "n_good": 100, "by": by,
+                 "class_names": ["good", "bruise", "rot"], "confusion_matrix": matrix}
+             for v in ("1", "2")}
+    records = (verdicts("D1", "1", {"bruise": 8}, 150) + verdicts("D2", "1", {"rot": 8}, 150)
+               + verdicts("D3", "1", {"rot": 3}, 50) + verdicts("D3", "2", {"rot": 6}, 100))
     rows = {row["delivery"]: row for row in _estimate(records, truth, rates)}
 
     assert list(rows) == ["D1", "D2", "D3"]
-    assert rows["D1"]["rates_from"] == "red test apples"
-    assert rows["D1"]["estimate"] == pytest.approx(rogan_gladen(12 / 150, 0.6, 0.0))
-    assert rows["D2"]["rates_from"] == "all test apples"  # green's rates cannot correct
-    assert rows["D2"]["estimate"] == pytest.approx(rogan_gladen(0.1, 0.8, 0.02))
+    assert rows["D1"]["rates_from"].startswith("test apples per called class, variety spread")
+    # the same 8 flags: bruises (half missed) stand for twice as many bad apples as rot
+    assert rows["D1"]["estimate"] > 1.6 * rows["D2"]["estimate"] > 0
     d3 = rows["D3"]  # the model switch: one row, both versions' corrected counts summed
-    assert (d3["version"], d3["n"], d3["flagged"]) == ("1+2", 150, 15)
-    both = rogan_gladen(0.1, 0.8, 0.02) * 50 + rogan_gladen(0.1, 0.9, 0.01) * 100
-    assert d3["estimate"] == pytest.approx(both / 150)
+    assert (d3["version"], d3["n"], d3["flagged"]) == ("1+2", 150, 9)
     for row in rows.values():
         assert row["low"] <= row["estimate"] <= row["high"] and row["clean"]
 
-    unrated = _estimate(verdicts("D1", "3", 15, 150), truth, rates)[0]
+    unrated = _estimate(verdicts("D1", "3", {"rot": 15}, 150), truth, rates)[0]
     assert unrated["rates_from"] == "none"
     assert unrated["estimate"] == pytest.approx(0.1) and unrated["low"] < 0.1 < unrated["high"]

@@ -481,49 +481,58 @@ def _print_drift(console: Console, drift: dict[str, Any]) -> None:
         )
 
 
-def _validated(rates: dict[str, Any], variety: str | None) -> tuple[Any, str]:
-    """A version's validated rates for a delivery of `variety`: those measured on test apples
-    of that variety when they can correct (defects and good apples, TPR above FPR), else those
-    of all test apples; and which ones they are."""
-    from visionline.evaluate import ValidatedRates
+def _class_rates(rates: dict[str, Any]) -> tuple[Any, float]:
+    """A served version's confusion matrix of called classes on its test split, and the spread
+    of its recall between the apple varieties there (`condition_spread`)."""
+    from visionline.evaluate import ValidatedRates, condition_spread
 
-    if variety and variety in rates.get("by", {}):
-        try:
-            return ValidatedRates.from_metrics(rates["by"][variety]), variety
-        except DataError:
-            pass
-    return ValidatedRates.from_metrics(rates), "all"
+    strata = [(int(c["tp"]), int(c["n_defect"])) for c in rates.get("by", {}).values()]
+    return ValidatedRates.from_metrics(rates), condition_spread(strata)
 
 
 def _estimate(
     records: list[Any], truth: dict[str, dict[str, Any]], rates: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Per delivery: the flagged share corrected (Rogan–Gladen) with the rates the version that
-    served it has on test apples of the variety on the delivery note; a delivery judged by two
-    versions sums each part's corrected count. The variety matters: each supplier sends mostly
-    one variety, and the model misses more defects on red and striped apples than on the mixed
-    test split, so its pooled rates under-correct those deliveries. 90% intervals; the raw flag
-    rate with Clopper–Pearson for a version without usable rates."""
+    """Per delivery: the flags corrected per called class with the confusion matrix that the
+    version that served them has on its test split (`estimate_prevalence_classes`); a delivery
+    judged by two versions sums each part's corrected count. The class matters: each supplier
+    sends its own subtype mix, and the model misses bruises far more often than rot, so one TPR
+    counted on the test split's mix under-corrects a bruise-heavy delivery. The interval also
+    carries the spread of the recall between apple varieties (red and striped apples hide
+    bruises), since the test split holds too few apples of one variety for a matrix of its own.
+    90% intervals; the raw flag rate with Clopper–Pearson for a version without usable rates."""
+    from collections import Counter
+
     import pandas as pd
 
-    from visionline.evaluate import clopper_pearson, estimate_prevalence_parts
+    from visionline.evaluate import clopper_pearson, estimate_prevalence_classes
+    from visionline.pipeline._demo_line import called_class
 
     frame = pd.DataFrame(
         {"delivery": r.extra["parameters"]["delivery"], "version": r.version,
-         "flagged": r.is_defect}
+         "flagged": r.is_defect, "record": r}
         for r in records
     )
     rows = []
     for offset, (delivery, part) in enumerate(frame.groupby("delivery", sort=True)):
         row = truth[str(delivery)]
-        served = part.groupby("version", sort=True)["flagged"].agg(["sum", "size"])
-        n, flagged = int(served["size"].sum()), int(served["sum"].sum())
+        n, flagged = len(part), int(part["flagged"].sum())
+        versions = sorted(part["version"].unique(), key=str)
         try:
-            picked = {v: _validated(rates[str(v)], row.get("main_variety")) for v in served.index}
-            parts = [(int(c["sum"]), int(c["size"]), picked[v][0]) for v, c in served.iterrows()]
-            found = estimate_prevalence_parts(parts, 0.90, seed=offset)
+            parts, spreads = [], []
+            for version in versions:
+                served, spread = _class_rates(rates[str(version)])
+                names = served.class_names or ()
+                judged = part[part["version"] == version]
+                called = Counter(
+                    called_class(r.probabilities, r.is_defect, names) for r in judged["record"]
+                )
+                parts.append(({k: v for k, v in called.items() if k != names[0]}, len(judged),
+                              served))
+                spreads.append(spread)
+            found = estimate_prevalence_classes(parts, 0.90, spread=max(spreads), seed=offset)
             estimate, low, high = found.estimate, found.low, found.high
-            rates_from = ", ".join(sorted({f"{kind} test apples" for _, kind in picked.values()}))
+            rates_from = f"test apples per called class, variety spread {max(spreads):.2f}"
         except (DataError, KeyError) as exc:
             Console().print(f"  [yellow]{delivery} stays uncorrected:[/yellow] {exc}")
             estimate, (low, high) = flagged / n, clopper_pearson(flagged, n, 0.90)
@@ -531,7 +540,7 @@ def _estimate(
         rows.append({
             "delivery": str(delivery), "n": n, "flagged": flagged, "raw_rate": flagged / n,
             "estimate": estimate, "low": low, "high": high, "rates_from": rates_from,
-            "version": "+".join(str(v) for v in served.index),
+            "version": "+".join(str(v) for v in versions),
             "supplier": row["supplier"],
             "true_rate": float(row["defect_rate"]),
             "clean": all(float(row[key] or 0) == 0

@@ -13,7 +13,7 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ class LoggedVerdict:
     defect_score: float
     is_defect: bool
     extra: dict[str, Any]
+    probabilities: dict[str, float]
 
 
 class DeliverySource:
@@ -249,6 +250,7 @@ class AgentLine:
                 version=str(frame.at[item, "version"]),
                 defect_score=float(frame.at[item, "defect_score"]),
                 is_defect=bool(frame.at[item, "flagged"]),
+                probabilities=dict(frame.at[item, "probabilities"]),
                 extra={"parameters": {"delivery": frame.at[item, "delivery_id"],
                                       "supplier": frame.at[item, "supplier_id"]}},
             )
@@ -329,23 +331,24 @@ def served_rates(project: Project, bundle_dir: Path, pubkey: Path, dataset_id: s
                  strata: dict[str, str] | None = None, batch: int = 64) -> dict[str, Any]:
     """The error rates of what the line runs: the bundle's deployed model (INT8 when accepted)
     at the bundle's threshold, counted on the test split of `dataset_id`, overall and, with
-    `strata` (image path -> stratum, such as the apple variety), per stratum under `by`. The
-    evaluation's rates are the FP32 model's at the evaluation's threshold; a delivery's flags
-    come from the bundle, and Rogan–Gladen is unbiased only with the rates of the rule that
-    flagged."""
+    `strata` (image path -> stratum, such as the apple variety), per stratum under `by`; and the
+    confusion matrix of the classes it calls (good when not flagged, else its likeliest defect
+    class; rows true, columns called). The evaluation's rates are the FP32 model's at the
+    evaluation's threshold; a delivery's flags come from the bundle, and the correction is
+    unbiased only with the rates of the rule that flagged."""
     from visionline.data import DatasetRepo
     from visionline_edge import load_bundle
 
     model = load_bundle(bundle_dir, pubkey, require_signature=True)
     repo = DatasetRepo(project)
     records = repo.get(dataset_id).split_records("test")
-    flagged = [
-        bool(flag)
-        for start in range(0, len(records), batch)
-        for flag in model.predict(
-            [repo.blobs.get(r.sha256) for r in records[start : start + batch]]
-        ).flagged
-    ]
+    called: list[str] = []
+    for start in range(0, len(records), batch):
+        found = model.predict([repo.blobs.get(r.sha256) for r in records[start : start + batch]])
+        called += [called_class(dict(zip(model.classes, p)), f, model.classes)
+                   for p, f in zip(found.probabilities, found.flagged)]
+    good = model.classes[0]
+    flagged = [c != good for c in called]
     defect = [r.label != "good" for r in records]
 
     def counts(keep: list[bool]) -> dict[str, int]:
@@ -354,9 +357,24 @@ def served_rates(project: Project, bundle_dir: Path, pubkey: Path, dataset_id: s
                 "fp": sum(f and not d for f, d in pairs),
                 "n_good": sum(not d for _, d in pairs)}
 
+    index = {name: i for i, name in enumerate(model.classes)}
+    matrix = [[0] * len(index) for _ in index]
+    for record, call in zip(records, called):
+        matrix[index[record.subtype or record.label]][index[call]] += 1
     stratum = [(strata or {}).get(r.path) for r in records]
     return {
         **counts([True] * len(records)),
         "threshold": model.threshold,
+        "class_names": list(model.classes),
+        "confusion_matrix": matrix,
         "by": {s: counts([t == s for t in stratum]) for s in sorted({t for t in stratum if t})},
     }
+
+
+def called_class(probabilities: dict[str, float], flagged: bool, classes: Sequence[str]) -> str:
+    """The class a verdict calls: good (the model's first class) when not flagged, else its
+    likeliest defect class; what the per-class correction counts on the test split and in a
+    delivery."""
+    if not flagged:
+        return classes[0]
+    return max(classes[1:], key=lambda name: probabilities.get(name, 0.0))
