@@ -173,7 +173,7 @@ def test_class_correction_follows_the_delivery_subtype_mix():
     pooled = [estimate_prevalence(f, 200, CLASS_RATES).estimate for f in (11, 18)]
     assert bruises.estimate == pytest.approx(0.10, abs=0.015)
     assert rot.estimate == pytest.approx(0.10, abs=0.015)
-    assert pooled[0] < 0.085 < 0.11 < pooled[1]  # one TPR misses both ways
+    assert pooled[0] < 0.085 and pooled[1] > 0.11  # one TPR misses both ways
     assert bruises.low < 0.10 < bruises.high and rot.low < 0.10 < rot.high
 
 
