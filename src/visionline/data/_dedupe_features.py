@@ -46,8 +46,8 @@ pair recall 97.2 % (was 96.0 %), precision 99.2 % (was 99.1 %); 10 and 22 about 
 
 THUMB = SIDE // 2
 """Side (px) of the grey thumbnail kept for the photometric check; 0 marks pixels outside the
-image or in its border fill. A quarter of SIDE blurred the fine texture that tells two tiles
-apart."""
+image or in its border fill. At a quarter of SIDE the gap between the second look's true pairs
+and look-alikes narrowed on the development set (0.51 / 0.60 against 0.29 / 0.36)."""
 
 _FLAT_VARIANCE = 1.0
 _FILL_SHARE = 0.01
