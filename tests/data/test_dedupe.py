@@ -130,6 +130,17 @@ def test_the_cache_grows_by_new_blobs_only(images, tmp_path) -> None:
     assert np.array_equal(grown.table(["e", "a"]).desc, concat([tables[4], tables[0]]).desc)
 
 
+def test_a_cache_of_an_earlier_feature_format_is_removed(images, tmp_path) -> None:
+    from visionline.data._dedupe_features import FeatureCache
+
+    stale = tmp_path / "near-duplicates" / "orb-256-600-31-16-v4"
+    stale.mkdir(parents=True)
+    (stale / "desc.npy").write_bytes(b"old features")
+    FeatureCache(tmp_path).add(["a"], image_features(images[0]))
+    assert not stale.exists()
+    assert FeatureCache(tmp_path).known() == {"a"}
+
+
 def test_keypoints_avoid_the_fill_a_rotation_leaves(images) -> None:
     from visionline.data._dedupe_features import _content_mask
 
