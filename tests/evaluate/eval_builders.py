@@ -113,20 +113,20 @@ def log_run(project: Project, model_path: Path, dataset: str, with_model: bool =
     from visionline.train import load_model
 
     model, spec = load_model(model_path)
-    from visionline.train._tracking import ensure_experiment
+    from visionline.train._tracking import Tracker, ensure_experiment
 
     mlflow.set_tracking_uri(project.tracking_uri)
     experiment_id = ensure_experiment(project.tracking_uri, "eval-tests")
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.set_tag("dataset_version", dataset)
         mlflow.log_metric("val_accuracy", 0.9)
-        mlflow.log_artifact(str(model_path), artifact_path="checkpoint")
         mlflow.log_dict(spec.preprocessing.to_dict(), "preprocessing.json")
-        if with_model:
-            example = np.zeros((1, 3, SIZE, SIZE), dtype=np.float32)
-            mlflow.pytorch.log_model(
-                model, name="model", input_example=example, pip_requirements=["torch"]
-            )
+        if with_model:  # the checkpoint and the MLflow model, by fit's own code
+            example = np.zeros((2, 3, SIZE, SIZE), dtype=np.float32)
+            tracker = Tracker(project.tracking_uri, "eval-tests")
+            tracker.log_outputs({"checkpoint": model_path}, model.eval(), example)
+        else:
+            mlflow.log_artifact(str(model_path), artifact_path="checkpoint")
     return run.info.run_id
 
 
