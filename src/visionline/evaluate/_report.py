@@ -85,7 +85,9 @@ def _histogram_plot(
     for index, name in enumerate(names):
         values = scores[labels == index]
         if values.size:
-            ax.hist(values, bins=bins, alpha=0.5, label=f"{name} ({values.size})")
+            # one filled outline per class, not 40 bar patches: the same picture, half the CPU
+            ax.hist(values, bins=bins, alpha=0.5, histtype="stepfilled",
+                    label=f"{name} ({values.size})")
     ax.axvline(threshold, color="red", ls="--", label=f"threshold {threshold:.3f}")
     ax.set(xlabel="defect score = 1 - p(good)", ylabel="images", yscale="log")
     ax.legend(fontsize=8)
