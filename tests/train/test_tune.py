@@ -180,6 +180,19 @@ def test_study_runs_child_runs_reports_epochs_and_best_config_trains(
         assert child.data.tags["mlflow.parentRunId"] == result.parent_run_id
         assert child.data.tags["optuna.trial"] == str(row["number"])
         assert float(child.data.params["lr"]) == pytest.approx(row["params"]["lr"])
+    # a trial keeps its checkpoint; only the training of the best config logs an MLflow model
+    experiment = parent.info.experiment_id
+
+    def logged_models(run_id: str) -> list:
+        return client.search_logged_models(
+            [experiment], filter_string=f"source_run_id = '{run_id}'"
+        )
+
+    for row in complete:
+        assert [a.path for a in client.list_artifacts(row["run_id"], "checkpoint")] == [
+            "checkpoint/model.pt"
+        ]
+        assert logged_models(row["run_id"]) == []
 
     # The best YAML is a TrainConfig that `visionline train --config` accepts, and it trains.
     settings = load_train_config(best_yaml, epochs=1)
@@ -195,6 +208,7 @@ def test_study_runs_child_runs_reports_epochs_and_best_config_trains(
     )
     _, spec = load_model(trained.model_path)
     assert spec.class_names == ["good", "scratch", "dent"]
+    assert [m.name for m in logged_models(trained.run_id)] == ["model"]
 
     # Rerunning the finished study adds nothing; raising the total adds exactly the difference.
     again = tune(

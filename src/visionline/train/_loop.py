@@ -218,11 +218,14 @@ def fit(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
     progress: bool = True,
+    log_model: bool = True,
 ) -> TrainResult:
     """Train an `InspectionModel` on the train split of `dataset_version`, select on its val split.
 
     The best epoch (defect recall at the false-reject goal, then val loss) is saved with
     `save_model` as `out_dir/model.pt`; `out_dir/last.pt` is the resumable state after each epoch.
+    The MLflow run gets that checkpoint and, unless `log_model` is False (tuning trials, which
+    are retrained from the best config), the model in MLflow's format for registration.
     """
     ctx = dist_context()
     device = resolve_device(config.device.value, ctx)
@@ -250,6 +253,7 @@ def fit(
             run_name,
             tags or {},
             progress,
+            log_model,
         )
     finally:
         torch.use_deterministic_algorithms(previous_determinism)
@@ -291,6 +295,7 @@ def _fit(
     run_name: str | None,
     tags: dict[str, str],
     progress: bool,
+    log_model: bool,
 ) -> TrainResult:
     from visionline.data import DatasetRepo
 
@@ -337,7 +342,10 @@ def _fit(
         )
 
     tracker = Tracker(
-        tracking_uri or project.tracking_uri, project.config.name, enabled=ctx.is_main
+        tracking_uri or project.tracking_uri,
+        project.config.name,
+        enabled=ctx.is_main,
+        log_model=log_model,
     )
     with Progress(progress and ctx.is_main) as bar:
         cache = PixelCache(

@@ -68,10 +68,14 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
 
 
 class Tracker:
-    """One MLflow run. A disabled tracker (DDP ranks other than 0) does nothing."""
+    """One MLflow run. A disabled tracker (DDP ranks other than 0) does nothing; without
+    `log_model` the run keeps the checkpoint but gets no MLflow model (seconds per run saved)."""
 
-    def __init__(self, tracking_uri: str, experiment: str, enabled: bool = True):
+    def __init__(
+        self, tracking_uri: str, experiment: str, enabled: bool = True, log_model: bool = True
+    ):
         self.enabled = enabled
+        self.log_model = log_model
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_id: str | None = None
@@ -140,6 +144,8 @@ class Tracker:
 
         for artifact_dir, path in files.items():
             mlflow.log_artifact(str(path), artifact_path=artifact_dir or None)
+        if not self.log_model:
+            return
         # MLflow's default torch.export format, not pickle: it costs seconds per run, but loading a
         # pickled model from a tracking server runs whatever code the file holds. MLflow would then
         # load the exported model back to predict the example (about 1 CPU s in a fresh process);

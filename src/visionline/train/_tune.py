@@ -461,6 +461,7 @@ def tune(
                     "optuna.trial": str(trial.number),
                 },
                 progress=progress,
+                log_model=False,  # a trial is a probe: the best config is trained again
             )
         except optuna.TrialPruned:
             if run_ids:
