@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from visionline.errors import ConfigError, NotFoundError, ServiceUnavailableError
 
@@ -67,18 +73,19 @@ def model_version(
 def download_checkpoint(
     tracking_uri: str, run_id: str, artifact: str = CHECKPOINT_ARTIFACT
 ) -> Path:
-    """Fetch a run's model file to a local cache; NotFoundError names the run if it is missing."""
-    import mlflow
+    """A run's model file: read in place from a local artifact store (a sqlite project's
+    `mlartifacts/`), else downloaded once per process; NotFoundError names the run if it is
+    missing. MLflow's own download copies the file into a new temporary folder on every call and
+    leaves it there (one per evaluation, export or warm start)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow_client = client(tracking_uri)
-        mlflow_client.get_run(run_id)
-        return Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=artifact, tracking_uri=tracking_uri
-            )
-        )
+        run = client(tracking_uri).get_run(run_id)
+        local = _local_artifact(run.info.artifact_uri, artifact)
+        path = local if local is not None else _download(tracking_uri, run_id, artifact)
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        return path
     except MlflowException as exc:
         raise NotFoundError(
             f"Run {run_id} or its artifact {artifact} does not exist in {tracking_uri}; "
@@ -88,6 +95,28 @@ def download_checkpoint(
         raise NotFoundError(
             f"Run {run_id} has no artifact {artifact}; pass the id of a run logged by 'visionline train'."
         ) from exc
+
+
+def _local_artifact(artifact_uri: str | None, artifact: str) -> Path | None:
+    """`artifact` of a run whose artifacts are local files, or None for a remote store."""
+    parts = urlsplit(artifact_uri or "")
+    if parts.scheme not in ("", "file") or parts.netloc not in ("", "localhost"):
+        return None
+    return Path(url2pathname(parts.path)) / artifact
+
+
+@functools.cache
+def _download(tracking_uri: str, run_id: str, artifact: str) -> Path:
+    """`artifact` from a remote store, into a folder removed when the process exits."""
+    import mlflow
+
+    folder = tempfile.mkdtemp(prefix="visionline-download-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact, tracking_uri=tracking_uri, dst_path=folder
+        )
+    )
 
 
 def resolve_model(uri: str, tracking_uri: str) -> ModelRef:
