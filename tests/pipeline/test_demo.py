@@ -166,7 +166,7 @@ def test_each_delivery_is_estimated_once_per_called_class():
     rows = {row["delivery"]: row for row in _estimate(records, truth, rates)}
 
     assert list(rows) == ["D1", "D2", "D3"]
-    assert rows["D1"]["rates_from"].startswith("test apples per called class, variety spread")
+    assert rows["D1"]["rates_from"].startswith("test apples (goods: test + calib) per called class")
     # the same 8 flags: bruises (half missed) stand for twice as many bad apples as rot
     assert rows["D1"]["estimate"] > 1.6 * rows["D2"]["estimate"] > 0
     d3 = rows["D3"]  # the model switch: one row, both versions' corrected counts summed

@@ -427,8 +427,9 @@ def _line_truth(line_dir: Path) -> dict[str, dict[str, Any]]:
 def _rates_by_version(project: Project, run: Any, retrained: Any,
                       public_key: Path) -> dict[str, dict[str, Any]]:
     """Each served version's error rates on its test split, for the bundle the line ran (its
-    deployed model at its threshold), overall and per apple variety (from the synthetic
-    dataset's manifest): what that version's per-delivery correction relies on."""
+    deployed model at its threshold): its confusion matrix of called classes, which corrects
+    each delivery, and its counts per apple variety (from the synthetic dataset's manifest),
+    whose spread widens the interval."""
     import csv
 
     from visionline.pipeline._demo_line import served_rates
@@ -494,7 +495,8 @@ def _estimate(
     records: list[Any], truth: dict[str, dict[str, Any]], rates: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Per delivery: the flags corrected per called class with the confusion matrix that the
-    version that served them has on its test split (`estimate_prevalence_classes`); a delivery
+    version that served them has on its test split, good apples of its calib split included
+    (`served_rates`, `estimate_prevalence_classes`); a delivery
     judged by two versions sums each part's corrected count. The class matters: each supplier
     sends its own subtype mix, and the model misses bruises far more often than rot, so one TPR
     counted on the test split's mix under-corrects a bruise-heavy delivery. The interval also
@@ -532,7 +534,8 @@ def _estimate(
                 spreads.append(spread)
             found = estimate_prevalence_classes(parts, 0.90, spread=max(spreads), seed=offset)
             estimate, low, high = found.estimate, found.low, found.high
-            rates_from = f"test apples per called class, variety spread {max(spreads):.2f}"
+            rates_from = (f"test apples (goods: test + calib) per called class, variety spread "
+                          f"{max(spreads):.2f}")
         except (DataError, KeyError) as exc:
             Console().print(f"  [yellow]{delivery} stays uncorrected:[/yellow] {exc}")
             estimate, (low, high) = flagged / n, clopper_pearson(flagged, n, 0.90)
