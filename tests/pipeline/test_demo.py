@@ -156,8 +156,8 @@ def test_each_delivery_is_estimated_once_per_called_class():
     truth = {d: {"supplier": "S1", "defect_rate": "0.1", "drift_strength_first": "0.0",
                  "drift_strength_last": "0.0"} for d in ("D1", "D2", "D3")}
     matrix = [[98, 1, 1], [50, 45, 5], [5, 5, 90]]  # half the bruises missed, few rot
-    by = {"red": {"tp": 20, "n_defect": 50, "fp": 1, "n_good": 50},
-          "green": {"tp": 45, "n_defect": 50, "fp": 1, "n_good": 50}}
+    by = {"red": {"tp": 30, "n_defect": 50, "fp": 1, "n_good": 50},
+          "green": {"tp": 40, "n_defect": 50, "fp": 1, "n_good": 50}}
     rates = {v: {"tp": 145, "n_defect": 200, "fp": 2, "n_good": 100, "by": by,
                  "class_names": ["good", "bruise", "rot"], "confusion_matrix": matrix}
              for v in ("1", "2")}
@@ -167,8 +167,8 @@ def test_each_delivery_is_estimated_once_per_called_class():
 
     assert list(rows) == ["D1", "D2", "D3"]
     assert rows["D1"]["rates_from"].startswith("test apples (goods: test + calib) per called class")
-    # the same 8 flags: bruises (half missed) stand for twice as many bad apples as rot
-    assert rows["D1"]["estimate"] > 1.6 * rows["D2"]["estimate"] > 0
+    # the same 8 flags: bruises (half missed) stand for far more bad apples than rot
+    assert rows["D1"]["estimate"] > 1.5 * rows["D2"]["estimate"] > 0
     d3 = rows["D3"]  # the model switch: one row, both versions' corrected counts summed
     assert (d3["version"], d3["n"], d3["flagged"]) == ("1+2", 150, 9)
     for row in rows.values():

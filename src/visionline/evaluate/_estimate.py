@@ -244,11 +244,14 @@ def estimate_prevalence_classes(
     often than rot), so one TPR counted on a test split of another mix under- or over-corrects;
     the matrix corrects each called class by how often that subtype is caught and confused.
     `spread` (`condition_spread`) widens the interval by how much the recall moves between
-    conditions the matrix was not counted apart for."""
+    conditions the matrix was not counted apart for. The estimate is the posterior median, so it
+    always lies inside its interval (on 32 clean synthetic deliveries it was also nearer the
+    truth than the least-squares correction: 2.19 against 2.35 points,
+    `benchmarks/estimate_line.py`)."""
     if not parts:
         raise DataError("A group has no judged parts; pass at least one (counts, n, rates).")
     rng = np.random.default_rng(seed)
-    total = point = 0.0
+    total = 0.0
     samples = np.zeros(draws)
     flagged = 0
     for called, n, rates in parts:
@@ -272,8 +275,7 @@ def estimate_prevalence_classes(
             raise DataError(f"A part counts more flagged items than its {n} images; fix n.")
         matrix = np.asarray(rates.confusion_matrix, dtype=np.float64)
         rows = np.divide(matrix, np.maximum(matrix.sum(axis=1, keepdims=True), 1))
-        start = _unmix(rows, counts / n)
-        point += n * (1 - start[0])
+        start = _unmix(rows, counts / n)  # the least-squares correction starts each chain
         samples += _class_draws(counts, start, rates, spread, rng, draws)
         total += n
         flagged += int(n - counts[0])
@@ -282,7 +284,7 @@ def estimate_prevalence_classes(
         n=int(total),
         flagged=flagged,
         raw_rate=flagged / total,
-        estimate=point / total,
+        estimate=float(np.median(samples / total)),
         low=float(np.quantile(samples / total, alpha)),
         high=float(np.quantile(samples / total, 1 - alpha)),
     )
