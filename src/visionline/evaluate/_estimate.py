@@ -6,6 +6,11 @@ posterior draws (Jeffreys Beta priors) of the validation TPR and FPR, each follo
 classification noise of this delivery's flag count given those rates (normal approximation), so a
 small delivery and a small validation set both widen it. The target is the share of bad apples in
 the delivery itself (every apple passes the camera), not a hypothetical supply rate.
+
+When a delivery's defect mix differs from the test split's (one supplier sends mostly bruises,
+which the model misses more often than rot), one TPR mis-corrects it: `estimate_prevalence_classes`
+corrects each called class with the confusion matrix instead, and `condition_spread` widens its
+interval by how much the recall moves between conditions such as apple varieties.
 """
 
 from __future__ import annotations
