@@ -73,12 +73,19 @@ def test_fit_trains_saves_the_best_epoch_and_tracks_everything(
     import mlflow.pytorch
 
     mlflow.set_tracking_uri(tracking_uri)
-    logged_model = mlflow.pytorch.load_model(f"runs:/{result.run_id}/model")
+    # (dst_path: MLflow's default is a new temporary folder per load that it never removes)
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "pyfunc").mkdir()
+    logged_model = mlflow.pytorch.load_model(
+        f"runs:/{result.run_id}/model", dst_path=str(tmp_path / "torch")
+    )
     example = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         expected = model.eval()(example)
         assert torch.allclose(logged_model(example), expected, atol=1e-5)
-    served = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    served = mlflow.pyfunc.load_model(
+        f"runs:/{result.run_id}/model", dst_path=str(tmp_path / "pyfunc")
+    )
     assert served.metadata.get_input_schema().inputs[0].shape == (-1, 3, 32, 32)
     assert np.allclose(served.predict(example.numpy()), expected.numpy(), atol=1e-5)
     assert served.metadata.saved_input_example_info["serving_input_path"] == (

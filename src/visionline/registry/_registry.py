@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,14 +56,18 @@ def _run_preprocessing(tracking_uri: str, run_id: str) -> str | None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    try:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="preprocessing.json", tracking_uri=tracking_uri
-        )
-    except (MlflowException, OSError):  # optional lineage, absent on runs not made by train
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.dumps(json.load(handle), sort_keys=True)
+    with tempfile.TemporaryDirectory(prefix="visionline-register-") as folder:
+        try:  # into a folder of ours: MLflow's default is a new temporary one that stays
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path="preprocessing.json",
+                tracking_uri=tracking_uri,
+                dst_path=folder,
+            )
+        except (MlflowException, OSError):  # optional lineage, absent on runs not made by train
+            return None
+        with open(path, encoding="utf-8") as handle:
+            return json.dumps(json.load(handle), sort_keys=True)
 
 
 def register(
