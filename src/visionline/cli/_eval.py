@@ -57,10 +57,12 @@ def print_gates(gates: dict) -> None:
 
 def _is_anomaly_model(model: str, project) -> bool:  # project: Project
     """Whether `model` (a path or an MLflow URI) resolves to an anomaly detector's file."""
-    from visionline.anomaly import is_anomaly_checkpoint
     from visionline.registry import resolve_model
 
-    return is_anomaly_checkpoint(resolve_model(model, project.tracking_uri).path)
+    path = resolve_model(model, project.tracking_uri).path  # a bad path fails before torch loads
+    from visionline.anomaly import is_anomaly_checkpoint
+
+    return is_anomaly_checkpoint(path)
 
 
 def eval_command(
