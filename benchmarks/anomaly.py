@@ -234,9 +234,11 @@ def reused_peer(split: dict, peer_train: list[str], stages, size: int) -> dict |
     ):
         return None
     provenance = earlier.get("provenance", {})
+    # a block reused before keeps naming the run that measured it
     return {
         **peer,
-        "reused": {
+        "reused": peer.get("reused")
+        or {
             "from_commit": provenance.get("git_commit"),
             "time_utc": provenance.get("time_utc"),
             "why": "same split, same 100 good images, weights, blocks and size: anomalib's "
