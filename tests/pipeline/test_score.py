@@ -198,16 +198,11 @@ def test_require_signature_needs_trusted_keys_and_a_signed_bundle(score_bundle, 
 
 
 def test_an_archived_bundle_scores_and_leaves_no_unpacked_copy(
-    score_bundle, score_images, tmp_path, monkeypatch
+    score_bundle, score_images, tmp_path, private_tempdir
 ):
-    import tempfile
-
     from visionline.export._bundle import archive_bundle
 
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     archive = archive_bundle(score_bundle, tmp_path / "bundle.tar.gz")
     result = score(score_images, archive, out=tmp_path / "rows.parquet", workers=1)
     assert result.summary.images > 0 and result.summary.failed < result.summary.images
-    assert list(scratch.iterdir()) == []
+    assert list(private_tempdir.iterdir()) == []

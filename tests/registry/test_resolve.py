@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,8 @@ from visionline.registry._resolve import _local_artifact
 
 
 def test_a_run_checkpoint_is_read_in_place_without_temporary_copies(
-    eval_env, tmp_path, monkeypatch
+    eval_env, tmp_path, private_tempdir
 ):
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     tracking_uri = eval_env.project.tracking_uri
     run_id = log_run(eval_env.project, eval_env.model, eval_env.dataset, with_model=False)
 
@@ -27,7 +23,7 @@ def test_a_run_checkpoint_is_read_in_place_without_temporary_copies(
     store = Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
     assert first.path.resolve().is_relative_to(store.resolve())
     assert resolve_model(f"runs:/{run_id}/model", tracking_uri).path == first.path
-    assert list(scratch.iterdir()) == []  # MLflow's download left a folder per call here
+    assert list(private_tempdir.iterdir()) == []  # MLflow's download left a folder per call here
     with pytest.raises(NotFoundError, match="has no artifact checkpoint/other.pt"):
         resolve_model(f"runs:/{run_id}/checkpoint/other.pt", tracking_uri)
 

@@ -50,9 +50,13 @@ def test_score_prints_one_row_per_image_and_error_rows(capsys, bundle, keys, tmp
     (images / "a.png").write_bytes(png((250, 250, 250)))
     (images / "sub" / "b.png").write_bytes(png((15, 15, 15)))
     (images / "broken.jpg").write_bytes(b"not an image")
-    code, out, err = _run(capsys, "score", bundle, images, "--pubkey", keys[1], "--json", "--batch-size", "2")
+    code, out, err = _run(
+        capsys, "score", bundle, images, "--pubkey", keys[1], "--json", "--batch-size", "2"
+    )
     assert code == 0
-    rows = {json.loads(line)["image"].rsplit("/", 1)[1]: json.loads(line) for line in out.splitlines()}
+    rows = {
+        json.loads(line)["image"].rsplit("/", 1)[1]: json.loads(line) for line in out.splitlines()
+    }
     assert rows["a.png"]["decision"] == "good" and rows["b.png"]["decision"] == "defect"
     assert "cannot be decoded" in rows["broken.jpg"]["error"]
     assert "3 images, 1 flagged, 1 unreadable" in err
@@ -60,7 +64,9 @@ def test_score_prints_one_row_per_image_and_error_rows(capsys, bundle, keys, tmp
     assert code == 0 and out.split("\t")[1] == "good"
 
 
-def test_score_refuses_before_running_anything_from_a_tampered_bundle(capsys, bundle, keys, tmp_path):
+def test_score_refuses_before_running_anything_from_a_tampered_bundle(
+    capsys, bundle, keys, tmp_path
+):
     manifest = json.loads((bundle / "bundle.json").read_text())
     manifest["threshold"] = 1.0
     (bundle / "bundle.json").write_text(json.dumps(manifest))
@@ -71,16 +77,11 @@ def test_score_refuses_before_running_anything_from_a_tampered_bundle(capsys, bu
     assert code == 2 and "No image or folder at" in err
 
 
-def test_an_archive_leaves_no_unpacked_copy_behind(capsys, bundle, keys, tmp_path, monkeypatch):
-    import tempfile
-
+def test_an_archive_leaves_no_unpacked_copy_behind(capsys, bundle, keys, tmp_path, private_tempdir):
     from visionline.export._bundle import archive_bundle
 
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     archive = archive_bundle(bundle, tmp_path / "apples.tar.gz")
     (tmp_path / "a.png").write_bytes(png((250, 250, 250)))
     assert _run(capsys, "verify", archive, "--pubkey", keys[1])[0] == 0
     assert _run(capsys, "score", archive, tmp_path / "a.png", "--pubkey", keys[1])[0] == 0
-    assert list(scratch.iterdir()) == []
+    assert list(private_tempdir.iterdir()) == []

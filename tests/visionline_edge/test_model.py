@@ -66,20 +66,15 @@ def test_an_empty_batch_is_refused(bundle):
 
 
 def test_a_loaded_archive_runs_from_memory_and_leaves_no_unpacked_copy(
-    bundle, trust_store, tmp_path, monkeypatch
+    bundle, trust_store, tmp_path, private_tempdir
 ):
-    import tempfile
-
     from visionline.export._bundle import archive_bundle
 
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     archive = archive_bundle(bundle, tmp_path / "apples.tar.gz")
     model = load_bundle(archive, trust_store=trust_store, require_signature=True)
-    assert list(scratch.iterdir()) == [] and model.manifest["_unpacked"] is None
+    assert list(private_tempdir.iterdir()) == [] and model.manifest["_unpacked"] is None
     assert model.predict([png((250, 250, 250)), png((20, 20, 20))]).decisions == ["good", "defect"]
     (bundle / "planted.py").write_text("x = 1\n")
     with pytest.raises(IntegrityError, match="planted.py"):
         load_bundle(archive_bundle(bundle, tmp_path / "bad.tar.gz"))
-    assert list(scratch.iterdir()) == []
+    assert list(private_tempdir.iterdir()) == []

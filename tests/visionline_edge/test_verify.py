@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -175,16 +174,13 @@ def test_a_copy_keeps_verifying(signed_bundle, trust_store, tmp_path):
 
 
 def test_an_archive_is_unpacked_privately_and_a_refused_one_leaves_nothing(
-    bundle, tmp_path, monkeypatch
+    bundle, tmp_path, private_tempdir
 ):
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     manifest = verify_bundle(archive_bundle(bundle, tmp_path / "good.tar.gz"))
     unpacked = Path(manifest["_unpacked"])
-    assert unpacked.parent == scratch and Path(manifest["_root"]).is_relative_to(unpacked)
+    assert unpacked.parent == private_tempdir and Path(manifest["_root"]).is_relative_to(unpacked)
     shutil.rmtree(unpacked)
     (bundle / "planted.py").write_text("x = 1\n")
     with pytest.raises(IntegrityError, match="planted.py"):
         verify_bundle(archive_bundle(bundle, tmp_path / "bad.tar.gz"))
-    assert list(scratch.iterdir()) == []
+    assert list(private_tempdir.iterdir()) == []
