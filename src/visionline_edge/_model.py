@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from visionline_edge._anomaly import ANOMALY_KIND, SCORE_OUTPUTS, anomaly_outputs
-from visionline_edge._verify import verify_bundle
+from visionline_edge._verify import release_unpacked, verify_bundle
 from visionline_edge.errors import ConfigError, DataError, IntegrityError
 from visionline_edge.preprocessing import Preprocessing, decode_image
 
@@ -205,6 +204,4 @@ def load_bundle(
     try:
         return EdgeModel(manifest, precision=precision, threads=threads)
     finally:
-        if manifest["_unpacked"]:
-            shutil.rmtree(manifest["_unpacked"], ignore_errors=True)
-            manifest["_unpacked"] = None
+        release_unpacked(manifest)

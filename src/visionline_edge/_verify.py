@@ -195,7 +195,7 @@ def verify_bundle(
     bundle.sig must be listed with its sha256, and every listed file must be present and match.
     The manifest comes back with `_root` (the directory checked), `_signed_by` (a key id or
     None) and `_unpacked` (the temporary folder an archive was unpacked into, else None; the
-    caller may remove it when done). Raises `IntegrityError` with one sentence naming the
+    caller removes it with `release_unpacked` when done). Raises `IntegrityError` with one sentence naming the
     offending file or key; a refused archive leaves no unpacked files behind.
     """
     keys = resolve_trust(pubkey, trust_store, require_signature)
@@ -210,6 +210,14 @@ def verify_bundle(
     manifest["_root"] = str(root)
     manifest["_unpacked"] = str(unpacked) if unpacked else None
     return manifest
+
+
+def release_unpacked(manifest: dict[str, Any]) -> None:
+    """Remove the temporary copy `verify_bundle` unpacked an archive into (nothing for a
+    folder); `manifest["_unpacked"]` becomes None, so a second call does nothing."""
+    if manifest.get("_unpacked"):
+        shutil.rmtree(manifest["_unpacked"], ignore_errors=True)
+        manifest["_unpacked"] = None
 
 
 def _verified_manifest(root: Path, keys: dict[str, bytes], label: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -94,10 +93,10 @@ def _images(paths: Sequence[Path]) -> Iterator[Path]:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from visionline_edge._verify import verify_bundle
+    from visionline_edge._verify import release_unpacked, verify_bundle
 
     manifest = verify_bundle(args.bundle, **_verify_options(args))
-    _remove_unpacked(manifest)
+    release_unpacked(manifest)
     files = len(manifest["files"])
     signer = manifest["_signed_by"]
     how = f"signed by trusted key {signer}" if signer else "UNSIGNED (hashes only)"
@@ -155,11 +154,6 @@ def _score(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _remove_unpacked(manifest: dict[str, Any]) -> None:
-    if manifest["_unpacked"]:
-        shutil.rmtree(manifest["_unpacked"], ignore_errors=True)
 
 
 def _decode(path: Path, max_pixels: int) -> Any:

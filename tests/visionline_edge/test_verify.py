@@ -12,7 +12,7 @@ from edge_support import make_bundle
 
 from visionline.errors import ConfigError, IntegrityError, NotFoundError
 from visionline.export._bundle import archive_bundle, finalize_bundle
-from visionline_edge import key_id, read_public_key, verify_bundle
+from visionline_edge import key_id, read_public_key, release_unpacked, verify_bundle
 
 
 def _one_sentence(exc: pytest.ExceptionInfo) -> str:
@@ -34,7 +34,7 @@ def test_a_good_archive_passes(bundle, trust_store, tmp_path):
     archive = archive_bundle(bundle, tmp_path / "bundle.tar.gz")
     manifest = verify_bundle(archive, trust_store=trust_store, require_signature=True)
     assert manifest["name"] == "apples"
-    shutil.rmtree(manifest["_unpacked"])  # the caller's to remove, as the docstring says
+    release_unpacked(manifest)  # the caller's to remove, as the docstring says
 
 
 @pytest.mark.parametrize(
@@ -179,7 +179,9 @@ def test_an_archive_is_unpacked_privately_and_a_refused_one_leaves_nothing(
     manifest = verify_bundle(archive_bundle(bundle, tmp_path / "good.tar.gz"))
     unpacked = Path(manifest["_unpacked"])
     assert unpacked.parent == private_tempdir and Path(manifest["_root"]).is_relative_to(unpacked)
-    shutil.rmtree(unpacked)
+    release_unpacked(manifest)
+    release_unpacked(manifest)  # a second release finds nothing to do
+    assert not unpacked.exists() and manifest["_unpacked"] is None
     (bundle / "planted.py").write_text("x = 1\n")
     with pytest.raises(IntegrityError, match="planted.py"):
         verify_bundle(archive_bundle(bundle, tmp_path / "bad.tar.gz"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -245,13 +244,12 @@ def bundle_verify(
 ) -> None:
     """Check that every file is listed in bundle.json with its sha256 and nothing else is there,
     and (with trusted keys) that a trusted key signed bundle.json."""
-    from visionline_edge import verify_bundle
+    from visionline_edge import release_unpacked, verify_bundle
 
     manifest = verify_bundle(
         bundle, pubkey, trust_store=trust_store, require_signature=require_signature
     )
-    if manifest["_unpacked"]:  # an archive was unpacked only to be checked
-        shutil.rmtree(manifest["_unpacked"], ignore_errors=True)
+    release_unpacked(manifest)  # an archive was unpacked only to be checked
     signer = manifest["_signed_by"]
     what = f"signature by trusted key {signer} and " if signer else ""
     console.print(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,7 +107,7 @@ def bench(
     """Measure every available backend of `target` (a bundle or a model.pt) in one run."""
     from rich.progress import Progress
 
-    from visionline_edge import verify_bundle
+    from visionline_edge import release_unpacked, verify_bundle
 
     target = Path(target)
     notes: list[str] = []
@@ -135,8 +134,7 @@ def bench(
             torch_model, deployed, prep = target, "onnx_int8", spec.preprocessing.to_dict()
         elif target.exists():
             manifest = verify_bundle(target)
-            if manifest["_unpacked"]:  # an archive's unpacked copy lives as long as the benchmark
-                cleanup.callback(shutil.rmtree, manifest["_unpacked"], ignore_errors=True)
+            cleanup.callback(release_unpacked, manifest)  # an archive's copy lives as long as this
             root = Path(manifest["_root"])
             for key, entry in manifest["models"].items():
                 if key in ("fp32", "int8"):

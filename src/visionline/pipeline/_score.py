@@ -12,7 +12,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -526,7 +525,7 @@ def score(
     The bundle is verified by the edge runtime first (with `pubkey`/`trust_store`, its signature
     too; `require_signature` refuses to score without trusted keys).
     """
-    from visionline_edge import verify_bundle
+    from visionline_edge import release_unpacked, verify_bundle
 
     try:
         chosen = Executor(executor) if executor is not None else None
@@ -554,8 +553,7 @@ def score(
             used = workers or os.cpu_count() or 1
             raw = _run_local(found, manifest, used, batch_size, show_progress)
     finally:  # a .tar.gz bundle was unpacked for the workers; they are done with it
-        if manifest["_unpacked"]:
-            shutil.rmtree(manifest["_unpacked"], ignore_errors=True)
+        release_unpacked(manifest)
     rows = _frame(raw, list(manifest["classes"]))
     summary = summarise(rows, bundle_rates(manifest), good_class=manifest["classes"][0])
     name = f"{manifest['name']} v{manifest['version']}"
