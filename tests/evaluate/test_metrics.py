@@ -19,6 +19,7 @@ from visionline.evaluate import (
     false_reject_rate,
     mcnemar,
     min_good_to_certify,
+    operating_rates,
     per_class_report,
     pr_auc,
     reliability,
@@ -166,3 +167,22 @@ def test_mcnemar_exact_binomial():
     # two-sided binomial, 6 trials, 5 successes: 2 * (C(6,5)+C(6,6)) / 64
     assert result["p_value"] == pytest.approx(2 * 7 / 64)
     assert mcnemar(a, a)["p_value"] == 1.0
+
+
+def test_operating_rates_count_the_flags_and_the_called_classes():
+    rng = np.random.default_rng(3)
+    probabilities = rng.dirichlet(np.ones(3), size=200)
+    labels = rng.integers(0, 3, size=200)
+    threshold = 0.6
+    flagged = 1.0 - probabilities[:, 0] > threshold
+    rates = operating_rates(labels, defect_decision(probabilities, threshold), ["good", "a", "b"],
+                            threshold)
+
+    defect = labels != 0
+    assert (rates["tp"], rates["n_defect"]) == (int((flagged & defect).sum()), int(defect.sum()))
+    assert (rates["fp"], rates["n_good"]) == (int((flagged & ~defect).sum()), int((~defect).sum()))
+    matrix = np.array(rates["confusion_matrix"])
+    called_a = flagged & (probabilities[:, 1] > probabilities[:, 2])
+    assert matrix[2, 1] == int((called_a & (labels == 2)).sum()) and matrix.sum() == 200
+    full = compute_metrics(probabilities, labels, ["good", "a", "b"], threshold, bootstrap=0)
+    assert full["rates"] == rates

@@ -8,7 +8,7 @@ on logged production predictions without a model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,24 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(labels, dtype=int), np.asarray(predicted, dtype=int)), 1)
     return matrix
+
+
+def operating_rates(
+    labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str], threshold: float
+) -> dict[str, Any]:
+    """The counts a per-delivery correction needs (`ValidatedRates.from_metrics`): detected
+    defects, false rejects and the confusion matrix of called classes (rows true, columns
+    called; `defect_decision` calls them) at the operating threshold."""
+    matrix = confusion(labels, predicted, len(class_names))
+    return {
+        "tp": int(matrix[1:, 1:].sum()),
+        "n_defect": int(matrix[1:].sum()),
+        "fp": int(matrix[GOOD_INDEX, 1:].sum()),
+        "n_good": int(matrix[GOOD_INDEX].sum()),
+        "threshold": float(threshold),
+        "class_names": list(class_names),
+        "confusion_matrix": matrix.tolist(),
+    }
 
 
 def per_class_report(matrix: np.ndarray, class_names: list[str]) -> dict[str, dict[str, float]]:
@@ -247,15 +265,7 @@ def compute_metrics(
         "per_class": per_class_report(matrix, class_names),
         "subtype_recall": subtype_recall(labels, flagged, class_names),
         "reliability": calibration,
-        "rates": {
-            "tp": detected,
-            "n_defect": n_defect,
-            "fp": false_rejects,
-            "n_good": n_good,
-            "threshold": float(threshold),
-            "class_names": list(class_names),
-            "confusion_matrix": matrix.tolist(),
-        },
+        "rates": operating_rates(labels, predicted, class_names, threshold),
     }
 
 

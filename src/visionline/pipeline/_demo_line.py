@@ -339,7 +339,10 @@ def served_rates(project: Project, bundle_dir: Path, pubkey: Path, dataset_id: s
     class; rows true, columns called). The evaluation's rates are the FP32 model's at the
     evaluation's threshold; a delivery's flags come from the bundle, and the correction is
     unbiased only with the rates of the rule that flagged."""
+    import numpy as np
+
     from visionline.data import DatasetRepo
+    from visionline.evaluate import defect_decision, operating_rates
     from visionline_edge import load_bundle
 
     model = load_bundle(bundle_dir, pubkey, require_signature=True)
@@ -347,39 +350,30 @@ def served_rates(project: Project, bundle_dir: Path, pubkey: Path, dataset_id: s
     version = repo.get(dataset_id)
     records = version.split_records("test")
     records += [r for r in version.split_records("calib") if r.label == "good"]
-    called: list[str] = []
-    for start in range(0, len(records), batch):
-        found = model.predict([repo.blobs.get(r.sha256) for r in records[start : start + batch]])
-        called += [called_class(dict(zip(model.classes, p)), f, model.classes)
-                   for p, f in zip(found.probabilities, found.flagged)]
-    good = model.classes[0]
-    flagged = [c != good for c in called]
-    defect = [r.label != "good" for r in records]
-
-    def counts(keep: list[bool]) -> dict[str, int]:
-        pairs = [(f, d) for f, d, k in zip(flagged, defect, keep) if k]
-        return {"tp": sum(f and d for f, d in pairs), "n_defect": sum(d for _, d in pairs),
-                "fp": sum(f and not d for f, d in pairs),
-                "n_good": sum(not d for _, d in pairs)}
-
+    probabilities = np.concatenate([
+        model.predict([repo.blobs.get(r.sha256) for r in records[start : start + batch]])
+        .probabilities
+        for start in range(0, len(records), batch)
+    ])
+    # the bundle flags 1 - p(good) > its threshold, the rule defect_decision applies
+    predicted = defect_decision(probabilities, model.threshold)
     index = {name: i for i, name in enumerate(model.classes)}
-    matrix = [[0] * len(index) for _ in index]
-    for record, call in zip(records, called):
-        matrix[index[record.subtype or record.label]][index[call]] += 1
-    stratum = [(strata or {}).get(r.path) for r in records]
+    labels = np.array([index[r.subtype or r.label] for r in records])
+    stratum = np.array([(strata or {}).get(r.path) or "" for r in records])
+
+    def rates(keep: np.ndarray) -> dict[str, Any]:
+        return operating_rates(labels[keep], predicted[keep], model.classes, model.threshold)
+
     return {
-        **counts([True] * len(records)),
-        "threshold": model.threshold,
-        "class_names": list(model.classes),
-        "confusion_matrix": matrix,
-        "by": {s: counts([t == s for t in stratum]) for s in sorted({t for t in stratum if t})},
+        **rates(np.ones(len(records), dtype=bool)),
+        "by": {s: rates(stratum == s) for s in sorted(set(stratum) - {""})},
     }
 
 
 def called_class(probabilities: dict[str, float], flagged: bool, classes: Sequence[str]) -> str:
-    """The class a verdict calls: good (the model's first class) when not flagged, else its
-    likeliest defect class; what the per-class correction counts on the test split and in a
-    delivery."""
+    """The class a logged verdict calls: good (the model's first class) when not flagged, else
+    its likeliest defect class; `defect_decision`'s rule for a verdict whose flag the line
+    already decided, counted per delivery against `served_rates`' matrix."""
     if not flagged:
         return classes[0]
     return max(classes[1:], key=lambda name: probabilities.get(name, 0.0))
