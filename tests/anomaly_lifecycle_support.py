@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+import pytest
 
 from visionline.config import Project, init_project
 
@@ -67,17 +68,12 @@ def fitted_apples(root: Path, images: int = 40, threshold_frr: float | None = No
     return FittedApples(project, split.id, fit.model_path, raw)
 
 
-_SHARED: dict[int, FittedApples] = {}
-"""`shared_fitted_apples` by id of the session's TempPathFactory (not hashable itself)."""
-
-
-def shared_fitted_apples(tmp_path_factory: Any) -> FittedApples:
+@pytest.fixture(scope="session")
+def shared_fitted_apples(tmp_path_factory: pytest.TempPathFactory) -> FittedApples:
     """`fitted_apples` with the default recipe, fitted once a session for every test folder that
-    only reads it (the export and serve tests each take their own bundle from it)."""
-    key = id(tmp_path_factory)
-    if key not in _SHARED:
-        _SHARED[key] = fitted_apples(tmp_path_factory.mktemp("anomaly-apples") / "project")
-    return _SHARED[key]
+    only reads it (the export and serve tests each take their own bundle from it); registered as
+    a fixture by tests/conftest.py alone, so the session holds one."""
+    return fitted_apples(tmp_path_factory.mktemp("anomaly-apples") / "project")
 
 
 def export_bundle(fitted: FittedApples, out: Path, key: Path | None = None, version: str = "1"):

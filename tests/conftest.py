@@ -16,6 +16,11 @@ import pytest
 # Helpers shared by several test folders (`browser_support`) live next to this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# Session fixtures shared by several test folders, registered here once: a fixture imported into
+# several conftests or modules is a separate fixture in each, built once per import.
+from anomaly_lifecycle_support import shared_fitted_apples
+from eval_builders import eval_env
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:

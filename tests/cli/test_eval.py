@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluate"))
 
-from eval_builders import eval_env, make_dataset  # noqa: F401
+from eval_builders import make_dataset
 
 VISIONLINE = Path(sys.executable).parent / "visionline"
 
@@ -43,7 +43,7 @@ def one_line_error(result: subprocess.CompletedProcess, code: int, text: str) ->
 
 
 @pytest.mark.slow
-def test_eval_prints_metrics_gates_and_writes_the_report(eval_env, tmp_path):  # noqa: F811
+def test_eval_prints_metrics_gates_and_writes_the_report(eval_env, tmp_path):
     project = str(eval_env.project.root)
     out = tmp_path / "report"
     result = run(
@@ -69,7 +69,7 @@ def test_eval_prints_metrics_gates_and_writes_the_report(eval_env, tmp_path):  #
 
 
 @pytest.mark.slow
-def test_eval_gate_failure_exits_3_with_the_reason(eval_env, tmp_path):  # noqa: F811
+def test_eval_gate_failure_exits_3_with_the_reason(eval_env, tmp_path):
     result = run(
         "eval",
         str(eval_env.useless_model),
@@ -89,7 +89,7 @@ def test_eval_gate_failure_exits_3_with_the_reason(eval_env, tmp_path):  # noqa:
 
 
 @pytest.mark.slow
-def test_eval_bad_input_is_one_line(eval_env, tmp_path):  # noqa: F811
+def test_eval_bad_input_is_one_line(eval_env, tmp_path):
     project = str(eval_env.project.root)
     result = run(
         "eval", "models:/nope@champion", "--data", eval_env.dataset, "-p", project, cwd=tmp_path

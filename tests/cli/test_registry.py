@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluate"))
 
-from eval_builders import eval_env, log_run  # noqa: F401
+from eval_builders import log_run
 
 from visionline.registry._resolve import client
 
@@ -32,7 +32,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_register_promote_show_and_rollback(eval_env, tmp_path):  # noqa: F811
+def test_register_promote_show_and_rollback(eval_env, tmp_path):
     project = str(eval_env.project.root)
     run_id = log_run(eval_env.project, eval_env.model, eval_env.dataset)
     result = run("models", "register", run_id, "--name", "cli-apples", "-p", project, cwd=tmp_path)
@@ -65,7 +65,7 @@ def test_register_promote_show_and_rollback(eval_env, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_registry_bad_input_is_one_line(eval_env, tmp_path):  # noqa: F811
+def test_registry_bad_input_is_one_line(eval_env, tmp_path):
     project = str(eval_env.project.root)
     for args, text in (
         (("promote", "ghost"), "No registered model version ghost@challenger"),

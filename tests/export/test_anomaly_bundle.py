@@ -12,17 +12,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anomaly_lifecycle_support import IMAGE_SIZE, export_bundle, shared_fitted_apples
+from anomaly_lifecycle_support import IMAGE_SIZE, export_bundle
 
 from visionline.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, shared_fitted_apples):
     from visionline.export import generate_keys
 
     root = tmp_path_factory.mktemp("anomaly-bundle")
-    fitted = shared_fitted_apples(tmp_path_factory)
+    fitted = shared_fitted_apples
     key, public = generate_keys(root / "keys")
     result = export_bundle(fitted, root / "bundle", key)
     return fitted, result, public

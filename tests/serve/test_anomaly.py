@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from anomaly_lifecycle_support import IMAGE_SIZE, export_bundle, shared_fitted_apples
+from anomaly_lifecycle_support import IMAGE_SIZE, export_bundle
 from PIL import Image
 from serve_support import serving
 
@@ -37,12 +37,12 @@ def _apples(root, seed: int, n: int, drift: str | None = None) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, shared_fitted_apples):
     from visionline.export import generate_keys
     from visionline.monitor import MonitorDB, PredictionLogger
 
     root = tmp_path_factory.mktemp("anomaly-serve")
-    fitted = shared_fitted_apples(tmp_path_factory)
+    fitted = shared_fitted_apples
     key, public = generate_keys(root / "keys")
     repo = root / "repo"
     export_bundle(fitted, repo / MODEL / "1", key)

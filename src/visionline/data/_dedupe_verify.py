@@ -123,8 +123,8 @@ class PairMatcher:
         distance: np.ndarray,
         nearest: np.ndarray,
     ) -> tuple[int, np.ndarray | None]:
-        """Score (and affine matrix) of the matches (ratio test) between source keypoints and their 2 nearest target
-        keypoints.
+        """Score (and affine matrix) of the matches (ratio test) between source keypoints and
+        their 2 nearest target keypoints.
 
         Matches first vote on the rotation between the images (keypoint angle differences,
         15 deg bins); only those near the winning angle go to RANSAC, which then needs few

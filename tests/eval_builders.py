@@ -143,23 +143,12 @@ class EvalEnv:
     useless_model: Path
 
 
-_ENVS: dict[int, EvalEnv] = {}
-"""Built environments by id of the session's TempPathFactory. The evaluate and registry conftests
-and two CLI test modules each import `eval_env`, and pytest keeps one session value per import,
-so without this the same models were built four times a session."""
-
-
 @pytest.fixture(scope="session")
 def eval_env(tmp_path_factory: pytest.TempPathFactory) -> EvalEnv:
     """One project, dataset version and two models for all evaluation, registry and eval-CLI
-    tests (built once a session; each test registers under its own model name)."""
-    key = id(tmp_path_factory)
-    if key not in _ENVS:
-        _ENVS[key] = _build_eval_env(tmp_path_factory)
-    return _ENVS[key]
-
-
-def _build_eval_env(tmp_path_factory: pytest.TempPathFactory) -> EvalEnv:
+    tests (built once a session; each test registers under its own model name). Registered as a
+    fixture by tests/conftest.py alone: pytest keeps one session value per place a fixture is
+    imported into."""
     root = tmp_path_factory.mktemp("eval-project")
     project = make_project(root)
     dataset = make_dataset(project)
