@@ -1,12 +1,17 @@
 """Near-duplicate groups of a dataset version's records, with features cached in the store.
 
 Features are computed once per blob (content hash) and kept under the dataset root, so a new
-version only describes its new blobs. An image too small to describe, and a cache that cannot be
-read, each produce a note rather than a failure; nothing already stored changes.
+version only describes its new blobs; the groups found among a set of blobs are kept with them,
+so splitting or deduplicating the same images again skips the matching. An image too small to
+describe, and a cache that cannot be read, each produce a note rather than a failure; nothing
+already stored changes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -117,6 +122,47 @@ def _phash_pairs(
     return [(i, j) for i, j, _ in near_duplicate_pairs([hashes[r.sha256] for r in records])]
 
 
+_GROUPING_CODE = ("_dedupe.py", "_dedupe_retrieval.py", "_dedupe_verify.py", "_phash.py")
+
+
+def _groups_key(shas: list[str], config: DedupeConfig) -> str:
+    """What the groups of a set of blobs depend on: the blobs (in order), the settings and the
+    code that groups them, so a changed detector never reads an old result."""
+    digest = hashlib.sha256(json.dumps([shas, dataclasses.asdict(config)]).encode())
+    here = os.path.dirname(__file__)
+    for name in _GROUPING_CODE:
+        with open(os.path.join(here, name), "rb") as handle:
+            digest.update(handle.read())
+    return digest.hexdigest()[:32]
+
+
+def _load_groups(path: os.PathLike[str]) -> NearDuplicates | None:
+    """The groups saved by an earlier report of the same blobs, or None (absent, unreadable)."""
+    try:
+        with open(path) as handle:
+            saved = json.load(handle)
+        return NearDuplicates(
+            saved["group"], [tuple(p) for p in saved["pairs"]], saved["candidates"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _save_groups(path: os.PathLike[str], found: NearDuplicates) -> None:
+    """Keep the groups beside the features they came from (a cache rewrite drops them), so a
+    second split or dedupe of the same images skips the matching; best effort."""
+    staging = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(staging, "w") as handle:
+            json.dump(dataclasses.asdict(found), handle)
+        os.replace(staging, path)
+    except OSError:
+        try:
+            os.remove(staging)
+        except OSError:
+            pass
+
+
 def near_duplicate_report(
     repo: DatasetRepo,
     records: list[ImageRecord],
@@ -133,10 +179,15 @@ def near_duplicate_report(
     too_small, cache, computed = record_features(repo, ordered, show_progress)
     notes = [cache.message] if cache.message else []
     usable = [i for i, r in enumerate(ordered) if r.sha256 not in too_small]
-    table = cache.table([ordered[i].sha256 for i in usable])
-    found = find_groups(
-        table, config or DedupeConfig(), must_link=_phash_pairs(repo, ordered, usable)
-    )
+    config = config or DedupeConfig()
+    usable_shas = [ordered[i].sha256 for i in usable]
+    saved = cache.dir / f"groups-{_groups_key(usable_shas, config)}.json"
+    found = _load_groups(saved)
+    if found is None:
+        found = find_groups(
+            cache.table(usable_shas), config, must_link=_phash_pairs(repo, ordered, usable)
+        )
+        _save_groups(saved, found)
     group = list(range(len(ordered)))
     for position, g in enumerate(found.group):
         group[usable[position]] = usable[g]
