@@ -96,6 +96,18 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "epochs": 1, "head_epochs": 60, "head_lr": 0.003, "embedding_views": 1,
         "finetune_blocks": 0, "image_size": 288, "features": "patches",
     },
+    # The demo's patch head with pixel supervision: the renders' defect masks (ingested with
+    # --masks) teach each cell's defect-vs-good logit, at the share of the cell the mask covers
+    # or at 1 wherever it touches the cell; cells of good images are negative (mask_weight).
+    "patches_224_2views_masks": {
+        "epochs": 1, "head_epochs": 60, "head_lr": 0.003, "embedding_views": 2,
+        "finetune_blocks": 0, "image_size": 224, "features": "patches", "mask_weight": 1.0,
+    },
+    "patches_224_2views_masks_any": {
+        "epochs": 1, "head_epochs": 60, "head_lr": 0.003, "embedding_views": 2,
+        "finetune_blocks": 0, "image_size": 224, "features": "patches", "mask_weight": 1.0,
+        "mask_target": "any",
+    },
 }
 
 PREVIOUS_DEMO = "patches_224_2views"
@@ -118,7 +130,8 @@ SPLIT = {"val": 0.15, "calib": 0.15, "test": 0.2, "seed": 0}
 
 
 def _build(root: Path, seed: int, n_images: int) -> tuple[Path, str, dict[str, Any]]:
-    """A demo-like project on apples of `seed`, ingested and split as the demo splits."""
+    """A demo-like project on apples of `seed`, ingested with their defect masks (arms without
+    `mask_weight` ignore them) and split as the demo splits."""
     from visionline.config import Project
     from visionline.data import DatasetRepo
     from visionline.synth import SynthConfig, generate_dataset
@@ -127,9 +140,9 @@ def _build(root: Path, seed: int, n_images: int) -> tuple[Path, str, dict[str, A
     (root / "visionline.yaml").write_text(DEMO_YAML)
     images = root / "synth" / "dataset"
     config = SynthConfig(size=DEMO["image_size"], seed=seed, defect_rate=DEMO["defect_rate"])
-    generate_dataset(config, images, n_images)
+    generate_dataset(config, images, n_images, masks=True)
     repo = DatasetRepo(Project.load(root))
-    version = repo.add(images, name="apples-synth").version
+    version = repo.add(images, name="apples-synth", masks=True).version
     version = repo.split(
         version.id, val=SPLIT["val"], test=SPLIT["test"], seed=SPLIT["seed"], calib=SPLIT["calib"]
     )

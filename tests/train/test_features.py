@@ -10,7 +10,13 @@ from torch import nn
 from visionline.errors import TrainingError
 from visionline.preprocessing import Preprocessing
 from visionline.train import Features, ModelSpec, TrainConfig, build_model, load_model, save_model
-from visionline.train._features import PatchHead, patch_channels
+from visionline.train._features import (
+    MaskTarget,
+    PatchHead,
+    cell_mask_loss,
+    cell_targets,
+    patch_channels,
+)
 
 
 def _identity_head() -> PatchHead:
@@ -107,3 +113,30 @@ def test_config_takes_features_by_name_and_refuses_others():
     assert TrainConfig().features is Features.POOLED
     with pytest.raises(ValueError, match="features"):
         TrainConfig(features="max")
+
+
+def test_cell_targets_pool_each_mask_to_the_cells_of_the_map():
+    masks = np.zeros((2, 8, 8), dtype=np.float32)
+    masks[0, :2, :2] = 1.0  # a quarter of the top-left 4x4 cell
+    masks[1] = np.nan  # an image whose mask is unknown
+    share = cell_targets(masks, (2, 2), MaskTarget.SHARE)
+    np.testing.assert_allclose(share[0], [[0.25, 0.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(cell_targets(masks, (2, 2), MaskTarget.ANY)[0], [[1, 0], [0, 0]])
+    assert np.isnan(share[1]).all()
+
+
+def test_cell_mask_loss_scores_the_defect_against_the_good_logit_of_known_cells_only():
+    targets = torch.tensor([[[1.0, 0.0]], [[float("nan"), float("nan")]]])  # (N=2, H=1, W=2)
+    right = torch.zeros(2, 3, 1, 2)
+    right[0, 2, 0, 0] = 8.0  # a defect class says "here" in the masked cell
+    right[0, 0, 0, 1] = 8.0  # good says "fine" in the other one
+    wrong = right.flip(3)
+    assert cell_mask_loss(right, targets) < 0.01
+    assert cell_mask_loss(wrong, targets) > 5.0
+    assert cell_mask_loss(right[1:], targets[1:]).item() == 0.0
+
+
+def test_mask_weight_needs_a_patch_head():
+    assert TrainConfig(features="patches", mask_weight=1).mask_target is MaskTarget.SHARE
+    with pytest.raises(ValueError, match="features: patches"):
+        TrainConfig(mask_weight=1)

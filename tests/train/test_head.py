@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from train_builders import tiny_config
 
 from visionline.data import DatasetRepo
+from visionline.errors import TrainingError
 from visionline.preprocessing import Preprocessing
 from visionline.train import ModelSpec, build_model, fit, load_model
 from visionline.train._data import PixelCache, split_labels
+from visionline.train._features import MaskTarget
 from visionline.train._head import (
     VIEWS,
     EmbeddingCache,
     backbone_blocks,
     freeze_below_top_blocks,
+    logit_metrics,
+    mask_cell_targets,
+    train_head,
 )
 
 
@@ -183,3 +192,85 @@ def test_pooled_and_patch_features_are_cached_under_different_keys(tiny_project,
     assert first.embed(records[:2], pixels, 1, cpu).ndim == 3
     assert second.embed(records[:2], pixels, 1, cpu).shape[:3] == (1, 2, patches.embedding_dim)
     assert second.computed == 2
+
+
+def _with_masks(project, version):
+    """A version of the tiny project whose scratches carry a mask of their top-left quadrant
+    (dents keep none) and whose good images carry none."""
+    repo = DatasetRepo(project)
+    buffer = io.BytesIO()
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[:16, :16] = 255
+    Image.fromarray(mask).save(buffer, format="PNG")
+    sha = repo.blobs.put(buffer.getvalue())
+    records = [
+        dataclasses.replace(r, mask_sha256=sha) if r.subtype == "scratch" else r
+        for r in version.records
+    ]
+    return repo.create_version(records, name="tiny+masks", parent=version.id, metadata={})
+
+
+def test_mask_targets_go_through_the_resize_and_views_of_their_images(tiny_project):
+    project, version = tiny_project
+    version = _with_masks(project, version)
+    records, labels = split_labels(version, "train", ["good", "scratch", "dent"])
+    targets = mask_cell_targets(
+        records, labels, DatasetRepo(project).blobs, Preprocessing(size=64), 2, (2, 2),
+        MaskTarget.SHARE,
+    )
+    assert targets.shape == (2, len(records), 2, 2)
+    kinds = [r.subtype or "good" for r in records]
+    scratch, dent, good = (kinds.index(k) for k in ("scratch", "dent", "good"))
+    np.testing.assert_allclose(targets[0, scratch], [[1, 0], [0, 0]])  # upsampled 32 -> 64
+    np.testing.assert_allclose(targets[1, scratch], [[0, 1], [0, 0]])  # the flipped view
+    assert (targets[:, good] == 0).all() and np.isnan(targets[:, dent]).all()
+
+
+def test_masks_teach_the_cells_where_the_defect_is():
+    prep = Preprocessing(size=32)
+    model = build_model(ModelSpec("mobilenetv3_small_100", ["good", "x"], prep, features="patches"))
+    start = {k: v.clone() for k, v in model.head.state_dict().items()}
+    rng = np.random.default_rng(0)
+    n = 64
+    maps = rng.normal(size=(n, model.embedding_dim, 3, 3)).astype(np.float32)
+    labels = np.arange(n) % 2
+    cells = np.zeros((n, 3, 3), dtype=np.float32)
+    where = rng.integers(0, 3, size=(n, 2))
+    for i in np.flatnonzero(labels):
+        maps[i, 0, where[i, 0], where[i, 1]] += 4.0  # the defect's own cell
+        maps[i, 1] += 1.5  # and a shift of every cell that also tells defects apart
+        cells[i, where[i, 0], where[i, 1]] = 1.0
+
+    def top_cell_hits(masks):
+        model.head.load_state_dict(start)
+        train_head(
+            model, maps, labels, maps, labels, epochs=20, lr=0.01, weight_decay=0.0,
+            batch_size=32, class_weight=None, label_smoothing=0.0, seed=0, masks=masks,
+            score=lambda logits, y: logit_metrics(logits, y, 0.1),
+        )
+        with torch.no_grad():
+            logits = model.head.cell_logits(torch.from_numpy(maps[labels == 1]))
+        top = (logits[:, 1] - logits[:, 0]).flatten(1).argmax(1).numpy()
+        return (top == where[labels == 1, 0] * 3 + where[labels == 1, 1]).mean()
+
+    taught, untaught = top_cell_hits((cells, 1.0)), top_cell_hits(None)
+    assert taught >= 0.8 and untaught < taught - 0.3
+    with pytest.raises(TrainingError, match="one \\(H, W\\) target per train map"):
+        top_cell_hits((cells[:, :2], 1.0))
+
+
+def test_mask_weight_without_masks_is_refused_in_one_sentence(
+    tiny_project, tracking_uri, tmp_path, checkpoint
+):
+    project, version = tiny_project
+    config = tiny_config(
+        pretrained=str(checkpoint), head_epochs=2, finetune_blocks=0, features="patches",
+        mask_weight=1.0,
+    )
+    with pytest.raises(TrainingError, match=r"data add --masks\) or set mask_weight: 0\.$"):
+        fit(config, version, project, out_dir=tmp_path / "a", tracking_uri=tracking_uri,
+            progress=False)
+    masked = _with_masks(project, version)
+    result = fit(config, masked.id, project, out_dir=tmp_path / "b", tracking_uri=tracking_uri,
+                 progress=False)
+    assert result.model_path.is_file()

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from visionline.errors import ConfigError, TrainingError
 from visionline.preprocessing import ResizeMode
 from visionline.train._backbones import IMAGENET, NO_WEIGHTS, Backbone, resolve_backbone
-from visionline.train._features import Features
+from visionline.train._features import Features, MaskTarget
 
 
 class Schedule(str, Enum):
@@ -95,6 +95,19 @@ class TrainConfig(BaseModel):
         "embedding) or 'patches' (a per-cell MLP on the map before the last stage, pooled by "
         "log-sum-exp, so a small defect is not averaged away)",
     )
+    mask_weight: float = Field(
+        0.0,
+        ge=0,
+        description="stage 1 with features 'patches': weight of a per-cell loss that teaches each "
+        "cell of the map where the defect is, from the masks the records carry (data add "
+        "--masks); good images' cells are all negative, defect images without a mask add only "
+        "the image loss; 0 turns it off",
+    )
+    mask_target: MaskTarget = Field(
+        MaskTarget.SHARE,
+        description="a masked cell's target: 'share' (the share of the cell the mask covers) or "
+        "'any' (1 where the mask touches the cell at all)",
+    )
     embedding_views: int = Field(
         1,
         ge=1,
@@ -156,6 +169,15 @@ class TrainConfig(BaseModel):
         if value in (IMAGENET, NO_WEIGHTS) or value.endswith((".pt", ".pth", ".ckpt", ".bin")):
             return value
         raise ValueError("use 'imagenet', 'none' or the path of a .pt/.pth checkpoint")
+
+    @model_validator(mode="after")
+    def _masks_need_patches(self) -> TrainConfig:
+        if self.mask_weight > 0 and self.features is not Features.PATCHES:
+            raise ValueError(
+                "mask_weight teaches the cells of a patch head; set features: patches or "
+                "mask_weight: 0"
+            )
+        return self
 
     @property
     def backbone_lr(self) -> float:

@@ -7,6 +7,10 @@ average cannot tell it from a good apple's texture (benchmarks/demo_recipe.py: 5
 and scores every cell with a small 1x1-convolution MLP, then pools the cell scores with a
 log-sum-exp (a smooth maximum), so one defective cell can carry the image: a multiple-instance
 head. It is trained on cached maps like the linear head on cached vectors.
+
+Where the records carry defect masks, the cells can also be told where the defect is
+(`mask_weight`): each cell's defect-vs-good logit is fitted to the share of the cell its mask
+covers (`MaskTarget`), and every cell of a good image is negative, beside the image loss.
 """
 
 from __future__ import annotations
@@ -14,12 +18,22 @@ from __future__ import annotations
 import math
 from enum import Enum
 
+import numpy as np
 import torch
 from torch import nn
 
 from visionline.errors import TrainingError
 
-__all__ = ["PATCH_HIDDEN", "Features", "PatchHead", "patch_channels", "patch_map"]
+__all__ = [
+    "PATCH_HIDDEN",
+    "Features",
+    "MaskTarget",
+    "PatchHead",
+    "cell_mask_loss",
+    "cell_targets",
+    "patch_channels",
+    "patch_map",
+]
 
 PATCH_HIDDEN = 64
 """Hidden width of the per-cell MLP (the probe on seed 7 used 64; wider only overfits 750 images)."""
@@ -34,6 +48,41 @@ class Features(str, Enum):
 
     POOLED = "pooled"
     PATCHES = "patches"
+
+
+class MaskTarget(str, Enum):
+    """What a cell's defect-vs-good logit is fitted to where the image has a defect mask.
+
+    `share`: the share of the cell the mask covers (a cell half over a bruise is half defective).
+    `any`: 1 for every cell the mask touches at all, so a defect of a few pixels still makes
+    its cell positive (its share of a 32 px cell is a few percent).
+    """
+
+    SHARE = "share"
+    ANY = "any"
+
+
+def cell_targets(masks: np.ndarray, grid: tuple[int, int], target: MaskTarget) -> np.ndarray:
+    """(N, h, w) float32 cell targets of (N, S, S) masks in the model frame (bool or coverage in
+    [0, 1]) for a feature map of `grid` cells; NaN masks (an image without one) stay NaN."""
+    pooled = nn.functional.adaptive_avg_pool2d(
+        torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32))[:, None], grid
+    )[:, 0].numpy()
+    if MaskTarget(target) is MaskTarget.ANY:
+        pooled = np.where(np.isnan(pooled), np.nan, (pooled > 0).astype(np.float32))
+    return pooled.astype(np.float32)
+
+
+def cell_mask_loss(cells: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of each cell's defect-vs-good logit (log-sum-exp of the defect
+    classes' cell logits minus the good one; class 0 is `good`) against its (N, H, W) target,
+    averaged over the rows whose target is known (not NaN); 0 when none is."""
+    known = ~torch.isnan(targets).flatten(1).any(dim=1)
+    if not known.any():
+        return cells.sum() * 0.0
+    cells, targets = cells[known], targets[known]
+    defect = torch.logsumexp(cells[:, 1:], dim=1) - cells[:, 0]
+    return nn.functional.binary_cross_entropy_with_logits(defect, targets)
 
 
 def patch_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -92,6 +141,15 @@ class PatchHead(nn.Module):
         self.mean.copy_(maps.mean(dim=(0, 2, 3), keepdim=True))
         self.std.copy_(maps.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-5))
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        scores = self.cells((maps - self.mean) / self.std).flatten(2)
+    def cell_logits(self, maps: torch.Tensor) -> torch.Tensor:
+        """(N, K, H, W) class logits of every cell."""
+        return self.cells((maps - self.mean) / self.std)
+
+    @staticmethod
+    def pool(cells: torch.Tensor) -> torch.Tensor:
+        """(N, K) image logits of (N, K, H, W) cell logits: log-sum-exp minus log(cells)."""
+        scores = cells.flatten(2)
         return torch.logsumexp(scores, dim=2) - math.log(scores.shape[2])
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.cell_logits(maps))

@@ -9,6 +9,10 @@ turns), cached on disk keyed by the image's content hash, the backbone, its star
 the kind of features and the preprocessing, so a rerun or a
 second training arm reuses them; hundreds of head epochs over those vectors then cost less than
 one forward pass over the images.
+
+With `mask_weight`, a patch head also learns where the defects are: the masks of the records
+go through the same resize and the same fixed views as their images and are pooled to the
+map's cells (`mask_cell_targets`, cheap next to one forward pass, so not cached).
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from visionline.errors import TrainingError
 from visionline.train._config import Balance, TrainConfig
 from visionline.train._data import inverse_frequency_weights
+from visionline.train._features import MaskTarget, cell_mask_loss, cell_targets
 
 if TYPE_CHECKING:
-    from visionline.data import ImageRecord
+    from visionline.data import BlobStore, ImageRecord
     from visionline.preprocessing import Preprocessing
     from visionline.train._checkpoint import Progress
     from visionline.train._model import InspectionModel
@@ -43,6 +49,7 @@ __all__ = [
     "fit_head",
     "freeze_below_top_blocks",
     "logit_metrics",
+    "mask_cell_targets",
     "train_head",
 ]
 
@@ -152,6 +159,41 @@ class EmbeddingCache:
         return np.stack(out)
 
 
+def mask_cell_targets(
+    records: Sequence[ImageRecord],
+    labels: np.ndarray,
+    blobs: BlobStore,
+    preprocessing: Preprocessing,
+    views: int,
+    grid: tuple[int, int],
+    target: MaskTarget,
+) -> np.ndarray:
+    """(views, N, h, w) cell targets of `records` for maps of `grid` cells: each mask resized
+    (and letterboxed) as its image is, put through the same `VIEWS`, pooled per cell; a good
+    image (label 0) without a mask is all zeros, a defect image without one (or with an empty
+    one, such as a defect too faint to mark) all NaN (unknown)."""
+    from visionline.anomaly import binary_mask, mask_in_model_frame
+    from visionline.preprocessing import decode_image
+
+    size = preprocessing.size
+    frames = np.full((len(records), size, size), np.nan, dtype=np.float32)
+    for i, (record, label) in enumerate(zip(records, labels)):
+        if record.mask_sha256 is not None:
+            full = binary_mask(
+                decode_image(blobs.get(record.mask_sha256)),
+                (record.width, record.height),
+                f"The mask of {record.path}",
+            )
+            frame = mask_in_model_frame(full, preprocessing)
+            if frame.any() or label == 0:  # an empty mask of a defect says nothing about where
+                frames[i] = frame
+        elif label == 0:
+            frames[i] = 0.0
+    return np.stack(
+        [cell_targets(VIEWS[v](frames[..., None])[..., 0], grid, target) for v in range(views)]
+    )
+
+
 def logit_metrics(
     logits: torch.Tensor, labels: np.ndarray, max_false_reject_rate: float
 ) -> dict[str, float]:
@@ -188,6 +230,7 @@ def train_head(
     score: Callable[[torch.Tensor, np.ndarray], dict[str, float]],
     seed: int,
     soft_targets: tuple[torch.Tensor, float, float] | None = None,
+    masks: tuple[np.ndarray, float] | None = None,
 ) -> dict[str, float]:
     """Fit `model.head` (through its dropout) on embeddings with AdamW and a cosine schedule,
     keep the epoch whose val score (defect recall at the false-reject goal, then -val loss) is
@@ -196,8 +239,9 @@ def train_head(
     and standardise a patch head's input first. `soft_targets` (a teacher's logits per train
     row, α, temperature) mixes knowledge distillation into the loss, as `DistillationLoss` does;
     with them, rows labelled -1 are unlabelled images that learn from the teacher alone (the
-    label loss averages over the labelled rows of a batch, the soft loss over all of them)."""
-    from visionline.errors import TrainingError
+    label loss averages over the labelled rows of a batch, the soft loss over all of them).
+    `masks` (per-cell targets (N, H, W) of every train row, NaN where unknown, and a weight)
+    adds `cell_mask_loss` of a patch head's cell logits, flipped with their maps."""
     from visionline.train._distill import kd_loss
 
     unlabelled = int((train_y < 0).sum())
@@ -205,6 +249,13 @@ def train_head(
         raise TrainingError(
             f"{unlabelled} train rows have no label (-1); pass a teacher's soft_targets for "
             "them or drop them."
+        )
+    if masks is not None and (
+        not model.patches or masks[0].shape != (train_x.shape[0], *train_x.shape[2:])
+    ):
+        raise TrainingError(
+            "mask targets need a patch head and one (H, W) target per train map; use "
+            "features: patches and targets of the train rows' map grid."
         )
     if soft_targets is not None and len(soft_targets[0]) != len(train_y):
         raise TrainingError(
@@ -216,6 +267,7 @@ def train_head(
     x = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
     y = torch.from_numpy(train_y)
     val = torch.from_numpy(np.ascontiguousarray(val_x, dtype=np.float32))
+    cells_y, mask_weight = (None, 0.0) if masks is None else (torch.from_numpy(masks[0]), masks[1])
     if model.patches:
         model.head.standardise(x)
     criterion = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=label_smoothing)
@@ -230,16 +282,22 @@ def train_head(
         total = 0.0
         for batch in torch.randperm(len(x), generator=generator).split(batch_size):
             inputs = x[batch]
+            flips: list[int] = []
             if inputs.ndim == 4:
                 flips = [d for d in (2, 3) if torch.rand(1, generator=generator) < 0.5]
                 inputs = inputs.flip(flips) if flips else inputs
-            logits = model.classify(inputs)
+            cells = model.head.cell_logits(inputs) if cells_y is not None else None
+            logits = model.head.pool(cells) if cells is not None else model.classify(inputs)
             labelled = y[batch] >= 0
             loss = (
                 criterion(logits[labelled], y[batch][labelled])
                 if labelled.any()
                 else logits.sum() * 0.0
             )
+            if cells is not None and cells_y is not None:
+                targets = cells_y[batch]
+                targets = targets.flip([d - 1 for d in flips]) if flips else targets
+                loss = loss + mask_weight * cell_mask_loss(cells, targets)
             if soft_targets is not None:
                 teacher, alpha, temperature = soft_targets
                 loss = (1 - alpha) * loss + alpha * kd_loss(logits, teacher[batch], temperature)
@@ -273,13 +331,23 @@ def fit_head(
     device: torch.device,
     max_false_reject_rate: float,
     bar: Progress,
+    blobs: BlobStore | None = None,
 ) -> dict[str, float]:
     """Stage 1 inside `fit`: embed (records, pixels, labels) of train (`config.embedding_views`
     views) and val (identity) through the frozen backbone, cached, then `train_head`; the model's
     head ends at its best val epoch and the returned dict holds that epoch's val metrics, how
-    many embeddings were computed (not cached) and the seconds each part took."""
+    many embeddings were computed (not cached) and the seconds each part took. With
+    `config.mask_weight`, the train records' masks (read from `blobs`) teach the cells, and a
+    train split without any mask is refused before the backbone runs (a retrain extends the
+    champion's version, whose masks it keeps)."""
     train_records, train_pixels, train_y = train
     val_records, val_pixels, val_y = val
+    masked = sum(r.mask_sha256 is not None for r in train_records)
+    if config.mask_weight > 0 and (not masked or blobs is None):
+        raise TrainingError(
+            f"mask_weight {config.mask_weight:g} teaches the cells from defect masks, but no "
+            "train image carries one; ingest the masks (data add --masks) or set mask_weight: 0."
+        )
     cache = EmbeddingCache(
         model,
         config.backbone.value,
@@ -293,6 +361,14 @@ def fit_head(
     train_x = cache.embed(train_records, train_pixels, views, device, bar.update)
     val_x = cache.embed(val_records, val_pixels, 1, device, bar.update)[0]
     embedded = time.perf_counter()
+    masks = None
+    if config.mask_weight > 0 and blobs is not None:
+        targets = mask_cell_targets(
+            train_records, train_y, blobs, preprocessing, views,
+            (int(train_x.shape[-2]), int(train_x.shape[-1])), config.mask_target,
+        )
+        masks = (targets.reshape(-1, *targets.shape[2:]), config.mask_weight)
+        bar.log(f"head: cells taught where the defects are by {masked} masks")
     model.head.to("cpu")
     weight = (
         inverse_frequency_weights(train_y, int(model.head.out_features))
@@ -313,6 +389,7 @@ def fit_head(
         label_smoothing=config.label_smoothing,
         score=lambda logits, labels: logit_metrics(logits, labels, max_false_reject_rate),
         seed=config.seed,
+        masks=masks,
     )
     model.head.to(device)
     best.update(

@@ -391,6 +391,7 @@ def _fit(
                 device,
                 goals.operating_false_reject_rate,
                 bar,
+                cache.blobs,
             )
         optimizer = torch.optim.AdamW(
             [
