@@ -88,9 +88,6 @@ def train(
     project_dir: ProjectOption = None,
 ) -> None:
     """Train an inspection model: frozen warm-up, fine-tuning, early stopping at the FRR goal."""
-    from visionline.train import fit, load_train_config
-    from visionline.train._distributed import dist_context
-
     overrides = {
         "backbone": backbone,
         "pretrained": pretrained,
@@ -113,9 +110,16 @@ def train(
         raise ConfigError(
             f"--resume continues with the run's saved settings; drop {', '.join(given) or '--config'}."
         )
-    settings = load_train_config(config, **overrides)
+    from visionline.data import DatasetRepo
+
     project = load_project(project_dir)
-    result = fit(settings, data, project, out_dir=out, resume=resume, tracking_uri=tracking_uri)
+    version = DatasetRepo(project).get(data)
+    # torch comes in here, after the checks above, so a missing project or version fails at once
+    from visionline.train import fit, load_train_config
+    from visionline.train._distributed import dist_context
+
+    settings = load_train_config(config, **overrides)
+    result = fit(settings, version, project, out_dir=out, resume=resume, tracking_uri=tracking_uri)
     if not dist_context().is_main:
         return
     goal = project.config.goals.operating_false_reject_rate
@@ -140,9 +144,6 @@ def _fit_anomaly(
     project_dir: Path | None,
 ) -> None:
     """`train --method anomaly`: the anomaly fit, tracked in the same MLflow experiment."""
-    from visionline.anomaly import load_anomaly_config
-    from visionline.cli._anomaly import run_fit
-
     refused = [k for k, v in overrides.items() if v is not None and k not in _ANOMALY_OPTIONS]
     if resume:
         refused.append("resume")
@@ -152,5 +153,8 @@ def _fit_anomaly(
             f"{given} only apply to supervised training; drop them for --method anomaly "
             "(its settings are AnomalyConfig fields in --config)."
         )
+    from visionline.anomaly import load_anomaly_config
+    from visionline.cli._anomaly import run_fit
+
     shared = {k: overrides[k] for k in _ANOMALY_OPTIONS}
     run_fit(load_anomaly_config(config, **shared), data, None, tracking_uri, out, project_dir)

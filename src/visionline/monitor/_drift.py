@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from scipy import stats
 
 from visionline.errors import ConfigError, DataError
 from visionline.monitor._adapter import QUALITY_STATS, Reference
@@ -83,6 +82,8 @@ class TestResult:
 
 def ks_scores(reference: np.ndarray, current: np.ndarray) -> TestResult:
     """Two-sample KS on defect scores."""
+    from scipy import stats  # here, not at the top: ~1 s of imports every monitor command paid
+
     result = stats.ks_2samp(reference, current)
     shift = float(np.median(current) - np.median(reference))
     return TestResult(
@@ -105,6 +106,8 @@ def chi2_classes(
     shares = {c: round(float(v), 4) for c, v in zip(classes, cur / max(cur.sum(), 1))}
     if keep.sum() < 2:
         return TestResult(Detector.CLASSES, 0.0, 1.0, int(cur.sum()), {"shares": shares})
+    from scipy import stats
+
     statistic, p_value, _, _ = stats.chi2_contingency(np.vstack([ref[keep], cur[keep]]))
     return TestResult(
         Detector.CLASSES, float(statistic), float(p_value), int(cur.sum()), {"shares": shares}
@@ -164,6 +167,8 @@ def mmd_permutation(
 
 
 def _ks_entry(ref: np.ndarray, cur: np.ndarray) -> dict[str, float]:
+    from scipy import stats
+
     result = stats.ks_2samp(ref, cur)
     scale = float(np.std(ref)) or 1.0
     return {
