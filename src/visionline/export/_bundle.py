@@ -16,13 +16,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from visionline.errors import ConfigError
 from visionline_edge import BUNDLE_FORMAT, MANIFEST, SIGNATURE
 
 
 @contextmanager
 def staged_directory(target: Path) -> Iterator[Path]:
     """A fresh folder beside `target` that replaces it only when the block succeeds, so a reader
-    (a polling server) never sees half a bundle and a failure leaves the old one in place."""
+    (a polling server) never sees half a bundle and a failure leaves the old one in place.
+    Only an earlier bundle or an empty folder is replaced, never a file or someone's folder."""
+    if target.exists() and not (target.is_dir() and _replaceable(target)):
+        raise ConfigError(
+            f"{target} exists and is not an edge bundle, so it would be replaced; pass a new "
+            "or empty folder as --out."
+        )
+    if target.parent.exists() and not target.parent.is_dir():
+        raise ConfigError(f"{target.parent} is a file; pass an --out path inside a folder.")
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -33,6 +42,11 @@ def staged_directory(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def _replaceable(folder: Path) -> bool:
+    """An empty folder or an earlier bundle (it holds the manifest)."""
+    return (folder / MANIFEST).is_file() or not any(folder.iterdir())
 
 
 def _sha256(path: Path) -> str:
