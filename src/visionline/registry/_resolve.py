@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import functools
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,27 @@ class ModelRef:
     version: str | None = None
 
 
+def require_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Fail within seconds when an http(s) tracking server does not answer: MLflow's client
+    retries a refused connection with back-off for minutes before it gives up."""
+    url = urlsplit(tracking_uri)
+    if url.scheme not in ("http", "https"):
+        return
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError as exc:
+        raise ServiceUnavailableError(
+            f"MLflow tracking at {tracking_uri} does not answer ({exc.strerror or exc}); start "
+            "the server or fix the tracking URI (--tracking-uri or storage.tracking_uri)."
+        ) from exc
+
+
 def client(tracking_uri: str) -> MlflowClient:
     """An MLflow client whose tracking and registry stores are `tracking_uri`."""
     from mlflow import MlflowClient
 
+    require_reachable(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 

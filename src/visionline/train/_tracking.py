@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionline.errors import ServiceUnavailableError
+from visionline.registry._resolve import require_reachable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,6 +75,8 @@ class Tracker:
     def __init__(
         self, tracking_uri: str, experiment: str, enabled: bool = True, log_model: bool = True
     ):
+        if enabled:  # before any training, not after it
+            require_reachable(tracking_uri)
         self.enabled = enabled
         self.log_model = log_model
         self.tracking_uri = tracking_uri
