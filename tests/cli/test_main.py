@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 VISIONLINE = Path(sys.executable).parent / "visionline"
 
 
@@ -43,3 +45,60 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert "--force" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _help_texts() -> list[tuple[str, str]]:
+    import typer.core
+    import typer.main
+
+    from visionline.cli import app
+
+    texts: list[tuple[str, str]] = []
+
+    def walk(command, path: str) -> None:
+        texts.append((path, command.help or ""))
+        texts.extend(
+            (f"{path} {param.name}", getattr(param, "help", None) or "") for param in command.params
+        )
+        if isinstance(command, typer.core.TyperGroup):
+            for name, sub in command.commands.items():
+                walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(app), "visionline")
+    return texts
+
+
+def test_every_help_text_is_valid_rich_markup():
+    """Help is rendered as rich markup: `train/val[/calib]/test` read as a closing tag crashed
+    `visionline data --help` and `data split --help`."""
+    from rich.errors import MarkupError
+    from rich.markup import render
+    from typer.testing import CliRunner
+
+    from visionline.cli import app
+
+    texts = _help_texts()
+    assert len(texts) > 300
+    for where, text in texts:
+        try:
+            render(text)
+        except MarkupError as exc:
+            pytest.fail(f"{where}: {exc}")
+    result = CliRunner().invoke(app, ["data", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "split" in result.output, result.exception
+
+
+def test_file_system_errors_become_one_sentence(tmp_path, monkeypatch, capsys):
+    """A path where a folder is needed is a user's mistake: one line, no traceback."""
+    from visionline.cli import main
+
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["visionline", "keys", "generate", "--out", str(target)])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {target} is a file where a folder is needed; pass a folder path."
+    assert target.read_text() == "keep me"

@@ -75,3 +75,11 @@ def test_init_refuses_to_overwrite(tmp_path):
         init_project(tmp_path)
     init_project(tmp_path, name="again", force=True)
     assert Project.load(tmp_path).config.name == "again"
+
+
+def test_init_on_a_file_names_the_fix_and_keeps_the_file(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        init_project(target)
+    assert target.read_text() == "keep me"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Annotated
@@ -81,6 +82,26 @@ def _root(
     """MLOps for industrial machine vision: data → model → edge → monitoring → retraining."""
 
 
+_FILE_ERRORS = {
+    errno.EEXIST: "{path} is a file where a folder is needed; pass a folder path.",
+    errno.ENOTDIR: "Part of {path} is a file where a folder is needed; pass a folder path.",
+    errno.EISDIR: "{path} is a folder where a file is needed; pass a file path.",
+    errno.EACCES: "No permission to use {path}; fix its permissions or pick another path.",
+    errno.EPERM: "No permission to use {path}; fix its permissions or pick another path.",
+    errno.EROFS: "{path} is on a read-only file system; pick a writable path.",
+    errno.ENOSPC: "The disk holding {path} is full; free some space and run the command again.",
+}
+
+
+def _file_error(exc: OSError) -> str | None:
+    """One sentence for a file-system error that a user's path or disk caused, else None (a
+    bug, which keeps its traceback)."""
+    template = _FILE_ERRORS.get(exc.errno or 0)
+    if template is None or (exc.filename is None and exc.errno != errno.ENOSPC):
+        return None
+    return template.format(path=exc.filename if exc.filename is not None else "the output")
+
+
 def main() -> None:
     """Console-script entry point: domain errors become one sentence and a non-zero exit."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -91,6 +112,14 @@ def main() -> None:
             f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        sentence = _file_error(exc)
+        if sentence is None:
+            raise
+        err_console.print(
+            f"[bold red]error:[/bold red] {escape(sentence)}", highlight=False, soft_wrap=True
+        )
+        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]Interrupted; finished work is kept, rerun to resume.[/yellow]")
         sys.exit(130)

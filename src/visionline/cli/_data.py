@@ -292,7 +292,8 @@ def split(
     ] = None,
     project: ProjectOption = None,
 ) -> None:
-    """Stratified train/val[/calib]/test split as a new child version; every group stays in one split."""
+    """Stratified train/val/test split (plus calib with --calib) as a new child version; every
+    group stays in one split."""
     from visionline.data import SPLITS
 
     repo = _repo(project)

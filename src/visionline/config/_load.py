@@ -114,6 +114,8 @@ def _sqlite_relative_to(url: str, root: Path) -> str:
 
 def init_project(directory: Path, name: str | None = None, force: bool = False) -> Path:
     """Write a default `visionline.yaml` into `directory`; refuses to overwrite unless forced."""
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory} is a file, not a folder; pass a folder path to init.")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CONFIG_FILE
     if path.exists() and not force:

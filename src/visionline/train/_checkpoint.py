@@ -58,6 +58,8 @@ def prepare_out_dir(
             default_runs_dir(project) / f"{stamp}-{version.short_id[:8]}-{config.backbone.value}"
         )
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file; pass a folder path as --out.")
     if resume and not (out_dir / LAST_CHECKPOINT).is_file():
         raise NotFoundError(
             f"No {LAST_CHECKPOINT} in {out_dir} to resume; drop --resume to start afresh."
