@@ -135,3 +135,10 @@ def test_autocontrast_stretches_a_dim_image_and_is_recorded():
     assert Preprocessing.from_dict(stretched.to_dict()) == stretched
     older = {k: v for k, v in plain.to_dict().items() if k != "autocontrast"}
     assert Preprocessing.from_dict(older) == plain  # manifests written before the field
+
+
+def test_decode_garbage_message_names_no_buffer_object():
+    with pytest.raises(ImageError) as caught:
+        decode_image(b"aGVsbG8gd29ybGQ=")  # base64 text, not image bytes
+    assert "BytesIO" not in str(caught.value)
+    assert str(caught.value).endswith("send a valid JPEG or PNG.")

@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from visionline_edge.errors import ImageError
 
@@ -142,6 +142,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"Image refused as a decompression bomb ({exc}); resize it first.") from exc
+    except UnidentifiedImageError as exc:  # its text names only an in-memory buffer
+        raise ImageError(
+            "Image data is in no image format Pillow reads; send a valid JPEG or PNG."
+        ) from exc
     except Exception as exc:  # Pillow raises many types for bad input
         raise ImageError(
             f"Image cannot be decoded ({type(exc).__name__}: {exc}); send a valid JPEG or PNG."

@@ -105,3 +105,16 @@ def test_shape_too_large_for_int64_is_a_clear_400():
     item = RequestInput(name="image", datatype="FP32", shape=[2**40, 2**40, 2**40], data=[0.0])
     with pytest.raises(DataError, match="too large"):
         tensor_from_json(item)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e39])
+def test_non_finite_fp32_is_refused_in_json_and_binary(value):
+    data = [0.0, value, 1.0, 2.0]
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": data}]})
+    with pytest.raises(DataError, match="NaN or infinite"):
+        parse_http_request(body.encode(), None)
+    with np.errstate(over="ignore"):
+        raw = np.array(data, dtype=np.float64).astype(np.float32).tobytes()
+    body, length = _binary_request([("x", "FP32", [1, 4], raw)])
+    with pytest.raises(DataError, match="NaN or infinite"):
+        parse_http_request(body, length)

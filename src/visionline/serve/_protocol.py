@@ -128,7 +128,8 @@ def tensor_from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> T
             f"Input {name!r} carries {len(raw)} bytes but shape {shape} of {datatype} needs "
             f"{count * dtype.itemsize}; fix the shape or the data."
         )
-    return Tensor(name, datatype, shape, np.frombuffer(raw, dtype=dtype).reshape(shape))
+    array = _finite(name, np.frombuffer(raw, dtype=dtype))
+    return Tensor(name, datatype, shape, array.reshape(shape))
 
 
 def tensor_from_json(item: RequestInput) -> Tensor:
@@ -162,10 +163,22 @@ def tensor_from_json(item: RequestInput) -> Tensor:
     if not all(isinstance(v, (int, float, bool)) for v in flat):
         raise DataError(f"Input {item.name!r} holds non-numeric data for {item.datatype}.")
     try:
-        array = np.asarray(flat, dtype=dtype)
+        with np.errstate(over="ignore"):  # an overflow becomes inf, which _finite refuses
+            array = np.asarray(flat, dtype=dtype)
     except (OverflowError, ValueError) as exc:
         raise DataError(f"Input {item.name!r} holds values that do not fit {item.datatype}.") from exc
+    array = _finite(item.name, array)
     return Tensor(item.name, item.datatype, item.shape, array.reshape(item.shape))
+
+
+def _finite(name: str, array: np.ndarray) -> np.ndarray:
+    """Refuse NaN and infinity (1e39 overflows FP32): the model would answer NaN, which is not
+    valid JSON, and the prediction log would keep it."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise DataError(
+            f"Input {name!r} holds NaN or infinite values; send finite numbers in the FP32 range."
+        )
+    return array
 
 
 def _validation_message(exc: ValidationError) -> str:
