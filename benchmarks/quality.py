@@ -147,6 +147,26 @@ ARMS: dict[str, dict[str, Any]] = {
         "head_epochs": 60,
         "head_lr": 3e-3,
     },
+    # Stage 8: the same patch head taught where the defects are by the tiles' masks
+    # (`mask_weight`: a per-cell loss on the share of each cell the mask covers).
+    "recipe_head_only_192_patches_masks_0.3": {
+        "defaults": True,
+        "finetune_blocks": 0,
+        "image_size": 192,
+        "features": "patches",
+        "head_epochs": 60,
+        "head_lr": 3e-3,
+        "mask_weight": 0.3,
+    },
+    "recipe_head_only_192_patches_masks_1": {
+        "defaults": True,
+        "finetune_blocks": 0,
+        "image_size": 192,
+        "features": "patches",
+        "head_epochs": 60,
+        "head_lr": 3e-3,
+        "mask_weight": 1.0,
+    },
     "recipe_top_1_192": {"defaults": True, "finetune_blocks": 1, "image_size": 192},
     "recipe_top_2_192": {"defaults": True, "finetune_blocks": 2, "image_size": 192},
     "recipe_top_4_192": {"defaults": True, "finetune_blocks": 4, "image_size": 192},
@@ -300,6 +320,8 @@ def run_arm(
                 "head_lr",
                 "head_weight_decay",
                 "embedding_views",
+                "features",
+                "mask_weight",
             }
         },
         "classes": "good/defect" if binary else "good + 5 defect subtypes",
