@@ -5,7 +5,11 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
 from serve_support import serving
+
+from visionline.errors import ServiceUnavailableError
+from visionline.serve import InferenceServer, ServerConfig
 
 
 def test_an_idle_keep_alive_connection_stays_open_past_the_clients_timeout(repo):
@@ -25,3 +29,22 @@ def test_an_idle_keep_alive_connection_stays_open_past_the_clients_timeout(repo)
         conn.setblocking(True)
         conn.sendall(request)
         assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_a_port_in_use_is_one_clear_error(repo):
+    """uvicorn exits the process when it cannot bind, and grpc raises a bare RuntimeError;
+    both had ended `visionline serve` with a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for ports, fix in (
+            ({"http_port": port, "grpc_port": None}, "--http-port"),
+            ({"http_port": 0, "grpc_port": port}, "--grpc-port"),
+        ):
+            server = InferenceServer(ServerConfig(repository=repo, **ports))
+            with (
+                pytest.raises(ServiceUnavailableError, match=f"pick a free {fix}"),
+                server.running(),
+            ):
+                pass

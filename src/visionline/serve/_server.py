@@ -147,9 +147,14 @@ class InferenceServer:
         app = create_app(self.service)
         grpc_server = None
         if self.config.grpc_port is not None:
-            grpc_server, self.grpc_port = create_grpc_server(
-                self.service, f"{self.config.host}:{self.config.grpc_port}"
-            )
+            address = f"{self.config.host}:{self.config.grpc_port}"
+            try:
+                grpc_server, self.grpc_port = create_grpc_server(self.service, address)
+            except RuntimeError as exc:  # grpc's only word for a port it cannot bind
+                raise ServiceUnavailableError(
+                    f"Could not listen for gRPC on {address} (in use or not allowed); pick a "
+                    "free --grpc-port or pass --no-grpc."
+                ) from exc
             grpc_server.start()
         import uvicorn
 
@@ -177,10 +182,12 @@ class InferenceServer:
         else:
             self.repository.initial_load_done = True
             self._start_polling()
-        serve_task = asyncio.ensure_future(self._uvicorn.serve())
+        serve_task = asyncio.ensure_future(self._serve_http())
         while not self._uvicorn.started and not serve_task.done():
             await asyncio.sleep(0.01)
         if serve_task.done():
+            if grpc_server is not None:
+                grpc_server.stop(None)
             await serve_task
             raise ServiceUnavailableError(
                 f"Could not listen on {self.config.host}:{self.config.http_port}; pick a free --http-port."
@@ -198,6 +205,14 @@ class InferenceServer:
                 await loader
             self.service.close()
             self.repository.close()
+
+    async def _serve_http(self) -> None:
+        """uvicorn exits the process (SystemExit, which asyncio re-raises past every handler)
+        when it cannot bind its port; that becomes the one-line error above."""
+        try:
+            await self._uvicorn.serve()
+        except SystemExit:
+            return
 
     def _start_polling(self) -> None:
         if self.config.poll_s:
