@@ -121,3 +121,25 @@ def test_export_tasks(logged):
     assert_one_line_error(
         run("monitor", "export-tasks", "--out", str(out), "--n", "0", cwd=project), "--n"
     )
+
+
+def test_dashboard_port_out_of_range_or_in_use_is_one_error(tmp_path):
+    """--port 99999 had hung with no error; a port in use ended in uvicorn's SystemExit(3)."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from visionline.cli import app
+    from visionline.errors import ServiceUnavailableError
+
+    db = f"sqlite:///{tmp_path / 'monitor.db'}"
+    runner = CliRunner()
+    result = runner.invoke(app, ["monitor", "serve", "--db", db, "--port", "99999"])
+    assert result.exit_code == 2 and "65535" in result.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(app, ["monitor", "serve", "--db", db, "--port", port])
+    assert isinstance(result.exception, ServiceUnavailableError)
+    assert "pick a free --port" in str(result.exception)

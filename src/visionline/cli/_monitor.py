@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from visionline.cli._common import ProjectOption, console, load_project
-from visionline.errors import ConfigError, VisionlineError
+from visionline.errors import ConfigError, ServiceUnavailableError, VisionlineError
 
 app = typer.Typer(
     help="Prediction log, drift detection, feedback, per-delivery defect rates, dashboard.",
@@ -386,8 +386,12 @@ def export_tasks_command(
 
 @app.command("serve")
 def serve_command(
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 8050,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on; 0.0.0.0 for all.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port of the dashboard and the API.")
+    ] = 8050,
     bundle: BundleOption = None,
     db: DbOption = None,
     project: ProjectOption = None,
@@ -410,4 +414,9 @@ def serve_command(
         raise ConfigError(f"No channel folder {channel}; create it or fix --channel.")
     app_ = create_app(_db(project, db, must_exist=False), _blobs(proj), reference, rates, channel)
     console.print(f"Dashboard on http://{host}:{port}/ (Ctrl+C stops it).")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(app_, host=host, port=port, log_level="warning")
+    except SystemExit as exc:  # uvicorn's way to say it could not bind (it logged why)
+        raise ServiceUnavailableError(
+            f"Could not listen on {host}:{port}; pick a free --port."
+        ) from exc
