@@ -29,9 +29,13 @@ demo: $(DEMO_STAMP)
 
 # Label Studio (for the labelling tests) pins its own Django stack, so it gets its own venv,
 # .venv-labelstudio/, with a migrated template database; the script does nothing once both exist.
+# The suite runs in TEST_WORKERS pytest-xdist processes, a test file each at a time (one core
+# each; TEST_WORKERS=0 runs it in this process): serially it kept one of CI's two cores idle
+# while tests waited on subprocesses and servers.
+TEST_WORKERS ?= 2
 test: $(TEST_STAMP)
 	$(BIN)/python tests/labelstudio_support.py
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

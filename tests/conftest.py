@@ -13,6 +13,13 @@ from pathlib import Path
 
 import pytest
 
+# `make test` runs the suite in two pytest-xdist workers on the 2-core CI machine. Each worker, and
+# every process its tests start, then keeps to one torch/OpenMP thread: two workers with a thread
+# per core each would oversubscribe the cores and spin-wait. Set before anything imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 # Helpers shared by several test folders (`browser_support`) live next to this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
