@@ -223,16 +223,18 @@ def evaluate_model(
     and, when the model came from an MLflow run, logs both plus gate tags to that run.
     """
     from visionline.data import DatasetRepo
+
+    repo = DatasetRepo(project)  # the data first: a wrong version or split fails before torch
+    version = repo.get(dataset)
+    test_records = split_records(version, split)
+    chosen = threshold_split(version)
+    val_records = split_records(version, chosen)
+
     from visionline.registry._resolve import resolve_model
     from visionline.train import load_model, save_model
 
     ref = resolve_model(model_uri, project.tracking_uri)
     model, spec = load_model(ref.path)
-    repo = DatasetRepo(project)
-    version = repo.get(dataset)
-    test_records = split_records(version, split)
-    chosen = threshold_split(version)
-    val_records = split_records(version, chosen)
     validation = predict_records(model, spec, val_records, repo.blobs, batch_size, progress)
     test = predict_records(model, spec, test_records, repo.blobs, batch_size, progress)
     result = evaluate_predictions(
