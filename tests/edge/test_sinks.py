@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import zlib
 
 import pytest
@@ -231,4 +232,21 @@ def test_in_the_background_a_failing_plc_is_alarmed_and_retried_in_order():
     plc.up = True
     assert buffered.flush(timeout=10)
     assert plc.received == ["0", "1", "2"] and not buffered.alarm
+    buffered.close()
+
+
+def test_a_plc_away_at_start_stays_alarmed_while_nothing_is_queued():
+    """With no verdict queued, the retry had cleared the alarm (and logged 'reachable again')
+    without reaching the PLC; it must connect first."""
+    plc = SlowToConnectPlc(wait_s=0.0)
+    buffered = BufferedSink(plc, retry_interval=0.01)
+    buffered.connect()
+    deadline = time.monotonic() + 5
+    while plc.attempts < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert plc.attempts >= 4 and buffered.alarm and buffered.backlog == 0
+    plc.up = True
+    while buffered.alarm and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not buffered.alarm
     buffered.close()

@@ -265,5 +265,24 @@ class BufferedSink:
                     self._state.wait(self.retry_interval)
                     if self._closed:
                         return
+            if retrying and not self._reconnected():
+                continue
             if self._drain() and retrying:
                 _log.warning("PLC reachable again; backlog delivered")
+
+    def _reconnected(self) -> bool:
+        """Whether an alarmed PLC may count as back. With nothing queued no send proves it, so
+        the sink connects afresh; without that the alarm cleared (and the log said 'reachable
+        again') while a PLC that was away at start stayed away."""
+        connect = getattr(self.sink, "connect", None)
+        with self._state:
+            if self._pending or connect is None:
+                return True
+        try:
+            with self._delivering:
+                connect()
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the alarm, never the line
+            with self._state:
+                self.last_error = str(exc)
+            return False
+        return True
