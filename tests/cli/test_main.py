@@ -88,6 +88,11 @@ def test_every_help_text_is_valid_rich_markup():
     assert result.exit_code == 0 and "split" in result.output, result.exception
 
 
+def test_every_command_option_and_argument_has_help():
+    missing = [where for where, text in _help_texts() if not text.strip()]
+    assert missing == []
+
+
 def test_file_system_errors_become_one_sentence(tmp_path, monkeypatch, capsys):
     """A path where a folder is needed is a user's mistake: one line, no traceback."""
     from visionline.cli import main

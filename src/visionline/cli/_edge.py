@@ -68,8 +68,17 @@ def run_command(
         "--central", help="Base URL of 'visionline monitor serve' that the outbox syncs to."
     )] = None,
     line: Annotated[str | None, typer.Option("--line", help="Line name in the log.")] = None,
-    sync_batch: Annotated[int, typer.Option("--sync-batch", min=1, max=5000)] = 200,
-    sync_interval: Annotated[float, typer.Option("--sync-interval", min=0.01)] = 0.5,
+    sync_batch: Annotated[
+        int, typer.Option("--sync-batch", min=1, max=5000, help="Verdicts per upload to --central.")
+    ] = 200,
+    sync_interval: Annotated[
+        float,
+        typer.Option(
+            "--sync-interval",
+            min=0.01,
+            help="Seconds between uploads once the backlog is sent; retries back off from it.",
+        ),
+    ] = 0.5,
     max_backoff: Annotated[float, typer.Option(
         "--max-backoff", min=0.1, help="Longest wait between sync retries while offline, seconds."
     )] = 30.0,

@@ -248,7 +248,9 @@ def deliveries_command(
         Path | None,
         typer.Option("--rates", help="metrics.json from 'visionline eval' (instead of --bundle)."),
     ] = None,
-    confidence: Annotated[float, typer.Option("--confidence", min=0.5, max=0.999)] = 0.90,
+    confidence: Annotated[
+        float, typer.Option("--confidence", min=0.5, max=0.999, help="Interval confidence.")
+    ] = 0.90,
     db: DbOption = None,
     project: ProjectOption = None,
     as_json: JsonOption = False,

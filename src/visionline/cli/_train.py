@@ -38,7 +38,12 @@ def train(
         ),
     ] = Method.SUPERVISED,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML file of TrainConfig settings.")
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML file of TrainConfig settings (head_epochs, finetune_blocks, features, ...).",
+        ),
     ] = None,
     backbone: Annotated[
         str | None,
@@ -50,16 +55,30 @@ def train(
     pretrained: Annotated[
         str | None, typer.Option(help="Starting weights: imagenet, none, or a checkpoint path.")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum number of epochs.")] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Most fine-tuning epochs (stage 2, early-stopped on val); the head's stage 1 "
+            "runs head_epochs (--config)."
+        ),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per optimiser step.")] = None,
     lr: Annotated[
-        float | None, typer.Option(help="Head learning rate (backbone: lr × mult).")
+        float | None,
+        typer.Option(
+            help="Fine-tuning learning rate of the head (backbone: lr × backbone_lr_mult); "
+            "stage 1 uses head_lr."
+        ),
     ] = None,
     image_size: Annotated[
         int | None, typer.Option(help="Input size in pixels (default: the project goal).")
     ] = None,
     freeze_epochs: Annotated[
-        int | None, typer.Option(help="Warm-up epochs that train only the head.")
+        int | None,
+        typer.Option(
+            help="Fine-tuning epochs with the whole backbone frozen before the top blocks train "
+            "(default 0: stage 1 has fitted the head already)."
+        ),
     ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Random seed; equal seeds give equal runs.")
@@ -87,7 +106,8 @@ def train(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory.")] = None,
     project_dir: ProjectOption = None,
 ) -> None:
-    """Train an inspection model: frozen warm-up, fine-tuning, early stopping at the FRR goal."""
+    """Train an inspection model: a head on cached frozen embeddings, then top-block fine-tuning
+    kept only when it beats the head on val (recall at the false-reject goal)."""
     overrides = {
         "backbone": backbone,
         "pretrained": pretrained,
