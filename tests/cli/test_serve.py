@@ -187,3 +187,12 @@ def test_serves_then_drains_on_sigterm(tmp_path, onnx_model):
     assert statuses and set(statuses) == {200}
     logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any(entry.get("path") == "/v1/models/apples:predict" and entry.get("request_id") for entry in logged)
+
+
+def test_a_refused_option_is_named_as_the_command_line_spells_it(monkeypatch):
+    """ServerConfig's field max_body_bytes had been named as the option --max-body-bytes."""
+    from visionline.cli._serve import server_config
+    from visionline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^--max-body-mb: .*1024 bytes \(--max-body-mb"):
+        server_config(_serve_options([".", "--max-body-mb", "0"], {}, monkeypatch))

@@ -160,8 +160,14 @@ def server_config(options: Mapping[str, Any]) -> ServerConfig:
         )
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = ".".join(str(p) for p in error["loc"]).replace("_", "-")
-        raise ConfigError(f"--{field}: {error['msg']}; fix that option.") from exc
+        field = ".".join(str(p) for p in error["loc"])
+        option = _OPTION_OF.get(field, field.replace("_", "-"))
+        unit = " bytes (--max-body-mb × 1,048,576)" if field == "max_body_bytes" else ""
+        raise ConfigError(f"--{option}: {error['msg']}{unit}; fix that option.") from exc
+
+
+_OPTION_OF = {"max_body_bytes": "max-body-mb", "intra_op_threads": "threads"}
+"""ServerConfig fields whose command-line option has another name."""
 
 
 def _key(value: str | None, file: Path | None, what: str) -> str | None:

@@ -23,8 +23,8 @@ def tune_command(
     storage: Annotated[
         str | None,
         typer.Option(
-            help="postgresql://… (or any SQLAlchemy URL) to share a study across machines; "
-            "default: a journal file in the project cache."
+            help="postgresql://… (or any SQLAlchemy URL) to share a study across machines, or "
+            "a journal file path; default: a journal file in the project cache."
         ),
     ] = None,
     config: Annotated[
