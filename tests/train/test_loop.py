@@ -319,3 +319,25 @@ def test_freeze_batchnorm_keeps_pretrained_statistics_while_fine_tuning():
     set_backbone_mode(model.train(), frozen=False, freeze_batchnorm=False)
     model(torch.rand(4, 3, 32, 32))
     assert not all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))
+
+
+def test_interrupt_before_the_first_epoch_says_to_start_again(
+    tiny_project, tracking_uri, tmp_path, monkeypatch
+):
+    """With no last.pt yet, the message had said to rerun with --resume, which then failed with
+    'No last.pt ... to resume'."""
+    from visionline.train import _loop
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_loop, "_train_epoch", interrupted)
+    tracker = _loop.Tracker  # MLflow plays no part in what is tested; spare its start-up
+    monkeypatch.setattr(_loop, "Tracker", lambda *a, **k: tracker(*a, **{**k, "enabled": False}))
+    project, version = tiny_project
+    with pytest.raises(TrainingError, match="before its first epoch.*without --resume"):
+        fit(
+            tiny_config(), version, project, out_dir=tmp_path / "run",
+            tracking_uri=tracking_uri, progress=False,
+        )
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -555,13 +555,14 @@ def _fit(
                     break
         except KeyboardInterrupt:
             tracker.end("KILLED")
-            kept = (
-                f"the checkpoint of epoch {epoch} is kept in {out}"
-                if (out / LAST_CHECKPOINT).exists()
-                else f"no epoch finished yet in {out}"
-            )
+            if not (out / LAST_CHECKPOINT).exists():  # --resume would find nothing to continue
+                raise TrainingError(
+                    f"Training interrupted before its first epoch finished in {out}; rerun the "
+                    "same command without --resume to start again."
+                ) from None
             raise TrainingError(
-                f"Training interrupted; {kept}; rerun with --resume --out {out} to continue."
+                f"Training interrupted; the checkpoint of epoch {epoch} is kept in {out}; rerun "
+                f"with --resume --out {out} to continue."
             ) from None
         except BaseException:
             tracker.end("FAILED")
