@@ -143,3 +143,13 @@ def test_dashboard_port_out_of_range_or_in_use_is_one_error(tmp_path):
         result = runner.invoke(app, ["monitor", "serve", "--db", db, "--port", port])
     assert isinstance(result.exception, ServiceUnavailableError)
     assert "pick a free --port" in str(result.exception)
+
+
+def test_recent_refuses_a_count_below_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from visionline.cli import app
+
+    db = f"sqlite:///{tmp_path / 'monitor.db'}"
+    result = CliRunner().invoke(app, ["monitor", "recent", "--db", db, "--n", "-1"])
+    assert result.exit_code == 2 and "--n" in result.output

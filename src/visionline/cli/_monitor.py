@@ -77,7 +77,7 @@ def _print_json(value: Any) -> None:
 
 @app.command("recent")
 def recent_command(
-    n: Annotated[int, typer.Option("--n", help="How many predictions.")] = 10,
+    n: Annotated[int, typer.Option("--n", min=1, help="How many predictions.")] = 10,
     flagged: Annotated[bool, typer.Option("--flagged", help="Only flagged images.")] = False,
     db: DbOption = None,
     project: ProjectOption = None,
