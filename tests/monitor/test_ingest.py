@@ -149,3 +149,23 @@ def test_uploaded_images_land_in_the_blob_store(tmp_path: Path) -> None:
     bad = client.post("/api/ingest", json={"records": [_record(3, image="not base64!")]})
     assert bad.status_code == 422 and "image is not base64" in bad.json()["detail"]
     db.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"ts": 1e300}, "not a Unix time"),
+        ({"ts": -5.0}, "not a Unix time"),
+        ({"threshold": "inf"}, "threshold"),
+        ({"probabilities": {"good": "NaN"}}, "finite numbers"),
+        ({"probabilities": {"good": True}}, "finite numbers"),
+    ],
+)
+def test_records_that_would_break_the_log_readers_are_refused(client_db, extra, message) -> None:
+    """A ts of 1e300 had been stored: the dashboard answered 500 and `monitor recent` crashed
+    (OverflowError) on every later read."""
+    client, db = client_db
+    response = client.post("/api/ingest", json={"records": [_record(1, **extra)]})
+    assert response.status_code == 422 and message in response.json()["detail"]
+    assert db.count_predictions() == 0
+    assert client.get("/").status_code == 200

@@ -28,6 +28,9 @@ from visionline_edge import QUALITY_STATS
 __all__ = ["MAX_BATCH", "FleetState", "assigned_bundle", "fleet_summary", "ingest_rows", "register_ingest", "store_images"]
 
 MAX_BATCH = 5000
+_LATEST_TS = 32503680000.0
+"""The year 3000 in Unix seconds: a later (or non-finite) capture time broke every reader of
+the log (`monitor recent`, the dashboard) once stored."""
 _REQUIRED = ("id", "ts", "model", "version", "probabilities", "predicted_class",
              "defect_score", "flagged", "decision", "threshold")
 
@@ -41,8 +44,14 @@ def _row(record: Any, n: int) -> dict[str, Any]:
     rid = record["id"]
     if not isinstance(rid, str) or not 1 <= len(rid) <= 32:
         raise DataError(f"records[{n}] has an id that is not a 1-32 character string.")
-    if not isinstance(record["probabilities"], dict):
-        raise DataError(f"records[{n}].probabilities must be an object of class: probability.")
+    probabilities = record["probabilities"]
+    if not isinstance(probabilities, dict) or not all(
+        isinstance(p, int | float) and not isinstance(p, bool) and math.isfinite(p)
+        for p in probabilities.values()
+    ):
+        raise DataError(
+            f"records[{n}].probabilities must be an object of class: probability (finite numbers)."
+        )
     row = {k: record.get(k) for k in PREDICTION_COLUMNS if k not in ("embedding", "image_sha256")}
     row["route"] = row.get("route") or "edge"
     try:
@@ -51,6 +60,10 @@ def _row(record: Any, n: int) -> dict[str, Any]:
         row["latency_ms"] = None if row["latency_ms"] is None else float(row["latency_ms"])
         if not math.isfinite(row["defect_score"]):
             row["defect_score"] = -1.0
+        if not (math.isfinite(row["ts"]) and 0 <= row["ts"] <= _LATEST_TS):
+            raise ValueError(f"ts {row['ts']!r} is not a Unix time in seconds")
+        if not math.isfinite(row["threshold"]):
+            raise ValueError(f"threshold {row['threshold']!r} is not a finite number")
         quality = record.get("quality") or [None] * len(QUALITY_STATS)
         for name, value in zip(QUALITY_STATS, quality):
             row[name] = None if value is None else float(value)
