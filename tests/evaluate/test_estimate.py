@@ -119,6 +119,17 @@ def test_estimate_by_group_bad_input():
         estimate_by_group(pd.DataFrame({"delivery": ["a"]}), "delivery", RATES)
 
 
+def test_text_flags_count_only_flagged_words_and_refuse_unknown_ones():
+    frame = pd.DataFrame(
+        {"delivery": ["a"] * 5, "flagged": ["yes", "no", "Good", "DEFECT", None]}
+    )
+    rows = estimate_by_group(frame, "delivery", RATES)
+    assert (rows[0]["flagged"], rows[0]["raw_rate"]) == (2, 0.4)
+    frame.loc[1, "flagged"] = "maybe"
+    with pytest.raises(DataError, match="'maybe'"):
+        estimate_by_group(frame, "delivery", RATES)
+
+
 def test_a_group_judged_by_two_models_sums_their_corrected_counts():
     weak = ValidatedRates(tp=70, n_defect=100, fp=2, n_good=100)
     one = estimate_prevalence_parts([(54, 500, RATES)], seed=3)

@@ -369,14 +369,33 @@ def _pick(frame: pd.DataFrame, names: Sequence[str]) -> str | None:
     return next((name for name in names if name in frame.columns), None)
 
 
+FLAG_WORDS = {"1": True, "true": True, "yes": True, "defect": True,
+              "0": False, "false": False, "no": False, "good": False, "": False}
+"""How a text flag column may say flagged or kept (case-insensitive; empty = kept)."""
+
+
+def _text_flags(words: pd.Series, column: str) -> np.ndarray:
+    """Flags from words; any other word is refused, since counting it either way would bias
+    the estimate silently (pandas 3 reads such a column as strings, not objects)."""
+    unknown = sorted(set(words) - FLAG_WORDS.keys())
+    if unknown:
+        raise DataError(
+            f"Column '{column}' holds {unknown[:3]}; write each flag as one of "
+            f"{', '.join(repr(w) for w in FLAG_WORDS if w)} (or leave it empty for kept)."
+        )
+    return words.map(FLAG_WORDS).to_numpy(dtype=bool)
+
+
 def _flags(
     frame: pd.DataFrame, rates: ValidatedRates | None, threshold: float | None
 ) -> np.ndarray:
     flag_column = _pick(frame, FLAG_COLUMNS)
     if flag_column is not None:
+        from pandas.api.types import is_string_dtype
+
         values = frame[flag_column]
-        if values.dtype == object:
-            return values.astype(str).str.lower().isin(["1", "true", "yes", "defect"]).to_numpy()
+        if values.dtype == object or is_string_dtype(values):
+            return _text_flags(values.fillna("").astype(str).str.strip().str.lower(), flag_column)
         return values.fillna(0).astype(bool).to_numpy()
     score_column = _pick(frame, SCORE_COLUMNS)
     if score_column is None:
