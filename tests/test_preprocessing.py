@@ -142,3 +142,10 @@ def test_decode_garbage_message_names_no_buffer_object():
         decode_image(b"aGVsbG8gd29ybGQ=")  # base64 text, not image bytes
     assert "BytesIO" not in str(caught.value)
     assert str(caught.value).endswith("send a valid JPEG or PNG.")
+
+
+def test_base64_encoded_image_is_named_as_such():
+    import base64
+
+    with pytest.raises(ImageError, match="base64 text, not image bytes"):
+        decode_image(base64.b64encode(_png(8, 8)))

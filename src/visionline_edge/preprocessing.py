@@ -126,6 +126,15 @@ def _check_pixels(image: Image.Image, max_pixels: int) -> None:
         )
 
 
+BASE64_IMAGE_PREFIXES = (b"/9j/", b"iVBORw0KGgo", b"R0lGOD", b"UklGR", b"SUkq", b"TU0A")
+"""How JPEG, PNG, GIF, WebP and TIFF bytes begin once base64-encoded: a client that sends a
+JSON string holding such text meant to send the image, so the error says how."""
+
+
+def _is_base64_image(data: bytes) -> bool:
+    return data.lstrip()[:16].startswith(BASE64_IMAGE_PREFIXES)
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode encoded image bytes fully, refusing corrupt, truncated or oversized input.
 
@@ -143,6 +152,11 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"Image refused as a decompression bomb ({exc}); resize it first.") from exc
     except UnidentifiedImageError as exc:  # its text names only an in-memory buffer
+        if _is_base64_image(data):
+            raise ImageError(
+                "Image data is base64 text, not image bytes; send the JPEG or PNG bytes "
+                "themselves (over REST JSON: the binary data extension, or a multipart upload)."
+            ) from exc
         raise ImageError(
             "Image data is in no image format Pillow reads; send a valid JPEG or PNG."
         ) from exc
