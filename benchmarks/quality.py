@@ -74,6 +74,16 @@ MAIN_DEFAULTS: dict[str, Any] = {
 """`visionline train`'s defaults on main before this ablation, written out so `main` stays main:
 no stage-1 head, one frozen warm-up epoch, the whole backbone fine-tuned with BatchNorm live."""
 
+PATCH_HEAD_192: dict[str, Any] = {
+    "defaults": True,
+    "finetune_blocks": 0,
+    "image_size": 192,
+    "features": "patches",
+    "head_epochs": 60,
+    "head_lr": 3e-3,
+}
+"""The head-only patch-head arm; the masked arms add `mask_weight` to it."""
+
 ARMS: dict[str, dict[str, Any]] = {
     "main": {},
     "backbone_lr_mult_1": {"backbone_lr_mult": 1.0},
@@ -139,34 +149,11 @@ ARMS: dict[str, dict[str, Any]] = {
     },
     # Stage 6: a patch head (features: patches) on the frozen map before the last stage, pooled
     # by log-sum-exp, against the linear head on the globally pooled embedding above.
-    "recipe_head_only_192_patches": {
-        "defaults": True,
-        "finetune_blocks": 0,
-        "image_size": 192,
-        "features": "patches",
-        "head_epochs": 60,
-        "head_lr": 3e-3,
-    },
+    "recipe_head_only_192_patches": PATCH_HEAD_192,
     # Stage 8: the same patch head taught where the defects are by the tiles' masks
     # (`mask_weight`: a per-cell loss on the share of each cell the mask covers).
-    "recipe_head_only_192_patches_masks_0.3": {
-        "defaults": True,
-        "finetune_blocks": 0,
-        "image_size": 192,
-        "features": "patches",
-        "head_epochs": 60,
-        "head_lr": 3e-3,
-        "mask_weight": 0.3,
-    },
-    "recipe_head_only_192_patches_masks_1": {
-        "defaults": True,
-        "finetune_blocks": 0,
-        "image_size": 192,
-        "features": "patches",
-        "head_epochs": 60,
-        "head_lr": 3e-3,
-        "mask_weight": 1.0,
-    },
+    "recipe_head_only_192_patches_masks_0.3": {**PATCH_HEAD_192, "mask_weight": 0.3},
+    "recipe_head_only_192_patches_masks_1": {**PATCH_HEAD_192, "mask_weight": 1.0},
     "recipe_top_1_192": {"defaults": True, "finetune_blocks": 1, "image_size": 192},
     "recipe_top_2_192": {"defaults": True, "finetune_blocks": 2, "image_size": 192},
     "recipe_top_4_192": {"defaults": True, "finetune_blocks": 4, "image_size": 192},
