@@ -45,6 +45,12 @@ from _record import write_result
 
 MAX_FRR = 0.02
 
+PATCHES_224_2VIEWS: dict[str, Any] = {
+    "epochs": 1, "head_epochs": 60, "head_lr": 0.003, "embedding_views": 2,
+    "finetune_blocks": 0, "image_size": 224, "features": "patches",
+}
+"""The demo's recipe (TRAIN_RECIPE at 224 px); the masked arms add pixel supervision to it."""
+
 CANDIDATES: dict[str, dict[str, Any]] = {
     # The demo's settings before this benchmark: full-backbone fine-tuning after one frozen epoch.
     "demo_before": {
@@ -84,10 +90,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "finetune_blocks": 0, "image_size": 224, "features": "patches",
     },
     # The same trained on two views (identity and horizontal flip) of each image.
-    "patches_224_2views": {
-        "epochs": 1, "head_epochs": 60, "head_lr": 0.003, "embedding_views": 2,
-        "finetune_blocks": 0, "image_size": 224, "features": "patches",
-    },
+    "patches_224_2views": PATCHES_224_2VIEWS,
     # One view at 288 px instead of two at 224: the same backbone work per training image
     # ((288/224)^2 = 1.65 < 2 views), finer cells (9 x 9) for small bruises and holes (scratch
     # probe on seed 7 with cached maps: val recall at 2% FRR 0.875 -> 0.885, test recall at a 2%
@@ -106,24 +109,14 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # The demo's patch head with pixel supervision: the renders' defect masks (ingested with
     # --masks) teach each cell's defect-vs-good logit, at the share of the cell the mask covers
     # or at 1 wherever it touches the cell; cells of good images are negative (mask_weight).
-    "patches_224_2views_masks": {
-        "epochs": 1, "head_epochs": 60, "head_lr": 0.003, "embedding_views": 2,
-        "finetune_blocks": 0, "image_size": 224, "features": "patches", "mask_weight": 1.0,
-    },
-    "patches_224_2views_masks_any": {
-        "epochs": 1, "head_epochs": 60, "head_lr": 0.003, "embedding_views": 2,
-        "finetune_blocks": 0, "image_size": 224, "features": "patches", "mask_weight": 1.0,
-        "mask_target": "any",
-    },
+    "patches_224_2views_masks": {**PATCHES_224_2VIEWS, "mask_weight": 1.0},
+    "patches_224_2views_masks_any": {**PATCHES_224_2VIEWS, "mask_weight": 1.0, "mask_target": "any"},
     # The same at a lighter weight: at 1 the 49 cell terms per image outweighed the image loss
     # (val ROC AUC 0.974 -> 0.960-0.961 in the first run of these arms).
-    "patches_224_2views_masks_0.3": {
-        "epochs": 1, "head_epochs": 60, "head_lr": 0.003, "embedding_views": 2,
-        "finetune_blocks": 0, "image_size": 224, "features": "patches", "mask_weight": 0.3,
-    },
+    "patches_224_2views_masks_0.3": {**PATCHES_224_2VIEWS, "mask_weight": 0.3},
     "patches_224_2views_masks_any_0.3": {
-        "epochs": 1, "head_epochs": 60, "head_lr": 0.003, "embedding_views": 2,
-        "finetune_blocks": 0, "image_size": 224, "features": "patches", "mask_weight": 0.3,
+        **PATCHES_224_2VIEWS,
+        "mask_weight": 0.3,
         "mask_target": "any",
     },
 }
