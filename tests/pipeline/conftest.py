@@ -26,15 +26,25 @@ def first(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def local_ray():
-    """One local Ray session for test_run_ray.py and test_score_ray.py: each start (and stop)
-    of Ray's processes costs seconds. `pytest_runtest_teardown` below stops it after the last
-    test that uses it, so it never idles beside the tests that follow."""
+def _ray_stopped_at_exit():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield ray
+    yield
     ray.shutdown()
+
+
+@pytest.fixture
+def local_ray(_ray_stopped_at_exit):
+    """One local Ray session for test_run_ray.py and test_score_ray.py: each start (and stop)
+    of Ray's processes costs seconds. `pytest_runtest_teardown` below stops it after the last
+    test that uses it, so it never idles beside the tests that follow. It is started again if a
+    test needs it after that: under pytest-xdist a worker may run test_score_ray.py before
+    test_run_ray.py, against the collection order the hook reads."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    return ray
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
