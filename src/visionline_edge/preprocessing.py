@@ -154,11 +154,13 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     except UnidentifiedImageError as exc:  # its text names only an in-memory buffer
         if _is_base64_image(data):
             raise ImageError(
-                "Image data is base64 text, not image bytes; send the JPEG or PNG bytes "
-                "themselves (over REST JSON: the binary data extension, or a multipart upload)."
+                "Image cannot be decoded: it is base64 text, not image bytes; send the JPEG or "
+                "PNG bytes themselves (over REST JSON: the binary data extension, or a multipart "
+                "upload)."
             ) from exc
         raise ImageError(
-            "Image data is in no image format Pillow reads; send a valid JPEG or PNG."
+            "Image cannot be decoded: it is in no image format Pillow reads; send a valid JPEG "
+            "or PNG."
         ) from exc
     except Exception as exc:  # Pillow raises many types for bad input
         raise ImageError(

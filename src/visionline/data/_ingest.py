@@ -135,7 +135,7 @@ def _reason(exc: Exception) -> str:
         return "truncated image"
     if isinstance(exc, OSError):
         return f"unreadable file ({exc.strerror or type(exc).__name__})"
-    if "cannot identify" in text:
+    if "no image format" in text or "cannot identify" in text:
         return "not an image"
     return text.split(";")[0]
 
