@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Session fixtures shared by several test folders, registered here once: a fixture imported into
 # several conftests or modules is a separate fixture in each, built once per import.
-from anomaly_lifecycle_support import shared_fitted_apples
-from eval_builders import eval_env
+from anomaly_lifecycle_support import shared_fitted_apples  # noqa: F401
+from eval_builders import eval_env  # noqa: F401
 
 
 @pytest.hookimpl(hookwrapper=True)

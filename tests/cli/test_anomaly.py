@@ -40,7 +40,6 @@ def test_evaluating_a_missing_model_is_one_sentence(tmp_path):
 @pytest.mark.slow
 def test_export_writes_a_parity_checked_onnx_model(tmp_path):
     from tests.anomaly.conftest import tile
-
     from visionline.anomaly import AnomalyConfig, fit_detector, save_anomaly_model
 
     make_project(tmp_path)

@@ -11,7 +11,7 @@ VISIONLINE = Path(sys.executable).parent / "visionline"
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(VISIONLINE), *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [str(VISIONLINE), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
     )
 
 
@@ -27,7 +27,9 @@ def test_help_does_not_import_heavy_libraries(tmp_path):
         "heavy = {'torch', 'mlflow', 'onnxruntime', 'sklearn', 'matplotlib', 'pyarrow'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
 

@@ -211,7 +211,7 @@ def test_held_out_images_are_the_new_ones_stable_and_judged_with_the_versions_th
     training, held = split_holdout(frame, cut, 0.5)
     assert len(training) + len(held) == len(frame) and 5 <= len(held) <= 25
     assert set(held["label"]) == {"defect"}  # only images labelled after the last retraining
-    again, held_again = split_holdout(frame, cut, 0.5)
+    _, held_again = split_holdout(frame, cut, 0.5)
     assert list(held_again["image_sha256"]) == list(held["image_sha256"])
     assert split_holdout(frame, cut, 0.0)[1].empty
 

@@ -13,9 +13,11 @@ from tritonclient.utils import InferenceServerException
 def client(tmp_path_factory, onnx_model):
     root = tmp_path_factory.mktemp("grpc") / "repo"
     write_bundle(onnx_model, root / "apples" / "1", "1")
-    with serving(root, max_queue_delay_us=0) as server:
-        with grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as c:
-            yield c, server
+    with (
+        serving(root, max_queue_delay_us=0) as server,
+        grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as c,
+    ):
+        yield c, server
 
 
 def test_health_metadata_and_index(client):

@@ -33,7 +33,7 @@ def _binary_request(inputs: list[tuple[str, str, list[int], bytes]], outputs=Non
 def test_binary_fp32_round_trip():
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
     body, length = _binary_request([("image", "FP32", [2, 3, 2, 2], x.tobytes())])
-    request, tensors = parse_http_request(body, length)
+    _, tensors = parse_http_request(body, length)
     assert tensors[0].datatype == "FP32"
     np.testing.assert_array_equal(tensors[0].array, x)
 

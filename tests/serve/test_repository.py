@@ -50,8 +50,8 @@ def test_readiness_only_after_warm_up(repo, onnx_model):
     assert not repository.server_ready()
     repository.load_all()
     assert repository.server_ready() and repository.get("apples").runner.ready
-    from visionline_edge import load_bundle
     from visionline.serve import ModelRunner
+    from visionline_edge import load_bundle
 
     runner = ModelRunner(load_bundle(repo / "apples" / "1"))
     assert not runner.ready  # loaded but neither warmed up nor self-tested

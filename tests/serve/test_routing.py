@@ -33,15 +33,17 @@ def _predict(client: httpx.Client, headers: dict | None = None) -> dict:
 def test_canary_split_follows_the_seeded_draw_and_the_header(repo_two):
     seed, percent, n = 7, 30.0, 60
     records = []
-    with serving(repo_two, canary=[Route(model="apples", version="2", percent=percent)], canary_seed=seed,
-                 hook=records.extend) as server:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}") as client:
-            versions = [_predict(client)["version"] for _ in range(n)]
-            assert _predict(client, {ROUTE_HEADER: "canary"})["route"] == "canary"
-            assert _predict(client, {ROUTE_HEADER: "primary"})["version"] == "1"
-            bad = client.post("/v1/models/apples:predict", files=[("files", ("a.png", image_bytes(0), "image/png"))],
-                              headers={ROUTE_HEADER: "sideways"})
-            assert bad.status_code == 400 and ROUTE_HEADER in bad.json()["error"]
+    canary = [Route(model="apples", version="2", percent=percent)]
+    with (
+        serving(repo_two, canary=canary, canary_seed=seed, hook=records.extend) as server,
+        httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}") as client,
+    ):
+        versions = [_predict(client)["version"] for _ in range(n)]
+        assert _predict(client, {ROUTE_HEADER: "canary"})["route"] == "canary"
+        assert _predict(client, {ROUTE_HEADER: "primary"})["version"] == "1"
+        bad = client.post("/v1/models/apples:predict", files=[("files", ("a.png", image_bytes(0), "image/png"))],
+                          headers={ROUTE_HEADER: "sideways"})
+        assert bad.status_code == 400 and ROUTE_HEADER in bad.json()["error"]
     draw = random.Random(seed)
     expected = ["2" if draw.random() * 100.0 < percent else "1" for _ in range(n)]
     assert versions == expected
@@ -57,11 +59,14 @@ def test_shadow_mirrors_without_changing_the_response(repo_two):
         if any(r.route == "shadow" for r in records):
             seen.set()
 
-    with serving(repo_two, version_policy="specific:1", shadow=[Route(model="apples", version="2")], hook=hook) as server:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}") as client:
-            body = _predict(client)
-            assert body["version"] == "1" and body["route"] == "primary"
-            assert seen.wait(10)
+    shadow = [Route(model="apples", version="2")]
+    with (
+        serving(repo_two, version_policy="specific:1", shadow=shadow, hook=hook) as server,
+        httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}") as client,
+    ):
+        body = _predict(client)
+        assert body["version"] == "1" and body["route"] == "primary"
+        assert seen.wait(10)
     by_route = {r.route: r for r in records}
     assert by_route["primary"].request_id == by_route["shadow"].request_id
     assert by_route["shadow"].version == "2" and by_route["shadow"].threshold == 0.9
