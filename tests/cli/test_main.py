@@ -109,3 +109,19 @@ def test_file_system_errors_become_one_sentence(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.strip() == f"error: {target} is a file where a folder is needed; pass a folder path."
     assert target.read_text() == "keep me"
+
+
+def test_an_existing_folder_error_keeps_its_traceback(tmp_path):
+    """EEXIST on a folder means code made a folder that exists (a bug), not a file in the way."""
+    import errno
+
+    from visionline.cli import _file_error
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    assert _file_error(FileExistsError(errno.EEXIST, "File exists", str(folder))) is None
+    afile = tmp_path / "runs.txt"
+    afile.write_text("x")
+    assert "is a file where a folder is needed" in _file_error(
+        FileExistsError(errno.EEXIST, "File exists", str(afile))
+    )

@@ -99,6 +99,8 @@ def _file_error(exc: OSError) -> str | None:
     template = _FILE_ERRORS.get(exc.errno or 0)
     if template is None or (exc.filename is None and exc.errno != errno.ENOSPC):
         return None
+    if exc.errno == errno.EEXIST and os.path.isdir(exc.filename):
+        return None  # a folder that exists where one is made: the code's mistake, not the path's
     return template.format(path=exc.filename if exc.filename is not None else "the output")
 
 
