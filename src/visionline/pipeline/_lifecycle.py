@@ -21,7 +21,7 @@ STEPS: list[Step] = [
     Step("split", data.split, ("validate",), "stratified, leak-free train/val/test split"),
     Step("tune", model.tune, ("split",), "Optuna search for training settings",
          enabled=lambda c: c.tune.enabled, resources=_training_resources),
-    Step("train", model.train, ("split", "tune"), "fine-tune the backbone",
+    Step("train", model.train, ("split", "tune"), "train the model (pipeline.train.method)",
          resources=_training_resources),
     Step("evaluate", model.evaluate, ("train", "split"), "test metrics with confidence intervals"),
     Step("gate", model.gate, ("evaluate",), "quality gates from the project goals"),
