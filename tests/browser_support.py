@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,8 +36,15 @@ def headless_chromium(window_size: str = "1280,2400") -> Iterator[Any]:
         f"--window-size={window_size}",
     ):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    # Chromium keeps its singleton socket in a folder under TMPDIR that a headless quit leaves
+    # behind; a private TMPDIR, removed after the quit, keeps /tmp clean.
+    private_tmp = tempfile.mkdtemp(prefix="visionline-chromium-")
+    service = Service(CHROMEDRIVER, env={**os.environ, "TMPDIR": private_tmp})
     try:
-        yield driver
+        driver = webdriver.Chrome(service=service, options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
     finally:
-        driver.quit()
+        shutil.rmtree(private_tmp, ignore_errors=True)
