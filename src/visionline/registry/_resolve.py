@@ -36,9 +36,13 @@ class ModelRef:
 def require_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
     """Fail within seconds when an http(s) tracking server does not answer: MLflow's client
     retries a refused connection with back-off for minutes before it gives up."""
+    from urllib.request import getproxies, proxy_bypass
+
     url = urlsplit(tracking_uri)
     if url.scheme not in ("http", "https"):
         return
+    if url.scheme in getproxies() and not proxy_bypass(url.hostname or ""):
+        return  # reached through a proxy: a direct connection proves nothing either way
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((url.hostname or "", port), timeout=timeout).close()
