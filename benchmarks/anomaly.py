@@ -45,7 +45,6 @@ from _record import write_result
 from visionline.anomaly import (
     AnomalyConfig,
     anomaly_metrics,
-    binary_mask,
     export_anomaly_onnx,
     fit_detector,
     pixel_metrics_from_masks,
@@ -53,7 +52,7 @@ from visionline.anomaly import (
 from visionline.anomaly._fit import batches
 from visionline.anomaly._model import PatchCore
 from visionline.anomaly._search import bank_neighbours
-from visionline.data import TILE_SPEC, group_ids
+from visionline.data import TILE_SPEC, binary_mask, group_ids
 from visionline.evaluate import choose_operating_point
 from visionline.preprocessing import Preprocessing, ResizeMode
 

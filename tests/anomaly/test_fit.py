@@ -42,7 +42,7 @@ def test_defects_score_above_every_good_image_and_the_map_points_at_them(fitted)
     good_scores, _ = score_images(model, spec.preprocessing, goods)
     defect_scores, maps = score_images(model, spec.preprocessing, [d[0] for d in defects])
     assert defect_scores.min() > good_scores.max()
-    from visionline.anomaly import mask_in_model_frame
+    from visionline.data import mask_in_model_frame
 
     for amap, (_, mask) in zip(maps, defects):
         inside = mask_in_model_frame(np.asarray(mask) > 127, spec.preprocessing)

@@ -1,10 +1,7 @@
 import numpy as np
 import pytest
-from PIL import Image
 
-from visionline.anomaly import aupro, binary_mask, mask_in_model_frame, pixel_auroc
-from visionline.errors import DataError
-from visionline.preprocessing import Preprocessing, ResizeMode
+from visionline.anomaly import aupro, pixel_auroc
 
 
 def _square(size: int = 20, box: tuple[int, int, int, int] = (5, 5, 10, 10)) -> np.ndarray:
@@ -33,23 +30,3 @@ def test_aupro_weights_regions_equally_unlike_pixel_auroc():
 
 def test_pixel_auroc_is_undefined_without_defect_pixels():
     assert np.isnan(pixel_auroc([np.ones(4)], [np.zeros(4, bool)]))
-
-
-def test_grey_mask_edges_are_thresholded_at_half_intensity():
-    pixels = np.array([[0, 60, 127, 128, 200, 255]], dtype=np.uint8)
-    mask = binary_mask(Image.fromarray(pixels), (6, 1))
-    assert mask.tolist() == [[False, False, False, True, True, True]]
-
-
-def test_a_mask_of_another_size_than_its_image_is_refused():
-    with pytest.raises(DataError, match="supply a mask of the image's size"):
-        binary_mask(Image.new("L", (10, 10)), (12, 10), "The mask of a.jpg")
-
-
-def test_masks_are_letterboxed_like_their_images():
-    mask = np.zeros((50, 100), bool)
-    mask[:, 50:] = True  # right half of a wide image
-    framed = mask_in_model_frame(mask, Preprocessing(size=64, resize_mode=ResizeMode.LETTERBOX))
-    assert framed.shape == (64, 64)
-    assert not framed[:16].any() and not framed[48:].any()  # padding rows above and below
-    assert framed[20:44, 34:].all() and not framed[20:44, :30].any()

@@ -29,7 +29,7 @@ from visionline.anomaly._onnx import (
     onnx_anomaly_predict,
     quantize_anomaly_onnx,
 )
-from visionline.anomaly._pixel import aupro, binary_mask, mask_in_model_frame, pixel_auroc
+from visionline.anomaly._pixel import aupro, pixel_auroc
 from visionline.anomaly._run import AnomalyFitResult, fit_anomaly
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "PatchFeatures",
     "anomaly_metrics",
     "aupro",
-    "binary_mask",
     "build_features",
     "check_anomaly_parity",
     "check_image_size",
@@ -54,7 +53,6 @@ __all__ = [
     "is_anomaly_checkpoint",
     "load_anomaly_config",
     "load_anomaly_model",
-    "mask_in_model_frame",
     "onnx_anomaly_predict",
     "pixel_auroc",
     "pixel_metrics",

@@ -14,9 +14,10 @@ import numpy as np
 from visionline.anomaly._fit import score_images
 from visionline.anomaly._metrics import anomaly_metrics
 from visionline.anomaly._model import load_anomaly_model
-from visionline.anomaly._pixel import aupro, content_region, mask_in_model_frame, pixel_auroc
+from visionline.anomaly._pixel import aupro, content_region, pixel_auroc
 from visionline.anomaly._records import images, mask_of
 from visionline.anomaly._run import class_indices
+from visionline.data import mask_in_model_frame
 from visionline.errors import DataError
 from visionline.evaluate import split_records
 

@@ -1,39 +1,20 @@
-"""Masks in the model's frame and the pixel-level metrics: pixel AUROC and AUPRO.
+"""The pixel-level metrics, pixel AUROC and AUPRO, against masks in the model's frame
+(`visionline.data._masks`: binarised and letterboxed exactly like their images).
 
-Masks are binarised at half intensity (annotators' masks often have grey, anti-aliased edges)
-and letterboxed exactly like their images, so a map pixel and a mask pixel describe the same
-spot. AUPRO (Bergmann et al., MVTec AD) averages the overlap per connected defect region, so
-one large defect cannot hide many missed small ones; it is integrated up to a 30% pixel
+AUPRO (Bergmann et al., MVTec AD) averages the overlap per connected defect region, so one
+large defect cannot hide many missed small ones; it is integrated up to a 30% pixel
 false-positive rate and normalised to [0, 1].
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-from visionline.errors import DataError
 from visionline.preprocessing import Preprocessing, ResizeMode
 
-MASK_LEVEL = 128
+__all__ = ["AUPRO_FPR_LIMIT", "aupro", "content_region", "pixel_auroc"]
+
 AUPRO_FPR_LIMIT = 0.3
-
-
-def binary_mask(mask: Image.Image, image_size: tuple[int, int], name: str = "mask") -> np.ndarray:
-    """A decoded mask as bool pixels (grey edges thresholded at half intensity)."""
-    if mask.size != image_size:
-        raise DataError(
-            f"{name} is {mask.size[0]}x{mask.size[1]} pixels but its image is "
-            f"{image_size[0]}x{image_size[1]}; supply a mask of the image's size."
-        )
-    return np.asarray(mask.convert("L"), dtype=np.uint8) >= MASK_LEVEL
-
-
-def mask_in_model_frame(mask: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
-    """A full-size bool mask resized (and letterboxed) the way its image is: (S, S) bool."""
-    image = Image.fromarray(mask.astype(np.uint8) * 255)
-    plain = Preprocessing(size=preprocessing.size, resize_mode=preprocessing.resize_mode)
-    return np.asarray(plain.resize(image))[..., 0] >= MASK_LEVEL
 
 
 def content_region(width: int, height: int, preprocessing: Preprocessing) -> np.ndarray:

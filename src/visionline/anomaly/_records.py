@@ -53,12 +53,9 @@ def images(blobs: BlobStore, records: Sequence[ImageRecord]) -> Iterator[Image.I
 def mask_of(blobs: BlobStore, record: ImageRecord) -> np.ndarray | None:
     """The record's full-size bool mask: all False for a good image without one, None for a
     defect image without one (its pixels cannot be scored)."""
-    from visionline.anomaly._pixel import binary_mask
+    from visionline.data import record_mask
 
-    size = (record.width, record.height)
-    if record.mask_sha256 is None:
-        return np.zeros((record.height, record.width), bool) if is_good(record) else None
-    mask = binary_mask(
-        decode_image(blobs.get(record.mask_sha256)), size, f"The mask of {record.path}"
-    )
+    mask = record_mask(blobs, record)
+    if mask is None and is_good(record):
+        return np.zeros((record.height, record.width), bool)
     return mask

@@ -46,7 +46,7 @@ def overlay(
     and, given a full-size bool `mask`, the defect's outline in white."""
     import matplotlib
 
-    from visionline.anomaly._pixel import mask_in_model_frame
+    from visionline.data import mask_in_model_frame
 
     base = Image.fromarray(preprocessing.to_uint8(image)[..., :3]).convert("RGB")
     heat = matplotlib.colormaps["jet"](np.clip(amap / max(vmax, 1e-9), 0, 1))[..., :3]

@@ -172,18 +172,13 @@ def mask_cell_targets(
     (and letterboxed) as its image is, put through the same `VIEWS`, pooled per cell; a good
     image (label 0) without a mask is all zeros, a defect image without one (or with an empty
     one, such as a defect too faint to mark) all NaN (unknown)."""
-    from visionline.anomaly import binary_mask, mask_in_model_frame
-    from visionline.preprocessing import decode_image
+    from visionline.data import mask_in_model_frame, record_mask
 
     size = preprocessing.size
     frames = np.full((len(records), size, size), np.nan, dtype=np.float32)
     for i, (record, label) in enumerate(zip(records, labels)):
-        if record.mask_sha256 is not None:
-            full = binary_mask(
-                decode_image(blobs.get(record.mask_sha256)),
-                (record.width, record.height),
-                f"The mask of {record.path}",
-            )
+        full = record_mask(blobs, record)
+        if full is not None:
             frame = mask_in_model_frame(full, preprocessing)
             if frame.any() or label == 0:  # an empty mask of a defect says nothing about where
                 frames[i] = frame
