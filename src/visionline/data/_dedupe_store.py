@@ -10,6 +10,7 @@ already stored changes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -125,15 +126,22 @@ def _phash_pairs(
 _GROUPING_CODE = ("_dedupe.py", "_dedupe_retrieval.py", "_dedupe_verify.py", "_phash.py")
 
 
-def _groups_key(shas: list[str], config: DedupeConfig) -> str:
-    """What the groups of a set of blobs depend on: the blobs (in order), the settings and the
-    code that groups them, so a changed detector never reads an old result."""
-    digest = hashlib.sha256(json.dumps([shas, dataclasses.asdict(config)]).encode())
+@functools.cache
+def _grouping_code_digest() -> str:
+    """sha256 of the grouping code, read once per process."""
+    digest = hashlib.sha256()
     here = os.path.dirname(__file__)
     for name in _GROUPING_CODE:
         with open(os.path.join(here, name), "rb") as handle:
             digest.update(handle.read())
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()
+
+
+def _groups_key(shas: list[str], config: DedupeConfig) -> str:
+    """What the groups of a set of blobs depend on: the blobs (in order), the settings and the
+    code that groups them, so a changed detector never reads an old result."""
+    what = [shas, dataclasses.asdict(config), _grouping_code_digest()]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
 
 
 def _load_groups(path: os.PathLike[str]) -> NearDuplicates | None:
