@@ -3,7 +3,6 @@ dataset version of coloured PNGs, a model whose head is fitted on it, and MLflow
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,10 @@ import pytest
 import yaml
 from mlflow_support import seed_tracking_db
 from PIL import Image
+from records_support import stored_record
 
 from visionline.config import Project, init_project
-from visionline.data import DatasetRepo, ImageRecord
+from visionline.data import DatasetRepo
 from visionline.preprocessing import Preprocessing
 
 CLASSES = ["good", "bruise", "rot"]
@@ -37,7 +37,7 @@ def make_project(root: Path, goals: dict | None = None) -> Project:
     return project
 
 
-def _png(kind: str, rng: np.random.Generator) -> bytes:
+def _image(kind: str, rng: np.random.Generator) -> Image.Image:
     pixels = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
     pixels[...] = (60, 170, 60)
     if kind == "bruise":
@@ -45,10 +45,7 @@ def _png(kind: str, rng: np.random.Generator) -> bytes:
     elif kind == "rot":
         pixels[...] = (120, 70, 20)
     noise = rng.integers(-10, 11, pixels.shape)
-    pixels = np.clip(pixels.astype(int) + noise, 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return Image.fromarray(np.clip(pixels.astype(int) + noise, 0, 255).astype(np.uint8))
 
 
 def make_dataset(
@@ -61,21 +58,9 @@ def make_dataset(
     for split in splits:
         for kind, count in zip(CLASSES, COUNTS[split]):
             for index in range(count):
-                data = _png(kind, rng)
-                records.append(
-                    ImageRecord(
-                        sha256=repo.blobs.put(data),
-                        path=f"{split}/{kind}/{index}.png",
-                        bytes=len(data),
-                        width=SIZE,
-                        height=SIZE,
-                        mode="RGB",
-                        label="good" if kind == "good" else "defect",
-                        subtype=None if kind == "good" else kind,
-                        source="test",
-                        split=split,
-                    )
-                )
+                subtype = None if kind == "good" else kind
+                path = f"{split}/{kind}/{index}.png"
+                records.append(stored_record(repo, _image(kind, rng), path, split, subtype))
     return repo.create_version(records, name=f"eval-{seed}-{'-'.join(splits)}").id
 
 

@@ -3,27 +3,21 @@ MLflow run with dataset input and artifacts, registry, evaluation with pixel met
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 import yaml
+from records_support import stored_record
 
 from visionline.anomaly import AnomalyConfig, evaluate_anomaly, fit_anomaly
 from visionline.config import Project, init_project
-from visionline.data import DatasetRepo, ImageRecord
+from visionline.data import DatasetRepo
 from visionline.errors import DataError
 from visionline.preprocessing import ResizeMode
 
 from .conftest import HEIGHT, WIDTH, tile
 
 LAYOUT = {"train": (6, 1), "val": (6, 2), "test": (5, 4)}
-
-
-def _png(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def make_project(root) -> Project:
@@ -47,22 +41,8 @@ def make_dataset(project: Project, layout=LAYOUT) -> str:
             image, mask = tile(seed, defect)
             if defect and split == "test" and index == n_good + n_defect - 1:
                 mask = mask.point(lambda _: 0)
-            data, mask_data = _png(image), _png(mask)
-            records.append(
-                ImageRecord(
-                    sha256=repo.blobs.put(data),
-                    path=f"{split}/{index}.png",
-                    bytes=len(data),
-                    width=WIDTH,
-                    height=HEIGHT,
-                    mode="RGB",
-                    label="defect" if defect else "good",
-                    subtype="square" if defect else None,
-                    source="test",
-                    split=split,
-                    mask_sha256=repo.blobs.put(mask_data),
-                )
-            )
+            subtype = "square" if defect else None
+            records.append(stored_record(repo, image, f"{split}/{index}.png", split, subtype, mask))
     return repo.create_version(records, name="tiles").id
 
 
@@ -153,19 +133,8 @@ def test_a_stored_mask_of_another_size_than_its_image_is_refused_in_pixel_metric
     project = make_project(tmp_path)
     repo = DatasetRepo(project)
     image, _ = tile(1, defect=True)
-    record = ImageRecord(
-        sha256=repo.blobs.put(_png(image)),
-        path="test/0.png",
-        bytes=1,
-        width=WIDTH,
-        height=HEIGHT,
-        mode="RGB",
-        label="defect",
-        subtype="square",
-        source="test",
-        split="test",
-        mask_sha256=repo.blobs.put(_png(Image.new("L", (WIDTH // 2, HEIGHT), 255))),
-    )
+    half_mask = Image.new("L", (WIDTH // 2, HEIGHT), 255)
+    record = stored_record(repo, image, "test/0.png", "test", "square", half_mask)
     maps = np.zeros((1, 128, 128), np.float32)
     with pytest.raises(DataError, match="supply a mask of the image's size"):
         pixel_metrics([record], maps, repo.blobs, Preprocessing(size=128))

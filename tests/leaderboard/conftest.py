@@ -3,16 +3,15 @@ scratch, split into train / val / calib / test."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import yaml
 from mlflow_support import seed_tracking_db
 from PIL import Image, ImageDraw
+from records_support import stored_record
 
 from visionline.config import Project, init_project
-from visionline.data import DatasetRepo, ImageRecord
+from visionline.data import DatasetRepo
 
 SIZE = 48
 LAYOUT = {"train": (10, 3), "val": (5, 1), "calib": (8, 2), "test": (8, 2)}
@@ -56,22 +55,8 @@ def make_dataset(project: Project, layout=LAYOUT) -> str:
         kinds = [None] * n_good + [s for s in SUBTYPES for _ in range(n_per_subtype)]
         for index, subtype in enumerate(kinds):
             seed += 1
-            buffer = io.BytesIO()
-            tile(seed, subtype).save(buffer, format="PNG")
-            data = buffer.getvalue()
             records.append(
-                ImageRecord(
-                    sha256=repo.blobs.put(data),
-                    path=f"{split}/{index}.png",
-                    bytes=len(data),
-                    width=SIZE,
-                    height=SIZE,
-                    mode="RGB",
-                    label="defect" if subtype else "good",
-                    subtype=subtype,
-                    source="test",
-                    split=split,
-                )
+                stored_record(repo, tile(seed, subtype), f"{split}/{index}.png", split, subtype)
             )
     return repo.create_version(records, name="tiles").id
 
